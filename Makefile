@@ -1,0 +1,29 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+# Each bootstraps uv when missing, then installs the locked environment (uv.lock).
+SHELL := /bin/bash
+UV := $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: run test test-quick lint env
+
+$(HOME)/.local/bin/uv:
+	python3 -m pip install --quiet --user uv
+
+env: | $(UV)
+	$(UV) sync --frozen
+	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+run: env
+	.venv/bin/lake-platform tables
+	.venv/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
+
+test: env
+	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks
+	.venv/bin/pytest
+
+test-quick: env
+	.venv/bin/pytest -m "not slow" -x -q
+
+lint: env
+	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks
+	.venv/bin/ruff format --check lake_platform lake_platform_tests benchmarks

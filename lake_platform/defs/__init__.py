@@ -1,0 +1,1 @@
+"""Dagster wiring, one folder per tier; the core logic lives outside `defs/`."""

@@ -1,0 +1,1 @@
+"""Bronze: raw events landed by the ingest."""

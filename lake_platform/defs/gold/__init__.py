@@ -1,0 +1,1 @@
+"""Gold: derived, ML-ready tables."""

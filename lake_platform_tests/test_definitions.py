@@ -1,0 +1,71 @@
+"""The code location loads and declares every asset of the contract, hourly in UTC."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from lake_platform.definitions import defs
+
+DAGSTER = Path(sys.executable).with_name("dagster")
+EXPECTED_KEYS = {
+    *(
+        f"{tier}/{table}"
+        for tier in ("bronze", "silver")
+        for table in (
+            "stocks/trades",
+            "stocks/quotes",
+            "options/trades",
+            "options/greeks_snapshots",
+            "futures/trades",
+            "futures/mbp10",
+        )
+    ),
+    "bronze/levels/signals",
+    "gold/levels/signals",
+    "gold/stocks/bars_1m",
+}
+
+
+def all_specs() -> dict[str, dg.AssetSpec]:
+    graph = defs.resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+
+
+def test_every_contract_asset_key_is_declared():
+    assert set(all_specs()) == EXPECTED_KEYS
+
+
+def test_every_asset_is_hourly_utc_from_the_configured_start():
+    for key, node in all_specs().items():
+        partitions = node.partitions_def
+        assert isinstance(partitions, dg.HourlyPartitionsDefinition), key
+        assert partitions.timezone == "UTC"
+        assert partitions.get_first_partition_key() == "2024-01-01-00:00"
+        assert partitions.get_partition_key_for_timestamp(1_765_895_400) == "2025-12-16-14:00"
+
+
+def test_lineage_runs_from_bronze_to_gold():
+    graph = defs.resolve_asset_graph()
+    parents = {
+        key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
+    assert parents["silver/stocks/trades"] == {"bronze/stocks/trades"}
+    assert parents["gold/levels/signals"] == {"bronze/levels/signals"}
+    assert parents["gold/stocks/bars_1m"] == {"silver/stocks/trades"}
+
+
+@pytest.mark.slow
+def test_dagster_validates_the_code_location(tmp_path):
+    result = subprocess.run(
+        [DAGSTER, "definitions", "validate", "-m", "lake_platform.definitions"],
+        capture_output=True,
+        text=True,
+        env={"DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

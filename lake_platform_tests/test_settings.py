@@ -1,0 +1,98 @@
+"""Settings from the environment: defaults, validation, and secrets never shown."""
+
+import datetime as dt
+
+import pytest
+
+from lake_platform.cli import main
+from lake_platform.defs.resources import LakeResource
+from lake_platform.settings import LakeSettings, SettingsError
+
+
+def test_defaults_match_the_contract():
+    settings = LakeSettings.from_env({})
+    assert settings.data_root == "./data/lake"
+    assert settings.use_s3 is False
+    assert settings.nats_servers == ("nats://127.0.0.1:4222",)
+    assert (settings.bronze_max_events, settings.bronze_max_age_s) == (1000, 5.0)
+    assert (settings.gold_max_events, settings.gold_max_age_s) == (500, 10.0)
+    assert settings.partitions_start == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    assert settings.partitions_start_key == "2024-01-01-00:00"
+
+
+def test_values_are_parsed():
+    settings = LakeSettings.from_env(
+        {
+            "DATA_ROOT": "s3://lake/prefix",
+            "USE_S3": "true",
+            "NATS_URL": "nats://a:4222, nats://b:4222",
+            "BRONZE_MAX_EVENTS": "250",
+            "GOLD_MAX_AGE_S": "2.5",
+            "LAKE_PARTITIONS_START": "2025-12-16-14:00",
+        }
+    )
+    assert settings.use_s3 and settings.data_root == "s3://lake/prefix"
+    assert settings.nats_servers == ("nats://a:4222", "nats://b:4222")
+    assert settings.bronze_max_events == 250 and settings.gold_max_age_s == 2.5
+    assert settings.partitions_start_key == "2025-12-16-14:00"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"USE_S3": "true"}, "USE_S3=true needs DATA_ROOT=s3://"),
+        ({"DATA_ROOT": "s3://bucket"}, "set USE_S3=true"),
+        ({"USE_S3": "maybe"}, "USE_S3 must be true or false"),
+        ({"BRONZE_MAX_EVENTS": "0"}, "BRONZE_MAX_EVENTS must be a positive int"),
+        ({"BRONZE_MAX_AGE_S": "soon"}, "BRONZE_MAX_AGE_S must be a positive float"),
+        ({"LAKE_PARTITIONS_START": "2024-01-01"}, "LAKE_PARTITIONS_START must look like"),
+        ({"LAKE_PARTITIONS_START": "2024-01-01-00:30"}, "whole hour"),
+        ({"NATS_URL": " , "}, "NATS_URL has no server"),
+    ],
+)
+def test_invalid_values_fail_with_a_clear_message(env, message):
+    with pytest.raises(SettingsError, match=message.replace("?", r"\?")):
+        LakeSettings.from_env(env)
+
+
+SECRETS = {
+    "S3_ACCESS_KEY": "AKIAEXAMPLEKEY",
+    "S3_SECRET_KEY": "s3-secret-value",
+    "NATS_PASSWORD": "nats-password-value",
+    "NATS_TOKEN": "nats-token-value",
+    "NATS_URL": "nats://alice:url-password-value@127.0.0.1:4222",
+    "S3_ENDPOINT": "http://key:endpoint-secret-value@127.0.0.1:9000",
+}
+
+
+def test_secrets_never_appear_in_repr_str_or_public_view():
+    settings = LakeSettings.from_env({**SECRETS, "NATS_USER": "alice"})
+    assert settings.s3_secret_key == "s3-secret-value"
+    shown = " ".join([repr(settings), str(settings), repr(settings.public())])
+    for name in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "NATS_PASSWORD", "NATS_TOKEN"):
+        assert SECRETS[name] not in shown
+    assert "url-password-value" not in shown
+    assert "endpoint-secret-value" not in shown
+    assert "***" in shown and "alice" in shown
+
+
+def test_cli_shows_no_secrets_and_fails_in_one_line(monkeypatch, capsys):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    assert main(["tables"]) == 0
+    output = capsys.readouterr().out
+    assert "stocks/trades" in output
+    assert "url-password-value" not in output
+    monkeypatch.setenv("USE_S3", "true")
+    assert main(["tables"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("lake-platform: error: USE_S3=true")
+
+
+def test_resource_overrides_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATA_ROOT", "/somewhere/else")
+    monkeypatch.setenv("BRONZE_MAX_EVENTS", "42")
+    settings = LakeResource(data_root=str(tmp_path)).settings()
+    assert settings.data_root == str(tmp_path)
+    assert settings.bronze_max_events == 42
+    assert LakeResource().settings().data_root == "/somewhere/else"
