@@ -4,15 +4,19 @@ Every failure is one clear line on stderr and a non-zero exit, never a traceback
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+from lake_platform.ingest.connection import NatsUnavailableError
+from lake_platform.ingest.jetstream import ConsumerConfigError
 from lake_platform.schemas import SCHEMAS
 from lake_platform.settings import LakeSettings, SettingsError
 from lake_platform.storage import StorageError
 
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+DEBUG_ENV = "LAKE_PLATFORM_DEBUG"
 
 
 def _tables(_: argparse.Namespace) -> int:
@@ -32,6 +36,23 @@ def _tables(_: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    """Run the Bronze ingest outside the Dagster daemon."""
+    from lake_platform.ingest_command import run_ingest
+
+    return run_ingest(until_idle=args.until_idle, max_seconds=args.max_seconds)
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {raw!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lake-platform", description="Market-data lakehouse: NATS -> Bronze -> Silver -> Gold"
@@ -39,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     tables = commands.add_parser("tables", help="list the tables, their subjects and assets")
     tables.set_defaults(handler=_tables)
+    ingest = commands.add_parser(
+        "ingest", help="run the Bronze ingest (NATS JetStream -> Bronze) outside the daemon"
+    )
+    ingest.add_argument(
+        "--until-idle", action="store_true", help="exit once both consumers have nothing pending"
+    )
+    ingest.add_argument(
+        "--max-seconds", type=_positive_seconds, help="stop (flushing everything) after N seconds"
+    )
+    ingest.set_defaults(handler=_ingest)
     return parser
 
 
@@ -50,8 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (SettingsError, StorageError, OSError, ValueError) as error:
+    except (
+        SettingsError,
+        StorageError,
+        NatsUnavailableError,
+        ConsumerConfigError,
+        OSError,
+        ValueError,
+    ) as error:
         print(f"lake-platform: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(
+            f"lake-platform: error: {type(error).__name__}: {first_line} "
+            f"(set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 

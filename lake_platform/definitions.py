@@ -3,11 +3,13 @@
 import dagster as dg
 
 from lake_platform.defs.bronze.assets import BRONZE_ASSETS
+from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 
 defs = dg.Definitions(
     assets=[*BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS],
+    sensors=[bronze_ingest_sensor],
     resources={"lake": LakeResource()},
 )

@@ -12,7 +12,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import (
-    bronze_file_name,
+    part_file_name,
     escape_partition_value,
     partition_folder,
     quarantine_folder,
@@ -84,7 +84,7 @@ def test_listing_files_and_folders(lake: LakeStore):
 def test_read_many_files_in_order(lake: LakeStore):
     paths = []
     for i in range(3):
-        paths.append(f"bronze/t/symbol=SPY/{bronze_file_name(HOUR)}")
+        paths.append(f"bronze/t/symbol=SPY/{part_file_name(HOUR)}")
         lake.write_parquet(pl.DataFrame({"i": [i, i]}), paths[-1])
     assert lake.read_parquet(paths[::-1])["i"].to_list() == [2, 2, 1, 1, 0, 0]
 
@@ -100,8 +100,8 @@ def test_bronze_files_can_never_be_deleted(lake: LakeStore):
     assert lake.list_files("silver") == []
 
 
-def test_bronze_file_names_are_unique_within_a_microsecond():
-    names = {bronze_file_name(HOUR) for _ in range(1_000)}
+def test_part_file_names_are_unique_within_a_microsecond():
+    names = {part_file_name(HOUR) for _ in range(1_000)}
     assert len(names) == 1_000
     assert next(iter(names)).startswith("part-140000_000000-")
 

@@ -32,8 +32,8 @@ def partition_folder(column: str, value: str, hour: dt.datetime) -> str:
     return f"{column}={escape_partition_value(value)}/{hour_folder(hour)}"
 
 
-def bronze_file_name(written_at: dt.datetime) -> str:
-    """`part-{HHMMSS}_{ffffff}-{unique}.parquet`: write time, then 64 random bits.
+def part_file_name(written_at: dt.datetime) -> str:
+    """`part-{HHMMSS}_{ffffff}-{unique}.parquet` (Bronze, quarantine): write time, 64 random bits.
 
     The random part keeps names unique for two writers in the same microsecond.
     """
@@ -48,3 +48,8 @@ def numbered_file_name(index: int) -> str:
 def quarantine_folder(subject: str, day: dt.date) -> str:
     """`_quarantine/{subject}/date=YYYY-MM-DD`, relative to the lake root."""
     return f"_quarantine/{escape_partition_value(subject)}/date={day:%Y-%m-%d}"
+
+
+def ledger_file(committed: dt.datetime, entry_id: str) -> str:
+    """`_ledger/date=…/hour=…/{entry_id}.json`, filed under the hour of the commit."""
+    return f"_ledger/{hour_folder(committed)}/{entry_id}.json"

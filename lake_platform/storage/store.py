@@ -10,7 +10,8 @@ import io
 import os
 import posixpath
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import BinaryIO
 
 import fsspec
 import polars as pl
@@ -68,13 +69,20 @@ class LakeStore:
         self, frame: pl.DataFrame, relative: str, *, row_group_size: int | None = None
     ) -> int:
         """Write `frame` atomically as ZSTD-3 Parquet; returns the file's size in bytes."""
-        path = self.full_path(relative)
         options = dict(PARQUET_OPTIONS, row_group_size=row_group_size)
+        return self._write(relative, lambda handle: frame.write_parquet(handle, **options))
+
+    def write_bytes(self, body: bytes, relative: str) -> int:
+        """Write `body` atomically; returns its size."""
+        return self._write(relative, lambda handle: handle.write(body))
+
+    def _write(self, relative: str, write: Callable[[BinaryIO], object]) -> int:
+        path = self.full_path(relative)
         try:
             if self.is_local:
-                return _write_local_atomically(frame, path, options)
+                return _write_local_atomically(path, write)
             body = io.BytesIO()
-            frame.write_parquet(body, **options)  # type: ignore[arg-type]
+            write(body)
             self.fs.pipe_file(path, body.getvalue())
             return body.tell()
         except OSError as error:
@@ -145,13 +153,13 @@ class LakeStore:
         return path if self.is_local else f"s3://{path}"
 
 
-def _write_local_atomically(frame: pl.DataFrame, path: str, options: dict[str, object]) -> int:
+def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> int:
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            frame.write_parquet(handle, **options)  # type: ignore[arg-type]
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
             size = handle.tell()

@@ -1,0 +1,81 @@
+"""The ledger: one small JSON file per committed batch, written after its Parquet files
+and before its messages are acked.
+
+It is what makes Bronze observable without trusting any process's memory: the Dagster
+sensor reports materializations from it (so batches of a tick that timed out, or of the
+standalone service, are still reported), and it records which files hold which stream
+sequences. Entries are filed by commit hour: `_ledger/date=YYYY-MM-DD/hour=HH/{id}.json`.
+"""
+
+import datetime as dt
+import secrets
+
+import msgspec
+
+from lake_platform.storage import LakeStore
+from lake_platform.storage.paths import hour_folder, ledger_file
+
+HOUR_NS = 3_600 * 10**9
+
+
+class CommittedFile(msgspec.Struct, frozen=True):
+    """One file of a commit: a Bronze partition file or a quarantine file."""
+
+    path: str
+    table: str | None
+    stream: str
+    rows: int
+    bytes: int
+    first_seq: int | None
+    last_seq: int | None
+    partition_value: str | None = None
+    hour_start_ns: int | None = None
+    subject: str | None = None
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    """A committed batch. `reported` is true when its writer already recorded it in Dagster."""
+
+    entry_id: str
+    committed_ns: int
+    writer: str
+    reported: bool
+    files: tuple[CommittedFile, ...]
+    quarantine: tuple[CommittedFile, ...]
+    unknown_field_messages: dict[str, int] = {}
+
+    @property
+    def committed(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.committed_ns / 1e9, tz=dt.UTC)
+
+
+def new_entry_id(committed_ns: int) -> str:
+    """Sortable by commit time, unique across writers."""
+    return f"{committed_ns:019d}-{secrets.token_hex(6)}"
+
+
+def write_entry(store: LakeStore, entry: LedgerEntry) -> str:
+    """Write the entry atomically; returns its path."""
+    path = ledger_file(entry.committed, entry.entry_id)
+    store.write_bytes(msgspec.json.encode(entry), path)
+    return path
+
+
+def read_entries(
+    store: LakeStore, since_ns: int, until_ns: int, known: frozenset[str] = frozenset()
+) -> list[LedgerEntry]:
+    """Entries committed from `since_ns` to `until_ns` whose ids are not `known`, oldest first.
+
+    Only the commit hours in that span are listed, and known entries are never read.
+    """
+    paths = []
+    hour_ns = since_ns // HOUR_NS * HOUR_NS
+    while hour_ns <= until_ns:
+        hour = dt.datetime.fromtimestamp(hour_ns / 1e9, tz=dt.UTC)
+        for path in store.list_files(f"_ledger/{hour_folder(hour)}", suffix=".json"):
+            entry_id = path.rsplit("/", 1)[-1].removesuffix(".json")
+            if entry_id not in known and int(entry_id.split("-", 1)[0]) >= since_ns:
+                paths.append(path)
+        hour_ns += HOUR_NS
+    entries = [msgspec.json.decode(store.read_bytes(p), type=LedgerEntry) for p in paths]
+    return sorted(entries, key=lambda entry: entry.entry_id)

@@ -1,0 +1,245 @@
+"""The Bronze ingest loop: pull from both streams, micro-batch, commit, ack.
+
+Pulling runs in one task per stream; committing runs in a worker thread (Polars and the
+Parquet writer release the GIL), so the next messages are pulled while a batch is written.
+Acks are sent only after the batch's files and ledger entry are durable.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from lake_platform.ingest.buffers import Buffer, Buffers
+from lake_platform.ingest.commit import Reporter, commit
+from lake_platform.ingest.connection import connect
+from lake_platform.ingest.jetstream import (
+    DURABLE,
+    ConsumerSizing,
+    ensure_consumers,
+    ensure_streams,
+    pending_messages,
+)
+from lake_platform.ingest.pull import LeanPull
+from lake_platform.ingest.route import PulledMessages, route
+from lake_platform.schemas import STREAMS
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore, StorageError
+
+log = logging.getLogger(__name__)
+
+FETCH_BATCH = 1_000
+PULL_WAIT_S = 0.5
+TICK_S = 0.1
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class IngestStats:
+    """Counters of one ingest run, for the status line and the summary."""
+
+    started: float = field(default_factory=time.monotonic)
+    messages: int = 0
+    rows: int = 0
+    files: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    commits: int = 0
+    storage_errors: int = 0
+    last_error: str | None = None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.messages / max(time.monotonic() - self.started, 1e-9)
+
+    def line(self) -> str:
+        return (
+            f"{self.messages:,} events ({self.events_per_s:,.0f}/s), {self.files:,} files, "
+            f"{self.rows:,} rows, {self.quarantined:,} quarantined"
+        )
+
+
+def writer_name(kind: str) -> str:
+    """`{kind}:{host}:{pid}`, recorded in the ledger."""
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+class IngestService:
+    """One ingest process (or one sensor tick): NATS JetStream to Bronze."""
+
+    def __init__(
+        self,
+        settings: LakeSettings,
+        store: LakeStore,
+        *,
+        writer: str,
+        reporter: Reporter | None = None,
+        on_status: Callable[[IngestStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self.reporter = reporter
+        self.on_status = on_status
+        self.sizing = ConsumerSizing.for_settings(settings)
+        self.stats = IngestStats()
+        self.buffers = Buffers(settings)
+        self._unknown_fields: Counter[str] = Counter()
+        self._drained: dict[str, bool] = dict.fromkeys(STREAMS, False)
+        self._committing_rows = 0
+        self._retry_at = 0.0
+        self._backoff_s = 1.0
+        self._stopping = False
+        self._nc: Client | None = None
+
+    async def run(
+        self,
+        *,
+        until_idle: bool = False,
+        max_seconds: float | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> IngestStats:
+        """Ingest until `stop` is set, `max_seconds` pass, or (`until_idle`) nothing is pending.
+
+        Everything pulled is committed and acked before returning.
+        """
+        stop = stop or asyncio.Event()
+        nc = self._nc = await connect(
+            self.settings, name=f"lake-platform {self.writer}", error_cb=self._on_nats_error
+        )
+        js = nc.jetstream()
+        pulls: list[LeanPull] = []
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await ensure_streams(js)
+            await ensure_consumers(js, self.sizing)
+            pulls = [LeanPull(nc, stream, DURABLE) for stream in STREAMS]
+            for pull in pulls:
+                await pull.start()
+            tasks = [asyncio.create_task(self._pull_loop(pull)) for pull in pulls]
+            deadline = None if max_seconds is None else time.monotonic() + max_seconds
+            next_status = time.monotonic() + 1.0
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), TICK_S)
+                except TimeoutError:
+                    pass
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if now >= self._retry_at:
+                    await self._commit(self.buffers.take_due(now))
+                if until_idle and self._idle() and await self._nothing_pending(js):
+                    break
+                if self.on_status is not None and now >= next_status:
+                    self.on_status(self.stats)
+                    next_status = now + 1.0
+        finally:
+            self._stopping = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await self._commit(self.buffers.take_all(), final=True)
+            finally:
+                for pull in pulls:
+                    await pull.stop()
+                await nc.flush()
+                await nc.close()
+        if self.on_status is not None:
+            self.on_status(self.stats)
+        return self.stats
+
+    async def _nothing_pending(self, js: JetStreamContext) -> bool:
+        try:
+            return await pending_messages(js) == 0
+        except Exception as error:  # unreachable server: not idle, ask again next tick
+            log.warning("cannot read consumer state: %s", error)
+            return False
+
+    def _idle(self) -> bool:
+        return all(self._drained.values()) and len(self.buffers) == 0 and not self._committing_rows
+
+    async def _pull_loop(self, pull: LeanPull) -> None:
+        while not self._stopping:
+            room = self.sizing.process_inflight - self.buffers.rows - self._committing_rows
+            if room <= 0 or time.monotonic() < self._retry_at:
+                await asyncio.sleep(TICK_S)
+                continue
+            try:
+                messages, drained = await pull.fetch(min(FETCH_BATCH, room), PULL_WAIT_S)
+            except Exception as error:  # a reconnecting client raises; the loop retries
+                log.warning("pull from %s failed, retrying: %s", pull.stream, error)
+                await asyncio.sleep(PULL_WAIT_S)
+                continue
+            self._drained[pull.stream] = drained and not messages
+            if messages:
+                self._accept(pull.stream, messages)
+
+    def _accept(self, stream: str, messages: list[Msg]) -> None:
+        pulled = PulledMessages(
+            stream=stream,
+            subjects=[m.subject for m in messages],
+            payloads=[m.data for m in messages],
+            replies=[m.reply for m in messages],
+            headers=[m.headers for m in messages],
+        )
+        now_ns = time.time_ns()
+        routed = route(
+            pulled,
+            earliest_ns=int(self.settings.partitions_start.timestamp()) * 10**9,
+            now_ns=now_ns,
+        )
+        self.buffers.add(routed)
+        self._unknown_fields.update(routed.unknown_field_messages)
+        self.stats.messages += len(pulled)
+
+    async def _commit(self, buffers: list[Buffer], *, final: bool = False) -> None:
+        if not buffers:
+            return
+        unknown, self._unknown_fields = dict(self._unknown_fields), Counter()
+        rows = sum(buffer.rows for buffer in buffers)
+        self._committing_rows += rows
+        try:
+            done = await asyncio.to_thread(
+                commit,
+                self.store,
+                buffers,
+                writer=self.writer,
+                unknown_field_messages=unknown,
+                reporter=self.reporter,
+            )
+        except StorageError as error:
+            self.stats.storage_errors += 1
+            self.stats.last_error = str(error)
+            self._unknown_fields.update(unknown)
+            if final:
+                raise
+            self.buffers.put_back(buffers)
+            self._retry_at = time.monotonic() + self._backoff_s
+            log.error(
+                "storage failed, nothing acked, retrying in %.0fs: %s", self._backoff_s, error
+            )
+            self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
+            return
+        finally:
+            self._committing_rows -= rows
+        self._backoff_s = 1.0
+        assert self._nc is not None
+        for reply in done.replies:
+            await self._nc.publish(reply, b"")
+        entry = done.entry
+        self.stats.commits += 1
+        self.stats.files += len(entry.files)
+        self.stats.rows += sum(f.rows for f in entry.files)
+        self.stats.quarantined += sum(f.rows for f in entry.quarantine)
+        self.stats.bytes += sum(f.bytes for f in (*entry.files, *entry.quarantine))
+
+    async def _on_nats_error(self, error: Exception) -> None:
+        log.warning("NATS: %s", error)
