@@ -6,6 +6,7 @@ Acks are sent only after the batch's files and ledger entry are durable.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -128,10 +129,8 @@ class IngestService:
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             next_status = time.monotonic() + 1.0
             while not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK_S)
-                except TimeoutError:
-                    pass
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
