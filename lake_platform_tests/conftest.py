@@ -8,7 +8,7 @@ import pytest
 
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
-from lake_platform.testing.servers import S3Server
+from lake_platform.testing.servers import NatsServer, S3Server
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +45,33 @@ def lake_settings(request: pytest.FixtureRequest, tmp_path: Path) -> LakeSetting
 def lake(lake_settings: LakeSettings) -> LakeStore:
     """An empty lake, local or on S3."""
     return LakeStore.from_settings(lake_settings)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on 127.0.0.1, for one test."""
+    with NatsServer.start(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+def ingest_settings(nats_server: NatsServer, tmp_path: Path) -> LakeSettings:
+    """A local lake fed by the test's nats-server, with one-second flushes."""
+    return LakeSettings(
+        data_root=str(tmp_path / "lake"),
+        nats_servers=(nats_server.url,),
+        bronze_max_age_s=1.0,
+        gold_max_age_s=1.0,
+    )
+
+
+def settings_env(settings: LakeSettings) -> dict[str, str]:
+    """The environment variables that give `settings` (local lakes)."""
+    return {
+        "DATA_ROOT": settings.data_root,
+        "NATS_URL": ",".join(settings.nats_servers),
+        "BRONZE_MAX_AGE_S": str(settings.bronze_max_age_s),
+        "GOLD_MAX_AGE_S": str(settings.gold_max_age_s),
+        "BRONZE_MAX_EVENTS": str(settings.bronze_max_events),
+        "GOLD_MAX_EVENTS": str(settings.gold_max_events),
+    }

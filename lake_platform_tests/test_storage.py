@@ -12,8 +12,8 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import (
-    part_file_name,
     escape_partition_value,
+    part_file_name,
     partition_folder,
     quarantine_folder,
     unescape_partition_value,
