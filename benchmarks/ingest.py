@@ -1,32 +1,36 @@
 """Ingest throughput end to end: JetStream -> Bronze Parquet, against a bare JetStream drain.
 
 Starts an embedded nats-server (JetStream, loopback, temp dir), publishes N stock trades to
-`market.stocks.trades.<SYM>`, then measures:
+`market.stocks.trades.<SYM>`, then measures, one after the other:
 
 * the lean drain: a separate durable pull consumer emptied with `LeanPull`, every message
-  acked, nothing decoded or written (the floor of any ingest in this process);
+  acked, nothing decoded or written (the floor of any ingest in one Python process);
 * the ingest: `IngestService.run(until_idle=True)` with the default batch settings, timed from
-  the call until it returns (everything written, fsynced, ledgered and acked).
+  the call until it returns (every row written, fsynced, in the ledger and acked).
 
-The Bronze row count on disk must equal N (exit 1 otherwise); the goals (>= 40,000 events/s
-and >= 0.6x the drain) are only reported.
+Both consumers see all N messages. The Bronze rows on disk must be exactly the N published
+(exit 1 otherwise); the goals (>= 40,000 events/s and >= 0.6x the drain) are only reported.
+CPU seconds of this process (all threads) and of nats-server are shown per phase: the machine
+may have few cores, and the server competes with the client for them.
 
     uv run python benchmarks/ingest.py [--events N] [--profile OUT.prof]
 
-`--profile` runs the ingest phase under cProfile (main thread only: the commit worker
-thread is not sampled) and writes the stats to OUT.prof.
+`--profile` runs the ingest phase under cProfile and writes the stats to OUT.prof (main
+thread only: the commit worker thread is not seen; use py-spy `--threads` for that).
 """
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import os
 import random
 import resource
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
@@ -51,22 +55,63 @@ SYMBOLS: dict[str, float] = {
     "MSFT": 476.0,
     "NVDA": 176.0,
 }
+TRADE_SIZES = (1, 5, 10, 100, 100, 200, 500)
 FLUSH_EVERY = 5_000
 DRAIN_CONSUMER = "bench-drain"
 DRAIN_FETCH = 1_000
 DRAIN_WAIT_S = 1.0
 STALL_S = 30.0
+WATCH_S = 0.01
 HOUR_NS = 3_600 * 10**9
 GOAL_EVENTS_PER_S = 40_000
 GOAL_RATIO = 0.6
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Phase:
+    """Wall time and CPU time of one phase."""
+
+    server_pid: int
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    _marks: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), repr=False)
+
+    def start(self) -> None:
+        self._marks = (time.perf_counter(), time.process_time(), server_cpu_s(self.server_pid))
+
+    def stop(self) -> None:
+        wall, cpu, server = self._marks
+        self.wall_s = time.perf_counter() - wall
+        self.cpu_s = time.process_time() - cpu
+        self.server_cpu_s = server_cpu_s(self.server_pid) - server
+
+    def rate(self, events: int) -> float:
+        return events / max(self.wall_s, 1e-9)
+
+    def cpu_line(self) -> str:
+        return (
+            f"CPU: bench {self.cpu_s:.1f} s ({self.cpu_s / self.wall_s:.0%}), "
+            f"nats-server {self.server_cpu_s:.1f} s ({self.server_cpu_s / self.wall_s:.0%})"
+        )
 
 
 @dataclass
 class Results:
     events: int
-    publish_s: float = 0.0
-    drain_s: float = 0.0
-    ingest_s: float = 0.0
+    publish: Phase
+    drain: Phase
+    ingest: Phase
     all_pulled_s: float | None = None
     ingest_stats: IngestStats | None = None
     rows_on_disk: int = 0
@@ -95,8 +140,8 @@ def trade_payloads(events: int, start: int, chunk: int) -> Iterator[list[tuple[s
             conditions = "[14,41]" if seq % 4 else "[12,14,37]"
             payload = (
                 f'{{"ts_event_ns":{start + seq * step},"symbol":"{symbol}","price":{price},'
-                f'"size":{rng.choice((1, 5, 10, 100, 100, 200, 500))},'
-                f'"exchange":{rng.randrange(1, 20)},"conditions":{conditions},"seq":{seq}}}'
+                f'"size":{rng.choice(TRADE_SIZES)},"exchange":{rng.randrange(1, 20)},'
+                f'"conditions":{conditions},"seq":{seq}}}'
             )
             batch.append((SUBJECT_PREFIX + symbol, payload.encode()))
         yield batch
@@ -120,21 +165,21 @@ async def wait_for_stream(js: JetStreamContext, events: int) -> None:
         raise SystemExit(f"stream {STREAM} holds {count:,} messages, expected {events:,}")
 
 
-async def publish(nc: Client, events: int) -> float:
-    """Publish `events` trades with core NATS; seconds until all are stored in the stream."""
+async def publish(nc: Client, events: int) -> None:
+    """Publish `events` trades with core NATS and wait until the stream has stored them all.
+
+    Event times run from the start of the previous hour to now, so two hours per symbol.
+    """
     js = nc.jetstream()
     await ensure_streams(js)
     if await stream_messages(js):
         raise SystemExit(f"stream {STREAM} is not empty")
-    now = time.time_ns()
-    previous_hour = now // HOUR_NS * HOUR_NS - HOUR_NS
-    started = time.perf_counter()
+    previous_hour = time.time_ns() // HOUR_NS * HOUR_NS - HOUR_NS
     for batch in trade_payloads(events, previous_hour, FLUSH_EVERY):
         for subject, payload in batch:
             await nc.publish(subject, payload)
         await nc.flush()
     await wait_for_stream(js, events)
-    return time.perf_counter() - started
 
 
 async def add_drain_consumer(js: JetStreamContext) -> None:
@@ -158,14 +203,14 @@ async def wait_all_acked(js: JetStreamContext) -> None:
         await asyncio.sleep(0.02)
 
 
-async def drain(nc: Client, events: int) -> float:
-    """Pull and ack every message with `LeanPull`; seconds until the consumer is empty."""
+async def drain(nc: Client, events: int, phase: Phase) -> None:
+    """Pull and ack every message with `LeanPull`; timed until the consumer is empty."""
     js = nc.jetstream()
     await add_drain_consumer(js)
     pull = LeanPull(nc, STREAM, DRAIN_CONSUMER)
     await pull.start()
     received, empty_since = 0, None
-    started = time.perf_counter()
+    phase.start()
     try:
         while received < events:
             messages, drained = await pull.fetch(DRAIN_FETCH, DRAIN_WAIT_S)
@@ -180,33 +225,39 @@ async def drain(nc: Client, events: int) -> float:
                 raise SystemExit(f"drain got {received:,} of {events:,} messages, then nothing")
         await nc.flush()
         await wait_all_acked(js)
-        elapsed = time.perf_counter() - started
+        phase.stop()
     finally:
         await pull.stop()
     if received != events:
         raise SystemExit(f"drain received {received:,} messages, expected {events:,}")
-    return elapsed
 
 
-async def ingest(settings: LakeSettings, events: int, results: Results) -> None:
+async def watch_pulled(service: IngestService, events: int, started: float) -> float:
+    """Seconds from `started` until the service has pulled `events` messages."""
+    while service.stats.messages < events:
+        await asyncio.sleep(WATCH_S)
+    return time.perf_counter() - started
+
+
+async def ingest(settings: LakeSettings, results: Results) -> None:
     """Run the ingest until idle; records the wall time and when the last message was pulled."""
-    started = time.perf_counter()
-
-    def on_status(stats: IngestStats) -> None:
-        if results.all_pulled_s is None and stats.messages >= events:
-            results.all_pulled_s = time.perf_counter() - started
-
     service = IngestService(
-        settings,
-        LakeStore.from_settings(settings),
-        writer=writer_name("bench"),
-        on_status=on_status,
+        settings, LakeStore.from_settings(settings), writer=writer_name("bench")
     )
-    results.ingest_stats = await service.run(until_idle=True)
-    results.ingest_s = time.perf_counter() - started
+    results.ingest.start()
+    watcher = asyncio.create_task(watch_pulled(service, results.events, time.perf_counter()))
+    try:
+        results.ingest_stats = await service.run(until_idle=True)
+        results.ingest.stop()
+    finally:
+        if not watcher.done():
+            watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        results.all_pulled_s = await watcher
 
 
 def count_bronze(lake: Path, results: Results) -> None:
+    """Rows and distinct stream sequences over every Bronze Parquet file."""
     files = [path for path in (lake / "bronze").rglob("*.parquet") if not path.name.startswith(".")]
     results.files_on_disk = len(files)
     if not files:
@@ -220,29 +271,35 @@ def count_bronze(lake: Path, results: Results) -> None:
     results.unique_seqs = counts.item(0, "seqs")
 
 
-async def measure(server_url: str, lake: Path, events: int, profile: Path | None) -> Results:
-    results = Results(events)
+async def publish_and_drain(server_url: str, results: Results) -> None:
     nc = await nats.connect(server_url, name="bench-ingest")
     try:
-        print(f"publishing {events:,} trades ...", flush=True)
-        results.publish_s = await publish(nc, events)
-        print(f"  {events / results.publish_s:,.0f} events/s stored", flush=True)
+        print(f"publishing {results.events:,} trades ...", flush=True)
+        results.publish.start()
+        await publish(nc, results.events)
+        results.publish.stop()
+        print(f"  {results.publish.rate(results.events):,.0f} events/s stored", flush=True)
         print("lean drain ...", flush=True)
-        results.drain_s = await drain(nc, events)
-        print(f"  {events / results.drain_s:,.0f} events/s", flush=True)
+        await drain(nc, results.events, results.drain)
+        print(f"  {results.drain.rate(results.events):,.0f} events/s", flush=True)
     finally:
         await nc.close()
+
+
+async def measure(server: NatsServer, lake: Path, events: int, profile: Path | None) -> Results:
+    results = Results(events, Phase(server.pid), Phase(server.pid), Phase(server.pid))
+    await publish_and_drain(server.url, results)
     results.rss_after_drain_mb = peak_rss_mb()
-    settings = LakeSettings(data_root=str(lake), nats_servers=(server_url,))
+    settings = LakeSettings(data_root=str(lake), nats_servers=(server.url,))
     print("ingest ...", flush=True)
-    profiler = cProfile.Profile() if profile else None
-    if profiler:
+    profiler = cProfile.Profile()
+    if profile is not None:
         profiler.enable()
-    await ingest(settings, events, results)
-    if profiler:
+    await ingest(settings, results)
+    if profile is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    print(f"  {events / results.ingest_s:,.0f} events/s", flush=True)
+    print(f"  {results.ingest.rate(events):,.0f} events/s", flush=True)
     results.rss_after_ingest_mb = peak_rss_mb()
     count_bronze(lake, results)
     return results
@@ -257,19 +314,25 @@ def report(results: Results) -> bool:
     n = results.events
     stats = results.ingest_stats
     assert stats is not None
-    drain_rate, ingest_rate = n / results.drain_s, n / results.ingest_s
+    drain_rate, ingest_rate = results.drain.rate(n), results.ingest.rate(n)
     ratio = ingest_rate / drain_rate
-    pulled = f"{results.all_pulled_s:.2f} s" if results.all_pulled_s is not None else "n/a"
     print()
     print(f"events:              {n:>12,}")
-    print(f"publish (stored):    {n / results.publish_s:>12,.0f} events/s")
-    print(f"lean drain:          {drain_rate:>12,.0f} events/s  ({results.drain_s:.2f} s)")
-    print(f"ingest:              {ingest_rate:>12,.0f} events/s  ({results.ingest_s:.2f} s)")
-    print(f"  all pulled by:     {pulled:>12} (status every 1 s)")
+    print(f"publish (stored):    {results.publish.rate(n):>12,.0f} events/s")
+    print(f"lean drain:          {drain_rate:>12,.0f} events/s  ({results.drain.wall_s:.2f} s)")
+    print(f"  {results.drain.cpu_line()}")
+    print(f"ingest:              {ingest_rate:>12,.0f} events/s  ({results.ingest.wall_s:.2f} s)")
+    print(f"  {results.ingest.cpu_line()}")
+    if results.all_pulled_s is not None:
+        tail = results.ingest.wall_s - results.all_pulled_s
+        print(
+            f"  all pulled after {results.all_pulled_s:.2f} s "
+            f"({n / results.all_pulled_s:,.0f} events/s), then {tail:.2f} s until run() returned"
+        )
     print(
-        f"  files: {stats.files:,} written, {results.files_on_disk:,} on disk; "
-        f"commits {stats.commits:,}; quarantined {stats.quarantined:,}; "
-        f"{stats.bytes / 2**20:,.1f} MiB"
+        f"  files: {stats.files:,} written, {results.files_on_disk:,} on disk "
+        f"({n / max(stats.files, 1):,.0f} rows each); commits {stats.commits:,}; "
+        f"quarantined {stats.quarantined:,}; {stats.bytes / 2**20:,.1f} MiB"
     )
     print(f"ratio ingest/drain:  {ratio:>12.2f}")
     print(f"goal >= {GOAL_EVENTS_PER_S:,} events/s:   {verdict(ingest_rate >= GOAL_EVENTS_PER_S)}")
@@ -291,10 +354,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--profile", type=Path, help="cProfile the ingest phase into this file")
     args = parser.parse_args()
+    if args.events <= 0:
+        parser.error("--events must be positive")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         with NatsServer.start(root / "nats") as server:
-            results = asyncio.run(measure(server.url, root / "lake", args.events, args.profile))
+            results = asyncio.run(measure(server, root / "lake", args.events, args.profile))
         return 0 if report(results) else 1
 
 

@@ -1,6 +1,7 @@
 """The Bronze ingest against a real nats-server: routing, partitions, quarantine, ledger."""
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,12 +11,13 @@ import nats
 import polars as pl
 import pytest
 
-from lake_platform.ingest.ledger import LedgerEntry
+from lake_platform.ingest.ledger import LedgerEntry, read_entries
 from lake_platform.ingest.route import ack_metadata
 from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import unescape_partition_value
+from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.samples import SAMPLES
 from lake_platform_tests.session import HOUR_NS, build_session, publish, read_files, read_table
 
@@ -124,3 +126,25 @@ async def _consumer_exists(js) -> bool:
     except Exception:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_ingest_into_s3_commits_files_and_ledger(ingest_settings, s3_server):
+    s3_server.create_bucket("ingest-s3")
+    settings = dataclasses.replace(
+        s3_settings(s3_server, "ingest-s3"), nats_servers=ingest_settings.nats_servers
+    )
+    session = build_session(events_per_schema=3)
+    asyncio.run(publish(settings.nats_servers[0], session))
+    run_ingest(settings, until_idle=True, max_seconds=120)
+
+    store = LakeStore.from_settings(settings)
+    entries = read_entries(store, time.time_ns() - 4 * HOUR_NS, time.time_ns())
+    files = [file for entry in entries for file in entry.files]
+    assert sorted(f.path for f in files) == store.list_files("bronze")
+    bronze = pl.concat(
+        [store.read_parquet([f.path]).select("event_id") for f in files], how="vertical"
+    )
+    expected = set().union(*session.expected_event_ids().values())
+    assert set(bronze.get_column("event_id").to_list()) == expected
+    assert len(store.list_files("_quarantine")) == len({s for s, _, _ in session.bad})

@@ -1,6 +1,7 @@
 """Nothing is lost: the ingest killed at every step of a commit, and nats-server restarted."""
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -66,9 +67,7 @@ def test_killed_mid_commit_then_restarted_loses_nothing(ingest_settings, failpoi
 def test_sigterm_flushes_and_acks_everything(ingest_settings):
     session = build_session(events_per_schema=10)
     asyncio.run(publish(ingest_settings.nats_servers[0], session))
-    settings = ingest_settings.__class__(
-        **{**ingest_settings.__dict__, "bronze_max_age_s": 600.0, "gold_max_age_s": 600.0}
-    )
+    settings = dataclasses.replace(ingest_settings, bronze_max_age_s=600.0, gold_max_age_s=600.0)
     service = ingest_command(settings)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _consumer_caught_up(settings):
@@ -149,3 +148,36 @@ def test_nats_server_restart_mid_ingest(ingest_settings, nats_server):
 def _landed_seqs(settings) -> int:
     rows = read_table(settings.data_root, "bronze/stocks/trades")
     return rows.select(pl.col("seq").n_unique()).item() if rows.height else 0
+
+
+def test_storage_outage_acks_nothing_and_retries_until_it_lands(ingest_settings, tmp_path):
+    blocker = tmp_path / "unmounted"
+    blocker.write_text("a file where the lake's folder should be: every write fails")
+    settings = dataclasses.replace(
+        ingest_settings,
+        data_root=str(blocker / "lake"),
+        bronze_max_age_s=0.5,
+        gold_max_age_s=0.5,
+    )
+    session = build_session(events_per_schema=4)
+    asyncio.run(publish(settings.nats_servers[0], session))
+
+    async def scenario() -> IngestService:
+        stop = asyncio.Event()
+        service = IngestService(settings, LakeStore.from_settings(settings), writer="t")
+        running = asyncio.create_task(service.run(stop=stop))
+        while service.stats.storage_errors < 2:
+            await asyncio.sleep(0.1)
+        assert service.stats.files == 0
+        assert await _pending(settings.nats_servers[0]) == len(session.good) + len(session.bad)
+        blocker.unlink()
+        while service.stats.rows < len(session.good):
+            await asyncio.sleep(0.2)
+        stop.set()
+        await running
+        return service
+
+    service = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert f"cannot write {blocker}/lake/" in (service.stats.last_error or "")
+    assert asyncio.run(_pending(settings.nats_servers[0])) == 0
+    assert_everything_landed(settings, session)

@@ -110,7 +110,8 @@ class IngestService:
     ) -> IngestStats:
         """Ingest until `stop` is set, `max_seconds` pass, or (`until_idle`) nothing is pending.
 
-        Everything pulled is committed and acked before returning.
+        With `until_idle`, buffers are committed as soon as both streams are drained instead
+        of waiting for their max age. Everything pulled is committed and acked before returning.
         """
         stop = stop or asyncio.Event()
         nc = self._nc = await connect(
@@ -135,7 +136,10 @@ class IngestService:
                 if deadline is not None and now >= deadline:
                     break
                 if now >= self._retry_at:
-                    await self._commit(self.buffers.take_due(now))
+                    drained = until_idle and all(self._drained.values())
+                    await self._commit(
+                        self.buffers.take_all() if drained else self.buffers.take_due(now)
+                    )
                 if until_idle and self._idle() and await self._nothing_pending(js):
                     break
                 if self.on_status is not None and now >= next_status:

@@ -29,9 +29,13 @@ BRONZE_PROVENANCE = {"_stream_seq": pl.Int64(), "_subject": pl.String()}
 """Columns Bronze adds to every row (dropped by Silver): JetStream sequence and full subject."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TableSchema:
-    """Everything the platform knows about one table."""
+    """Everything the platform knows about one table.
+
+    Entries are singletons compared by identity: hashing one is then free, where hashing
+    all its fields (Polars dtypes included) cost ~1.6 µs on every routed message.
+    """
 
     name: str
     stream: str
