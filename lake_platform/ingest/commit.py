@@ -33,25 +33,31 @@ def _seq_range(frame: pl.DataFrame, column: str) -> tuple[int | None, int | None
     return seqs.min(), seqs.max()  # type: ignore[return-value]
 
 
-def _write_bronze(store: LakeStore, buffer: Buffer, now: dt.datetime) -> CommittedFile:
+def _write_bronze(store: LakeStore, buffer: Buffer, now: dt.datetime) -> list[CommittedFile]:
+    """The buffer's rows, sorted by event time, in files of at most `max_events` rows."""
     schema = buffer.key.schema
     assert schema is not None
-    frame = buffer.frame().sort(["ts_event_ns", "_stream_seq"]).select(schema.bronze_schema.names())
+    rows = buffer.frame().sort(["ts_event_ns", "_stream_seq"]).select(schema.bronze_schema.names())
     folder = partition_folder(schema.partition_column, buffer.key.value, buffer.key.period_start)
-    path = f"bronze/{schema.table}/{folder}/{part_file_name(now)}"
-    size = store.write_parquet(frame, path)
-    first, last = _seq_range(frame, "_stream_seq")
-    return CommittedFile(
-        path=path,
-        table=schema.table,
-        stream=schema.stream,
-        rows=frame.height,
-        bytes=size,
-        first_seq=first,
-        last_seq=last,
-        partition_value=buffer.key.value,
-        hour_start_ns=buffer.key.period_start_ns,
-    )
+    files = []
+    for frame in rows.iter_slices(buffer.max_events):
+        path = f"bronze/{schema.table}/{folder}/{part_file_name(now)}"
+        size = store.write_parquet(frame, path)
+        first, last = _seq_range(frame, "_stream_seq")
+        files.append(
+            CommittedFile(
+                path=path,
+                table=schema.table,
+                stream=schema.stream,
+                rows=frame.height,
+                bytes=size,
+                first_seq=first,
+                last_seq=last,
+                partition_value=buffer.key.value,
+                hour_start_ns=buffer.key.period_start_ns,
+            )
+        )
+    return files
 
 
 def _write_quarantine(store: LakeStore, buffer: Buffer, now: dt.datetime) -> CommittedFile:
@@ -89,7 +95,7 @@ def commit(
         if buffer.key.is_quarantine:
             quarantine.append(_write_quarantine(store, buffer, now))
         else:
-            files.append(_write_bronze(store, buffer, now))
+            files.extend(_write_bronze(store, buffer, now))
     failpoint("after_write")
     committed_ns = time.time_ns()
     entry = LedgerEntry(

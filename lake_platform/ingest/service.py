@@ -37,7 +37,7 @@ from lake_platform.storage import LakeStore, StorageError
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 1_000
+FETCH_BATCH = 5_000
 PULL_WAIT_S = 0.5
 TICK_S = 0.1
 MAX_BACKOFF_S = 30.0
@@ -96,6 +96,7 @@ class IngestService:
         self._unknown_fields: Counter[str] = Counter()
         self._drained: dict[str, bool] = dict.fromkeys(STREAMS, False)
         self._committing_rows = 0
+        self._routing_rows = 0
         self._retry_at = 0.0
         self._backoff_s = 1.0
         self._stopping = False
@@ -166,12 +167,23 @@ class IngestService:
             log.warning("cannot read consumer state: %s", error)
             return False
 
+    def _held_rows(self) -> int:
+        """Messages pulled and not yet acked: the consumer's limit bounds them."""
+        return self.buffers.rows + self._committing_rows + self._routing_rows
+
     def _idle(self) -> bool:
-        return all(self._drained.values()) and len(self.buffers) == 0 and not self._committing_rows
+        return (
+            all(self._drained.values())
+            and len(self.buffers) == 0
+            and not self._committing_rows
+            and not self._routing_rows
+        )
 
     async def _pull_loop(self, pull: LeanPull) -> None:
+        """Fetch, and route the previous batch in a worker thread while the next one arrives."""
+        routing: asyncio.Task[None] | None = None
         while not self._stopping:
-            room = self.sizing.process_inflight - self.buffers.rows - self._committing_rows
+            room = self.sizing.process_inflight - self._held_rows()
             if room <= 0 or time.monotonic() < self._retry_at:
                 await asyncio.sleep(TICK_S)
                 continue
@@ -181,11 +193,16 @@ class IngestService:
                 log.warning("pull from %s failed, retrying: %s", pull.stream, error)
                 await asyncio.sleep(PULL_WAIT_S)
                 continue
+            if routing is not None:
+                await routing
+                routing = None
             self._drained[pull.stream] = drained and not messages
             if messages:
-                self._accept(pull.stream, messages)
+                routing = asyncio.create_task(self._accept(pull.stream, messages))
+        if routing is not None:
+            await routing
 
-    def _accept(self, stream: str, messages: list[Msg]) -> None:
+    async def _accept(self, stream: str, messages: list[Msg]) -> None:
         pulled = PulledMessages(
             stream=stream,
             subjects=[m.subject for m in messages],
@@ -193,12 +210,16 @@ class IngestService:
             replies=[m.reply for m in messages],
             headers=[m.headers for m in messages],
         )
-        now_ns = time.time_ns()
-        routed = route(
-            pulled,
-            earliest_ns=int(self.settings.partitions_start.timestamp()) * 10**9,
-            now_ns=now_ns,
-        )
+        self._routing_rows += len(pulled)
+        try:
+            routed = await asyncio.to_thread(
+                route,
+                pulled,
+                earliest_ns=int(self.settings.partitions_start.timestamp()) * 10**9,
+                now_ns=time.time_ns(),
+            )
+        finally:
+            self._routing_rows -= len(pulled)
         self.buffers.add(routed)
         self._unknown_fields.update(routed.unknown_field_messages)
         self.stats.messages += len(pulled)
