@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from lake_platform.defs.automation import automation_sensor
 from lake_platform.defs.bronze.assets import BRONZE_ASSETS
 from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
 from lake_platform.defs.gold.assets import GOLD_ASSETS
@@ -10,6 +11,6 @@ from lake_platform.defs.silver.assets import SILVER_ASSETS
 
 defs = dg.Definitions(
     assets=[*BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS],
-    sensors=[bronze_ingest_sensor],
+    sensors=[bronze_ingest_sensor, automation_sensor],
     resources={"lake": LakeResource()},
 )

@@ -82,6 +82,7 @@ class LakeSettings:
     gold_max_events: int = 500
     gold_max_age_s: float = 10.0
     partitions_start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    automation_lookback_hours: int = 48
 
     def __post_init__(self) -> None:
         is_s3_root = self.data_root.startswith("s3://")
@@ -131,6 +132,8 @@ class LakeSettings:
         ):
             if raw := get(name):
                 values[name.lower()] = _positive(name, raw, kind)
+        if raw := get("LAKE_AUTOMATION_LOOKBACK_H"):
+            values["automation_lookback_hours"] = _positive("LAKE_AUTOMATION_LOOKBACK_H", raw, int)
         if raw := get("LAKE_PARTITIONS_START"):
             values["partitions_start"] = _partition_start(raw)
         return cls(**values)  # type: ignore[arg-type]

@@ -1,1 +1,8 @@
 """Dagster wiring, one folder per tier; the core logic lives outside `defs/`."""
+
+import warnings
+
+import dagster as dg
+
+# Single-run backfills are how a day is rebuilt in one run; the parameter is marked beta.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)

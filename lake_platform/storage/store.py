@@ -122,18 +122,23 @@ class LakeStore:
             if entry["type"] == "directory"
         )
 
-    def read_parquet(self, relatives: Sequence[str]) -> pl.DataFrame:
-        """The rows of several Parquet files, in the order given."""
+    def read_parquet(
+        self, relatives: Sequence[str], columns: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """The rows of several Parquet files (all with the same schema), in the order given."""
         paths = [self.full_path(relative) for relative in relatives]
         if not paths:
             raise ValueError("read_parquet needs at least one file")
+        selected = list(columns) if columns is not None else None
         try:
             if self.is_local:
-                return pl.read_parquet(paths)
+                return pl.read_parquet(paths, columns=selected)
             bodies = self.fs.cat(paths)
         except OSError as error:
             raise StorageError(f"cannot read {len(paths)} files: {error}") from error
-        return pl.concat([pl.read_parquet(io.BytesIO(bodies[path])) for path in paths])
+        return pl.concat(
+            [pl.read_parquet(io.BytesIO(bodies[path]), columns=selected) for path in paths]
+        )
 
     def read_bytes(self, relative: str) -> bytes:
         """The raw bytes of one file."""

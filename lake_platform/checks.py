@@ -1,0 +1,115 @@
+"""The invariants of derived files (INTERFACES §1, 3–7), as plain functions.
+
+Each returns a `CheckOutcome` whose message names the file and the first offending row, so a
+failing Dagster check says exactly where to look.
+"""
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow.parquet as pq
+
+HOUR_NS = 3_600 * 10**9
+EXPECTED_COMPRESSION = "ZSTD"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """Whether an invariant holds, and where it first does not."""
+
+    passed: bool
+    message: str
+
+    @classmethod
+    def ok(cls, message: str) -> "CheckOutcome":
+        return cls(True, message)
+
+
+def _first_row(mask: pl.Series) -> int:
+    return int(mask.arg_true()[0])
+
+
+def sorted_by(frame: pl.DataFrame, keys: Sequence[str], file: str) -> CheckOutcome:
+    """Rows are in ascending order of `keys` (lexicographic)."""
+    before_previous = pl.lit(False)
+    equal_so_far = pl.lit(True)
+    for key in keys:
+        here, previous = pl.col(key), pl.col(key).shift(1)
+        before_previous = before_previous | (equal_so_far & (here < previous))
+        equal_so_far = equal_so_far & (here == previous)
+    bad = frame.select(before_previous.fill_null(False).alias("bad")).to_series()
+    order = ", ".join(keys)
+    if not bad.any():
+        return CheckOutcome.ok(f"{file}: {frame.height} rows in order of {order}")
+    row = _first_row(bad)
+    here = {key: frame[key][row] for key in keys}
+    previous = {key: frame[key][row - 1] for key in keys}
+    return CheckOutcome(
+        False, f"{file}: row {row} {here} comes after row {row - 1} {previous} (order: {order})"
+    )
+
+
+def unique(frame: pl.DataFrame, keys: Sequence[str], file: str) -> CheckOutcome:
+    """No two rows share `keys`."""
+    duplicated = frame.select(pl.struct(list(keys)).is_duplicated().alias("d")).get_column("d")
+    if not duplicated.any():
+        return CheckOutcome.ok(f"{file}: {frame.height} distinct ({', '.join(keys)})")
+    row = _first_row(duplicated)
+    values = {key: frame.row(row, named=True)[key] for key in keys}
+    return CheckOutcome(False, f"{file}: row {row} repeats {values}")
+
+
+def within_hour(frame: pl.DataFrame, hour: dt.datetime, file: str) -> CheckOutcome:
+    """Every `ts_event_ns` lies in `[hour, hour + 1 h)`."""
+    start = int(hour.timestamp()) * 10**9
+    outside = frame.select(
+        (~pl.col("ts_event_ns").is_between(start, start + HOUR_NS, closed="left")).alias("o")
+    ).get_column("o")
+    if not outside.any():
+        return CheckOutcome.ok(f"{file}: every row in {hour:%Y-%m-%d %H}:00 UTC")
+    row = _first_row(outside)
+    return CheckOutcome(
+        False,
+        f"{file}: row {row} has ts_event_ns {frame['ts_event_ns'][row]} outside "
+        f"[{start}, {start + HOUR_NS})",
+    )
+
+
+def matches_schema(frame: pl.DataFrame, declared: pl.Schema, file: str) -> CheckOutcome:
+    """The file's columns and types are exactly the declared ones, in order."""
+    actual = frame.schema
+    if actual == declared:
+        return CheckOutcome.ok(f"{file}: {len(declared)} declared columns")
+    missing = [name for name in declared if name not in actual]
+    extra = [name for name in actual if name not in declared]
+    wrong = [
+        f"{name} is {actual[name]}, declared {declared[name]}"
+        for name in declared
+        if name in actual and actual[name] != declared[name]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {missing}")
+    if extra:
+        problems.append(f"unexpected {extra}")
+    problems.extend(wrong)
+    if not problems:
+        problems.append(f"column order {list(actual)} differs from {list(declared)}")
+    return CheckOutcome(False, f"{file}: " + "; ".join(problems))
+
+
+def zstd_compressed(metadata: pq.FileMetaData, file: str) -> CheckOutcome:
+    """Every column chunk of every row group is ZSTD."""
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            if chunk.compression != EXPECTED_COMPRESSION:
+                return CheckOutcome(
+                    False,
+                    f"{file}: column {chunk.path_in_schema} of row group {group} is "
+                    f"{chunk.compression}, not ZSTD",
+                )
+    return CheckOutcome.ok(f"{file}: {metadata.num_row_groups} row groups, all ZSTD")

@@ -1,0 +1,1 @@
+"""Rebuilding derived partitions: read their inputs, transform, replace their files, check them."""
