@@ -4,6 +4,7 @@ Every failure is one clear line on stderr and a non-zero exit, never a traceback
 """
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -43,6 +44,20 @@ def _ingest(args: argparse.Namespace) -> int:
     return run_ingest(until_idle=args.until_idle, max_seconds=args.max_seconds)
 
 
+def _compact(args: argparse.Namespace) -> int:
+    """Rebuild Silver for every hour of a date through Dagster."""
+    from lake_platform.compact_command import run_compact
+
+    return run_compact(args.date, args.table)
+
+
+def _date(raw: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from None
+
+
 def _positive_seconds(raw: str) -> float:
     try:
         value = float(raw)
@@ -70,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-seconds", type=_positive_seconds, help="stop (flushing everything) after N seconds"
     )
     ingest.set_defaults(handler=_ingest)
+    compact = commands.add_parser(
+        "compact", help="materialize Silver for every hour of a date (through Dagster)"
+    )
+    compact.add_argument("--date", type=_date, required=True, help="UTC date, YYYY-MM-DD")
+    compact.add_argument("--table", help="one table, e.g. stocks/trades (default: all six)")
+    compact.set_defaults(handler=_compact)
     return parser
 
 

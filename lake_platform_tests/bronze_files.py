@@ -33,15 +33,18 @@ def bronze_rows(schema: TableSchema, messages: list[dict[str, object]], first_se
     )
 
 
-def trades(count: int, symbols=("SPY", "QQQ"), seed: int = 7) -> list[dict[str, object]]:
-    """Stock trades spread over HOUR, out of order."""
+def trades(
+    count: int, symbols=("SPY", "QQQ"), seed: int = 7, hour: dt.datetime = HOUR
+) -> list[dict[str, object]]:
+    """Stock trades spread over `hour`, out of order."""
     rng = random.Random(seed)
     base = SAMPLES["stocks.trades"]
+    start_ns = int(hour.timestamp()) * 10**9
     return [
         {
             **base,
             "symbol": symbols[i % len(symbols)],
-            "ts_event_ns": HOUR_NS + rng.randrange(3_600 * 10**9),
+            "ts_event_ns": start_ns + rng.randrange(3_600 * 10**9),
             "ts_recv_ns": HOUR_NS + 3_600 * 10**9 + rng.randrange(10**9),
             "price": round(600 + rng.random() * 10, 2),
             "size": rng.randrange(1, 500),

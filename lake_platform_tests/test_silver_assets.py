@@ -1,0 +1,99 @@
+"""Silver assets in Dagster: materializations, checks, range runs, automation."""
+
+import datetime as dt
+
+import dagster as dg
+import fsspec
+import pytest
+
+from lake_platform.definitions import defs
+from lake_platform.defs.resources import LakeResource
+from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.derived.silver import SILVER_CHECKS
+from lake_platform.storage import LakeStore
+from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+
+TRADES_SILVER = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
+KEY = "2025-12-16-14:00"
+
+
+@pytest.fixture
+def lake(tmp_path) -> LakeStore:
+    store = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
+    rows = bronze_rows(TRADES, trades(1_000))
+    write_bronze(store, TRADES, rows, files=4)
+    write_bronze(store, TRADES, rows.head(100))  # redelivered
+    return store
+
+
+def materialize(store: LakeStore, instance, **options) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [TRADES_SILVER],
+        instance=instance,
+        resources={"lake": LakeResource(data_root=store.root)},
+        **options,
+    )
+
+
+def test_materializing_an_hour_writes_silver_with_metadata_and_passing_checks(lake):
+    with dg.instance_for_test() as instance:
+        result = materialize(lake, instance, partition_key=KEY)
+        assert result.success
+        (event,) = result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
+        assert event.partition == KEY
+        metadata = event.metadata
+        assert metadata["rows_read"].value == 1_100
+        assert metadata["rows_written"].value == 1_000
+        assert metadata["duplicates_removed"].value == 100
+        assert metadata["files"].value == 2
+        assert metadata["bytes"].value > 0
+        assert "| ts_event_ns |" in metadata["preview"].value
+        checks = result.get_asset_check_evaluations()
+        assert {c.check_name for c in checks} == set(SILVER_CHECKS)
+        assert all(c.passed for c in checks)
+    assert len(lake.list_files("silver/stocks/trades")) == 2
+
+
+def test_a_range_run_rebuilds_every_hour_in_one_run(lake):
+    two_hours_later = HOUR + dt.timedelta(hours=2)
+    later = bronze_rows(TRADES, trades(300, seed=9, hour=two_hours_later), first_seq=5_000)
+    write_bronze(lake, TRADES, later)
+    with dg.instance_for_test() as instance:
+        result = materialize(
+            lake,
+            instance,
+            tags={
+                "dagster/asset_partition_range_start": "2025-12-16-14:00",
+                "dagster/asset_partition_range_end": "2025-12-16-16:00",
+            },
+        )
+        assert result.success
+        partitions = {
+            event.partition
+            for event in result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
+        }
+        assert partitions == {"2025-12-16-14:00", "2025-12-16-15:00", "2025-12-16-16:00"}
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+    hours = {path.split("/")[5] for path in lake.list_files("silver")}
+    assert hours == {"hour=14", "hour=16"}
+
+
+def test_late_bronze_for_an_older_hour_triggers_silver_within_the_lookback():
+    now = dt.datetime.now(dt.UTC)
+    recent = (now - dt.timedelta(hours=30)).strftime("%Y-%m-%d-%H:00")
+    too_old = (now - dt.timedelta(hours=60)).strftime("%Y-%m-%d-%H:00")
+    bronze = dg.AssetKey(["bronze", "stocks", "trades"])
+    silver = dg.AssetKey(["silver", "stocks", "trades"])
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        for partition in (recent, too_old):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=bronze, partition=partition)
+            )
+        second = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=first.cursor
+        )
+        requested = second.get_requested_partitions(silver)
+        assert recent in requested
+        assert too_old not in requested
+        assert not second.get_requested_partitions(bronze)
