@@ -9,9 +9,11 @@ import pytest
 from lake_platform.definitions import defs
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.silver import SILVER_CHECKS
+from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+
+SILVER = SILVER_TABLES["stocks/trades"]
 
 TRADES_SILVER = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
 KEY = "2025-12-16-14:00"
@@ -49,7 +51,7 @@ def test_materializing_an_hour_writes_silver_with_metadata_and_passing_checks(la
         assert metadata["bytes"].value > 0
         assert "| ts_event_ns |" in metadata["preview"].value
         checks = result.get_asset_check_evaluations()
-        assert {c.check_name for c in checks} == set(SILVER_CHECKS)
+        assert {c.check_name for c in checks} == set(SILVER.check_names)
         assert all(c.passed for c in checks)
     assert len(lake.list_files("silver/stocks/trades")) == 2
 

@@ -4,10 +4,13 @@ import fsspec
 import polars as pl
 import pytest
 
-from lake_platform.derived.silver import SILVER_CHECKS, check_silver_hour, rebuild_silver_hour
+from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+
+SILVER = SILVER_TABLES["stocks/trades"]
 
 SPY_FILE = f"silver/stocks/trades/symbol=SPY/{hour_folder(HOUR)}/part-00000.parquet"
 
@@ -16,13 +19,13 @@ SPY_FILE = f"silver/stocks/trades/symbol=SPY/{hour_folder(HOUR)}/part-00000.parq
 def lake(tmp_path) -> LakeStore:
     store = LakeStore(str(tmp_path), fsspec.filesystem("file"))
     write_bronze(store, TRADES, bronze_rows(TRADES, trades(500)), files=3)
-    rebuild_silver_hour(store, TRADES, HOUR)
+    rebuild_hour(store, SILVER, HOUR)
     return store
 
 
 def test_all_checks_pass_on_rebuilt_files(lake):
-    outcomes = check_silver_hour(lake, TRADES, HOUR)
-    assert set(outcomes) == set(SILVER_CHECKS)
+    outcomes = check_hour(lake, SILVER, HOUR)
+    assert set(outcomes) == set(SILVER.check_names)
     assert all(outcome.passed for outcome in outcomes.values()), outcomes
 
 
@@ -56,7 +59,7 @@ CRAFTED = {
 def test_check_fails_on_crafted_file(lake, name):
     edit, expected = CRAFTED[name]
     replace_spy(lake, edit)
-    outcome = check_silver_hour(lake, TRADES, HOUR)[name]
+    outcome = check_hour(lake, SILVER, HOUR)[name]
     assert not outcome.passed
     assert expected in outcome.message
     if name != "reconciles_with_bronze":
@@ -65,7 +68,7 @@ def test_check_fails_on_crafted_file(lake, name):
 
 def test_zstd_check_fails_on_a_snappy_file(lake):
     replace_spy(lake, lambda rows: rows, compression="snappy")
-    outcome = check_silver_hour(lake, TRADES, HOUR)["zstd_compressed"]
+    outcome = check_hour(lake, SILVER, HOUR)["zstd_compressed"]
     assert not outcome.passed
     assert SPY_FILE in outcome.message and "SNAPPY" in outcome.message
 
@@ -73,7 +76,7 @@ def test_zstd_check_fails_on_a_snappy_file(lake):
 def test_partition_values_that_vanished_are_removed(lake, tmp_path):
     stale = f"silver/stocks/trades/symbol=GONE/{hour_folder(HOUR)}/part-00000.parquet"
     lake.write_parquet(lake.read_parquet([SPY_FILE]).head(1), stale)
-    result = rebuild_silver_hour(lake, TRADES, HOUR)
+    result = rebuild_hour(lake, SILVER, HOUR)
     assert result.removed_values == ["symbol=GONE"]
     assert stale not in lake.list_files("silver")
-    assert all(outcome.passed for outcome in check_silver_hour(lake, TRADES, HOUR).values())
+    assert all(outcome.passed for outcome in check_hour(lake, SILVER, HOUR).values())

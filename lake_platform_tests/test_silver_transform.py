@@ -5,10 +5,13 @@ import random
 import fsspec
 import polars as pl
 
-from lake_platform.derived.silver import rebuild_silver_hour
+from lake_platform.derived.hourly import rebuild_hour
+from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.transforms.silver import deduplicate
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+
+SILVER = SILVER_TABLES["stocks/trades"]
 
 
 def frame(rows: list[tuple[int, str, int, int, str]]) -> pl.DataFrame:
@@ -63,7 +66,7 @@ def test_byte_identical_across_file_order_duplicated_files_and_reruns(tmp_path):
     rows = bronze_rows(TRADES, trades(3_000))
     first = LakeStore(str(tmp_path / "a"), fsspec.filesystem("file"))
     write_bronze(first, TRADES, rows, files=6)
-    rebuild_silver_hour(first, TRADES, HOUR)
+    rebuild_hour(first, SILVER, HOUR)
     expected = silver_bytes(first)
     assert len(expected) == 2
 
@@ -73,10 +76,10 @@ def test_byte_identical_across_file_order_duplicated_files_and_reruns(tmp_path):
     shuffled = rows[order]
     write_bronze(second, TRADES, shuffled, files=11)
     write_bronze(second, TRADES, shuffled.head(700), files=2)  # a redelivered batch
-    rebuild_silver_hour(second, TRADES, HOUR)
+    rebuild_hour(second, SILVER, HOUR)
     assert silver_bytes(second) == expected
 
-    result = rebuild_silver_hour(second, TRADES, HOUR)
+    result = rebuild_hour(second, SILVER, HOUR)
     assert silver_bytes(second) == expected
     assert result.rows_read == 3_700 and result.rows_written == 3_000
     assert result.duplicates_removed == 700

@@ -1,0 +1,62 @@
+"""One factory for every derived asset (Silver and Gold): rebuild the run's hours, then check.
+
+A run may cover a range of hours (single-run backfills): they are rebuilt one after the other,
+each one partition value at a time, so memory never holds more than one value's hour.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+from lake_platform.defs.automation import DERIVED_AUTOMATION
+from lake_platform.defs.partitions import HOURLY, hour_of_partition
+from lake_platform.defs.reporting import check_results, materialization_metadata
+from lake_platform.defs.resources import LakeResource
+from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
+
+
+def build_derived_asset(
+    key: dg.AssetKey,
+    deps: Sequence[dg.AssetKey],
+    table: DerivedTable,
+    *,
+    group_name: str,
+    description: str,
+    check_descriptions: dict[str, str],
+) -> dg.AssetsDefinition:
+    """The hourly asset that rebuilds `table` and runs its blocking checks."""
+
+    @dg.asset(
+        key=key,
+        deps=list(deps),
+        partitions_def=HOURLY,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=DERIVED_AUTOMATION,
+        check_specs=[
+            dg.AssetCheckSpec(
+                name, asset=key, blocking=True, description=check_descriptions.get(name)
+            )
+            for name in table.check_names
+        ],
+        group_name=group_name,
+        kinds={"polars", "parquet"},
+        description=description,
+    )
+    def derived(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        store = lake.store()
+        results, outcomes = [], []
+        for partition_key in context.partition_keys:
+            hour = hour_of_partition(partition_key)
+            result = rebuild_hour(store, table, hour)
+            context.log.info(
+                f"{table.target} {partition_key}: {result.rows_read} rows read, "
+                f"{result.rows_written} written in {len(result.files)} files"
+            )
+            results.append(result)
+            outcomes.append(check_hour(store, table, hour))
+        yield dg.MaterializeResult(metadata=materialization_metadata(results))
+        yield from check_results(outcomes, table.check_names)
+
+    return derived

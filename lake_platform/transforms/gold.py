@@ -1,0 +1,99 @@
+"""Silver/Bronze frames to Gold frames: flattened level signals and one-minute bars."""
+
+import polars as pl
+
+from lake_platform.schemas import BY_NAME
+from lake_platform.schemas.event_id import event_id
+from lake_platform.transforms.silver import deduplicate
+
+SIGNALS = BY_NAME["levels.signals"]
+SIGNAL_CONTEXT = ("ts_event_ns", "ts_recv_ns", "underlying", "spot", "bid", "ask")
+SIGNALS_ORDER = ("ts_event_ns", "event_id", "level_index")
+BARS_ORDER = ("ts_event_ns", "event_id")
+MINUTE_NS = 60 * 10**9
+
+
+def _level_struct() -> pl.Struct:
+    levels = SIGNALS.stored_schema["levels"]
+    assert isinstance(levels, pl.List) and isinstance(levels.inner, pl.Struct)
+    return levels.inner
+
+
+def _flat_level_columns() -> list[pl.Expr]:
+    """A level's scalar fields as they are, nested objects as `{object}_{field}` columns.
+
+    Generic over the registry: a new field in a nested object needs no code here.
+    """
+    columns = []
+    for field in _level_struct().fields:
+        level_field = pl.col("level").struct.field(field.name)
+        if isinstance(field.dtype, pl.Struct):
+            columns.extend(
+                level_field.struct.field(sub.name).alias(f"{field.name}_{sub.name}")
+                for sub in field.dtype.fields
+            )
+        else:
+            columns.append(level_field.alias(field.name))
+    return columns
+
+
+def flatten_signals(bronze: pl.DataFrame) -> pl.DataFrame:
+    """One row per level of each distinct signal, sorted by event time, signal, level."""
+    signals = deduplicate(bronze)
+    exploded = (
+        signals.select(
+            *SIGNAL_CONTEXT,
+            "event_id",
+            pl.col("levels").alias("level"),
+            pl.col("levels").list.eval(pl.int_range(pl.len(), dtype=pl.Int32)).alias("level_index"),
+        )
+        .explode(["level", "level_index"])
+        .filter(pl.col("level_index").is_not_null())
+    )
+    return exploded.select(*SIGNAL_CONTEXT, *_flat_level_columns(), "event_id", "level_index").sort(
+        SIGNALS_ORDER
+    )
+
+
+GOLD_SIGNALS_SCHEMA = flatten_signals(pl.DataFrame(schema=SIGNALS.bronze_schema)).schema
+
+BAR_KEY_SCHEMA = pl.Schema({"ts_event_ns": pl.Int64(), "symbol": pl.String()})
+
+
+def bars_1m(silver_trades: pl.DataFrame) -> pl.DataFrame:
+    """One bar per symbol and UTC minute with trades; open/close by event time (ties by
+    `event_id`), `event_id` the MD5 of the bar's minute start and symbol."""
+    by_time = ["ts_event_ns", "event_id"]
+    return (
+        silver_trades.sort(by_time)
+        .group_by(
+            (pl.col("ts_event_ns") // MINUTE_NS * MINUTE_NS).alias("minute"),
+            "symbol",
+            maintain_order=True,
+        )
+        .agg(
+            pl.col("price").first().alias("open"),
+            pl.col("price").max().alias("high"),
+            pl.col("price").min().alias("low"),
+            pl.col("price").last().alias("close"),
+            pl.col("size").cast(pl.Int64).sum().alias("volume"),
+            (pl.col("price") * pl.col("size")).sum().alias("notional"),
+            pl.len().cast(pl.Int64).alias("trade_count"),
+        )
+        .select(
+            pl.col("minute").alias("ts_event_ns"),
+            "symbol",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            pl.when(pl.col("volume") > 0).then(pl.col("notional") / pl.col("volume")).alias("vwap"),
+            "trade_count",
+        )
+        .with_columns(event_id(BAR_KEY_SCHEMA))
+        .sort(BARS_ORDER)
+    )
+
+
+GOLD_BARS_SCHEMA = bars_1m(pl.DataFrame(schema=BY_NAME["stocks.trades"].stored_schema)).schema
