@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import random
+import time
 
 import polars as pl
 
@@ -24,7 +25,7 @@ def bronze_rows(schema: TableSchema, messages: list[dict[str, object]], first_se
         payloads,
         received_ns=[HOUR_NS + 3_600 * 10**9] * len(payloads),
         earliest_ns=EARLIEST_NS,
-        now_ns=HOUR_NS + 24 * 3_600 * 10**9,
+        now_ns=time.time_ns(),
     )
     assert not decoded.rejections, decoded.rejections
     return decoded.rows.with_columns(
