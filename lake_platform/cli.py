@@ -51,6 +51,45 @@ def _compact(args: argparse.Namespace) -> int:
     return run_compact(args.date, args.table)
 
 
+def _publish(args: argparse.Namespace) -> int:
+    """Publish a simulated session, or replay a JSON-lines file, to NATS."""
+    import asyncio
+    import time
+    from pathlib import Path
+
+    from lake_platform.simulate.market import SessionSpec, session
+    from lake_platform.simulate.publisher import publish, replay_file
+
+    settings = LakeSettings.from_env()
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        messages, total, rate = replay_file(path), None, args.rate if args.live else None
+    else:
+        now = time.time_ns()
+        minutes_ns = int(args.minutes * 60 * 10**9)
+        spec = SessionSpec(
+            minutes=args.minutes,
+            rate=args.rate,
+            symbols=tuple(args.symbols.split(",")),
+            dup_rate=args.dup_rate,
+            seed=args.seed,
+            end_ns=now + minutes_ns if args.live else now,
+        )
+        messages, total, rate = session(spec), None, args.rate if args.live else None
+    stats = asyncio.run(publish(settings, messages, total=total, rate=rate))
+    print(f"published {stats.total:,} messages")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The whole chain as one batch on embedded defaults."""
+    from lake_platform.demo_command import run_demo
+
+    return run_demo(minutes=args.minutes, rate=args.rate, seed=args.seed)
+
+
 def _date(raw: str) -> dt.date:
     try:
         return dt.date.fromisoformat(raw)
@@ -91,6 +130,26 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--date", type=_date, required=True, help="UTC date, YYYY-MM-DD")
     compact.add_argument("--table", help="one table, e.g. stocks/trades (default: all six)")
     compact.set_defaults(handler=_compact)
+    publish = commands.add_parser(
+        "publish", help="publish a simulated market session (or replay a JSON-lines file)"
+    )
+    publish.add_argument("--minutes", type=_positive_seconds, default=10.0, help="session length")
+    publish.add_argument("--rate", type=_positive_seconds, default=100.0, help="events per second")
+    publish.add_argument("--symbols", default="SPY,QQQ", help="comma-separated stock symbols")
+    publish.add_argument("--dup-rate", type=float, default=0.02, help="share re-published")
+    publish.add_argument(
+        "--seed", type=int, default=0, help="random seed (same seed, same session)"
+    )
+    publish.add_argument(
+        "--live", action="store_true", help="pace at --rate in real time, event time = now"
+    )
+    publish.add_argument("--file", help='replay a JSON-lines file of {"subject": …, "data": {…}}')
+    publish.set_defaults(handler=_publish)
+    demo = commands.add_parser("demo", help="the whole chain on embedded defaults, as a batch")
+    demo.add_argument("--minutes", type=_positive_seconds, default=10.0, help="session length")
+    demo.add_argument("--rate", type=_positive_seconds, default=100.0, help="events per second")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -13,6 +13,7 @@ import dagster as dg
 from lake_platform.defs.partitions import HOURLY
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.demo_command import QUIET_RUN
 from lake_platform.schemas import BY_TABLE, SCHEMAS
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -50,6 +51,7 @@ def run_compact(day: dt.date, table: str | None) -> int:
         instance=instance,
         resources={"lake": LakeResource()},
         tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        run_config=QUIET_RUN,
         raise_on_error=False,
     )
     checks_by_table: dict[str, list[dg.AssetCheckEvaluation]] = {}

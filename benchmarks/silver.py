@@ -1,0 +1,377 @@
+"""Silver throughput: one Bronze hour -> deduplicated, sorted ZSTD-3 Silver, against DuckDB.
+
+Builds a Bronze hour of `stocks/trades` for one partition value (`symbol=SPY`) in a lake:
+N rows in files of 1,000 rows, ~2% redeliveries (the same event again, received later under
+a new `_stream_seq`), rows in arrival order so event times are out of order. Then times, each
+in a fresh child process (wall time and peak RSS of that process alone):
+
+* ours: `rebuild_hour` of the Silver table, the code the Silver asset runs (list, read,
+  `deduplicate`, `replace_partition`: atomic write with fsync);
+* duckdb: the original design, one `COPY (... QUALIFY row_number() ... ORDER BY ...)`;
+* floor: Polars read of the same files and a ZSTD-3 write of one file, no dedup, no sort.
+
+Silver and DuckDB must both hold exactly the distinct `event_id`s of Bronze (exit 1 otherwise);
+the goals (>= 2x DuckDB, >= 0.8x the floor) are only reported. MB/s is of the in-memory size
+of the Bronze frame (`estimated_size`). `--bronze DIR` keeps the generated lake in DIR and
+reuses it when it was built with the same `--rows`/`--file-rows` (its `silver/` is replaced).
+
+    uv run python benchmarks/silver.py [--rows 5000000] [--file-rows 1000] [--repeat 1]
+        [--bronze DIR]
+"""
+
+import argparse
+import datetime as dt
+import json
+import math
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from lake_platform.schemas import BY_NAME
+from lake_platform.schemas.event_id import event_id
+
+SCHEMA = BY_NAME["stocks.trades"]
+HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
+HOUR_NS = 3_600 * 10**9
+HOUR_START_NS = int(HOUR.timestamp()) * 10**9
+PARTITION = "symbol=SPY/date=2025-12-16/hour=14"
+BRONZE_FOLDER = f"bronze/{SCHEMA.table}/{PARTITION}"
+SILVER_FOLDER = f"silver/{SCHEMA.table}/{PARTITION}"
+SUBJECT = f"{SCHEMA.subject}.SPY"
+MARKER = "bench-silver.json"
+VARIANTS = ("ours", "duckdb", "floor")
+DUPLICATE_RATE = 0.02
+SAME_TIME_RATE = 0.05
+LATE_RATE = 0.005
+TRADE_SIZES = (1, 5, 10, 50, 100, 100, 100, 200, 300, 500, 1000)
+CONDITIONS_BY_WEIGHT = (
+    [[]] * 6 + [[14]] * 5 + [[14, 41]] * 4 + [[12, 14, 37]] * 2 + [[37], [14, 41, 53], [12]]
+)
+WRITE_THREADS = 4
+GOAL_VS_DUCKDB = 2.0
+GOAL_VS_FLOOR = 0.8
+
+
+@dataclass
+class Bronze:
+    """What setup built (and what the marker file stores)."""
+
+    rows: int
+    file_rows: int
+    files: int
+    distinct: int
+    memory_bytes: int
+    disk_bytes: int
+
+
+@dataclass
+class Run:
+    """One child run: its own wall time and CPU time, its peak RSS, rows written."""
+
+    variant: str
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    start_rss_mb: float
+    rows: int
+
+
+def uniform(seed: int) -> pl.Expr:
+    """A uniform draw in [0, 1) per row: a seeded hash of the row index (numpy-free)."""
+    bits = pl.int_range(pl.len(), dtype=pl.UInt64).hash(seed) // 2048
+    return bits.cast(pl.Float64) / 2.0**53
+
+
+def normal(seed: int) -> pl.Expr:
+    """A standard normal draw per row (Box-Muller over two uniforms)."""
+    radius = (-2.0 * (1.0 - uniform(seed)).log()).sqrt()
+    return radius * (2.0 * math.pi * uniform(seed + 1)).cos()
+
+
+def pick(values: pl.Series, seed: int) -> pl.Expr:
+    """A uniformly chosen item of `values` per row."""
+    return pl.lit(values).gather((uniform(seed) * len(values)).cast(pl.Int64))
+
+
+def nulled(column: str, rate: float, seed: int) -> pl.Expr:
+    """`column` with about `rate` of its values null."""
+    return pl.when(uniform(seed) < rate).then(None).otherwise(pl.col(column)).alias(column)
+
+
+def unique_events(count: int) -> pl.DataFrame:
+    """`count` distinct trades in event-time order, with stored columns except `event_id`.
+
+    A few share the previous trade's timestamp; receive times lag by a log-normal latency
+    (median 2 ms), some by seconds (late prints), so arrival order is not event order.
+    """
+    ts = pl.col("ts_event_ns")
+    latency = (math.log(2e6) + normal(3)).exp().cast(pl.Int64)
+    late = pl.when(uniform(5) < LATE_RATE).then((1e9 + uniform(6) * 59e9).cast(pl.Int64))
+    conditions = pl.Series(CONDITIONS_BY_WEIGHT, dtype=pl.List(pl.Int32))
+    return (
+        pl.select(row=pl.int_range(count))
+        .select(ts_event_ns=HOUR_START_NS + (uniform(1) * HOUR_NS).cast(pl.Int64).sort())
+        .with_columns(
+            pl.when(uniform(2) < SAME_TIME_RATE).then(ts.shift(1)).otherwise(ts).fill_null(ts)
+        )
+        .with_columns(
+            ts_recv_ns=ts + latency + late.otherwise(0),
+            symbol=pl.lit("SPY"),
+            price=(681.0 + (normal(7) * 0.01).cum_sum()).round(2),
+            size=pick(pl.Series(TRADE_SIZES, dtype=pl.Int32), 9),
+            exchange=(1 + uniform(10) * 19).cast(pl.Int16),
+            conditions=pick(conditions, 11),
+            seq=pl.int_range(pl.len(), dtype=pl.Int64) + 1_000_000,
+            source=pl.lit("direct_feed"),
+        )
+        .with_columns(nulled("exchange", 0.005, 12), nulled("conditions", 0.01, 13))
+    )
+
+
+def bronze_rows(rows: int) -> pl.DataFrame:
+    """`rows` Bronze rows in arrival order (~2% redeliveries), with the registry's columns."""
+    duplicates = round(rows * DUPLICATE_RATE)
+    events = unique_events(rows - duplicates).with_columns(event_id(SCHEMA.stored_schema))
+    redelivered = events.sample(duplicates, seed=14).with_columns(
+        pl.col("ts_recv_ns") + (1e9 + uniform(15) * 29e9).cast(pl.Int64)
+    )
+    arrived = pl.concat([events, redelivered]).sort("ts_recv_ns", maintain_order=True)
+    return arrived.with_columns(
+        _stream_seq=pl.int_range(1, rows + 1, dtype=pl.Int64),
+        _subject=pl.lit(SUBJECT),
+    ).select([pl.col(name).cast(dtype) for name, dtype in SCHEMA.bronze_schema.items()])
+
+
+def bronze_files(lake: Path) -> list[Path]:
+    return sorted((lake / BRONZE_FOLDER).glob("part-*.parquet"))
+
+
+def write_bronze(lake: Path, frame: pl.DataFrame, file_rows: int) -> None:
+    folder = lake / BRONZE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(index: int) -> None:
+        part = frame.slice(index * file_rows, file_rows)
+        path = folder / f"part-{index:06d}.parquet"
+        part.write_parquet(path, compression="zstd", compression_level=3)
+
+    count = -(-frame.height // file_rows)
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        list(pool.map(write, range(count)))
+
+
+def build_bronze(lake: Path, rows: int, file_rows: int) -> Bronze:
+    """Generate and write the Bronze hour; measure it as the variants will load it."""
+    frame = bronze_rows(rows)
+    write_bronze(lake, frame, file_rows)
+    del frame
+    files = bronze_files(lake)
+    loaded = pl.read_parquet(files)
+    if loaded.schema != SCHEMA.bronze_schema:
+        raise SystemExit(f"Bronze schema {loaded.schema} is not the registry's")
+    return Bronze(
+        rows=loaded.height,
+        file_rows=file_rows,
+        files=len(files),
+        distinct=loaded["event_id"].n_unique(),
+        memory_bytes=int(loaded.estimated_size()),
+        disk_bytes=sum(path.stat().st_size for path in files),
+    )
+
+
+def prepare_bronze(lake: Path, rows: int, file_rows: int) -> tuple[Bronze, float | None]:
+    """The Bronze hour in `lake`: reused when its marker matches, else built (seconds)."""
+    marker = lake / MARKER
+    if marker.exists():
+        bronze = Bronze(**json.loads(marker.read_text()))
+        same = (bronze.rows, bronze.file_rows) == (rows, file_rows)
+        if same and len(bronze_files(lake)) == bronze.files:
+            return bronze, None
+        raise SystemExit(f"{lake} holds another Bronze hour ({bronze}); use another --bronze")
+    if (lake / "bronze").exists():
+        raise SystemExit(f"{lake}/bronze exists without {MARKER}; use an empty --bronze")
+    start = time.perf_counter()
+    bronze = build_bronze(lake, rows, file_rows)
+    seconds = time.perf_counter() - start
+    marker.write_text(json.dumps(asdict(bronze)))
+    return bronze, seconds
+
+
+def run_ours(lake: Path, _: Path) -> int:
+    import fsspec
+
+    from lake_platform.derived.hourly import rebuild_hour
+    from lake_platform.derived.tables import SILVER_TABLES
+    from lake_platform.storage import LakeStore
+
+    store = LakeStore(str(lake), fsspec.filesystem("file"))
+    return rebuild_hour(store, SILVER_TABLES[SCHEMA.table], HOUR).rows_written
+
+
+def run_duckdb(lake: Path, out: Path) -> int:
+    import duckdb
+
+    glob = lake / BRONZE_FOLDER / "*.parquet"
+    copy = f"""COPY (
+        SELECT * EXCLUDE (_stream_seq, _subject)
+        FROM read_parquet('{glob}', hive_partitioning = false)
+        QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts_recv_ns) = 1
+        ORDER BY ts_event_ns, event_id
+    ) TO '{out / "duckdb.parquet"}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 3)"""
+    with duckdb.connect() as connection:
+        (rows,) = connection.execute(copy).fetchone()  # type: ignore[misc]
+    return rows
+
+
+def run_floor(lake: Path, out: Path) -> int:
+    frame = pl.read_parquet([str(path) for path in bronze_files(lake)])
+    frame = frame.select([name for name in frame.columns if not name.startswith("_")])
+    frame.write_parquet(out / "floor.parquet", compression="zstd", compression_level=3)
+    return frame.height
+
+
+def child(variant: str, lake: Path, out: Path) -> None:
+    """Run one variant in this process; print its `Run` as JSON on the last line."""
+    runner = {"ours": run_ours, "duckdb": run_duckdb, "floor": run_floor}[variant]
+    start_rss = peak_rss_mb()
+    cpu, start = time.process_time(), time.perf_counter()
+    rows = runner(lake, out)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(json.dumps(asdict(Run(variant, seconds, cpu, peak_rss_mb(), start_rss, rows))))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB.
+
+    `VmHWM` of /proc, not `ru_maxrss`: Linux carries `ru_maxrss` over `execve` from the
+    process that forked, so a child would report at least this script's own peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def clear_output(variant: str, lake: Path, out: Path) -> None:
+    if variant == "ours":
+        shutil.rmtree(lake / "silver", ignore_errors=True)
+    else:
+        (out / f"{variant}.parquet").unlink(missing_ok=True)
+
+
+def spawn(variant: str, lake: Path, out: Path) -> Run:
+    clear_output(variant, lake, out)
+    command = [sys.executable, __file__, "--variant", variant, "--bronze", str(lake)]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{variant} failed ({done.returncode}):\n{done.stderr}")
+    return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure(lake: Path, out: Path, bronze: Bronze, repeat: int) -> dict[str, Run]:
+    """Median run of each variant; the variants take turns so noise hits them alike."""
+    runs: dict[str, list[Run]] = {variant: [] for variant in VARIANTS}
+    for attempt in range(1, repeat + 1):
+        for variant in VARIANTS:
+            run = spawn(variant, lake, out)
+            runs[variant].append(run)
+            print(
+                f"  run {attempt} {variant:<7} {run.seconds:7.2f} s "
+                f"({mb_per_s(bronze, run.seconds):6.1f} MB/s), CPU {run.cpu_seconds:6.2f} s, "
+                f"peak RSS {run.peak_rss_mb:6,.0f} MiB ({run.start_rss_mb:,.0f} before), "
+                f"{run.rows:,} rows",
+                flush=True,
+            )
+    medians = {}
+    for variant, done in runs.items():
+        seconds = statistics.median(run.seconds for run in done)
+        medians[variant] = min(done, key=lambda run: abs(run.seconds - seconds))
+        medians[variant].seconds = seconds
+    return medians
+
+
+def mb_per_s(bronze: Bronze, seconds: float) -> float:
+    return bronze.memory_bytes / 1e6 / max(seconds, 1e-9)
+
+
+def outputs_agree(lake: Path, out: Path) -> bool:
+    """Whether Silver and DuckDB hold the same rows in the same order (informational)."""
+    silver = pl.read_parquet(sorted(str(path) for path in (lake / SILVER_FOLDER).glob("*.parquet")))
+    duck = pl.read_parquet(out / "duckdb.parquet")
+    return silver.schema == SCHEMA.stored_schema and silver.equals(duck)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(bronze: Bronze, runs: dict[str, Run], identical: bool) -> bool:
+    """Print the summary; returns whether both row counts equal the distinct event_ids."""
+    ours, duck, floor = runs["ours"], runs["duckdb"], runs["floor"]
+    print()
+    print(
+        f"bronze: {bronze.rows:,} rows in {bronze.files:,} files, {bronze.distinct:,} distinct "
+        f"event_id; {bronze.memory_bytes / 1e6:,.0f} MB in memory, "
+        f"{bronze.disk_bytes / 1e6:,.0f} MB on disk"
+    )
+    for name, run in (("ours (Silver)", ours), ("duckdb", duck), ("polars floor", floor)):
+        print(
+            f"{name:<14} {run.seconds:7.2f} s  {mb_per_s(bronze, run.seconds):7.1f} MB/s  "
+            f"CPU {run.cpu_seconds:6.2f} s  peak RSS {run.peak_rss_mb:6,.0f} MiB "
+            f"({run.start_rss_mb:,.0f} MiB after imports)"
+        )
+    vs_duck, vs_floor = duck.seconds / ours.seconds, floor.seconds / ours.seconds
+    print(
+        f"ours vs duckdb (duckdb s / ours s): {vs_duck:5.2f}x  goal >= {GOAL_VS_DUCKDB}x: ", end=""
+    )
+    print(verdict(vs_duck >= GOAL_VS_DUCKDB))
+    print(
+        f"ours vs floor  (floor s / ours s):  {vs_floor:5.2f}x  goal >= {GOAL_VS_FLOOR}x: ", end=""
+    )
+    print(verdict(vs_floor >= GOAL_VS_FLOOR))
+    ok = ours.rows == duck.rows == bronze.distinct
+    print(
+        f"rows: silver {ours.rows:,}, duckdb {duck.rows:,}, distinct event_id {bronze.distinct:,}: "
+        f"{'OK' if ok else 'MISMATCH'}; silver and duckdb identical: {'yes' if identical else 'NO'}"
+    )
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--file-rows", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median shown)")
+    parser.add_argument("--bronze", type=Path, help="lake root to keep and reuse the Bronze hour")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        child(args.variant, args.bronze, args.out)
+        return 0
+    if min(args.rows, args.file_rows, args.repeat) <= 0:
+        parser.error("--rows, --file-rows and --repeat must be positive")
+    with tempfile.TemporaryDirectory(prefix="bench-silver-") as tmp:
+        lake = (args.bronze or Path(tmp) / "lake").absolute()
+        out = Path(tmp) / "out"
+        lake.mkdir(parents=True, exist_ok=True)
+        out.mkdir()
+        print(f"bronze hour in {lake} ...", flush=True)
+        bronze, setup_s = prepare_bronze(lake, args.rows, args.file_rows)
+        print(f"  setup {'reused' if setup_s is None else f'{setup_s:.1f} s'}", flush=True)
+        runs = measure(lake, out, bronze, args.repeat)
+        ok = report(bronze, runs, outputs_agree(lake, out))
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

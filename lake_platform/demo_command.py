@@ -1,0 +1,184 @@
+"""`lake-platform demo`: the whole chain as one batch on embedded defaults.
+
+An embedded nats-server on a free port, a simulated session published to it, the ingest until
+idle, Silver and Gold materialized through Dagster for every touched hour, and a summary.
+"""
+
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from lake_platform.defs.bronze.reporting import instance_reporter
+from lake_platform.defs.gold.assets import GOLD_ASSETS
+from lake_platform.defs.partitions import partition_key_for
+from lake_platform.defs.resources import LakeResource
+from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.ingest.ledger import read_entries
+from lake_platform.ingest.service import IngestService, writer_name
+from lake_platform.schemas import BY_NAME, SCHEMAS
+from lake_platform.settings import LakeSettings
+from lake_platform.simulate.market import SessionSpec, session
+from lake_platform.simulate.publisher import PublishStats, publish
+from lake_platform.storage import LakeStore
+from lake_platform.testing.servers import NatsServer
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+GOLD_OF_TABLE = {"levels/signals": "gold/levels/signals", "stocks/trades": "gold/stocks/bars_1m"}
+
+
+@dataclasses.dataclass
+class TableSummary:
+    published: int = 0
+    quarantined: int = 0
+    bronze_rows: int = 0
+    silver_rows: int | None = None
+    duplicates_removed: int | None = None
+    gold_rows: int | None = None
+    checks_passed: int = 0
+    checks: int = 0
+
+
+def _instance() -> dg.DagsterInstance:
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    print("DAGSTER_HOME is not set: using a temporary Dagster instance", file=sys.stderr)
+    return dg.DagsterInstance.ephemeral()
+
+
+def _hour_keys(store: LakeStore, since_ns: int, writer: str) -> tuple[str, str] | None:
+    entries = [e for e in read_entries(store, since_ns, time.time_ns()) if e.writer == writer]
+    hours = [f.hour_start_ns for e in entries for f in e.files if f.hour_start_ns is not None]
+    if not hours:
+        return None
+    first, last = (
+        dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC) for ns in (min(hours), max(hours))
+    )
+    return partition_key_for(first), partition_key_for(last)
+
+
+def _summaries(
+    published: PublishStats, store: LakeStore, since_ns: int, writer: str
+) -> dict[str, TableSummary]:
+    tables = {schema.table: TableSummary() for schema in SCHEMAS}
+    for name, count in published.by_schema.items():
+        if name is not None:
+            tables[BY_NAME[name].table].published += count
+    for entry in read_entries(store, since_ns, time.time_ns()):
+        if entry.writer != writer:
+            continue
+        for file in entry.files:
+            tables[file.table or ""].bronze_rows += file.rows
+        for bad in entry.quarantine:
+            if bad.table in tables:
+                tables[bad.table].quarantined += bad.rows
+    return tables
+
+
+def _add_run(tables: dict[str, TableSummary], result: dg.ExecuteInProcessResult) -> bool:
+    for asset in [*SILVER_ASSETS, *GOLD_ASSETS]:
+        key = asset.key.to_user_string()
+        events = result.asset_materializations_for_node(asset.node_def.name)
+        if not events:
+            continue
+        metadata = events[0].metadata  # each event of a range run carries the run's totals
+        written = metadata["rows_written"].value
+        if key.startswith("silver/"):
+            table = tables[key.removeprefix("silver/")]
+            table.silver_rows = written
+            table.duplicates_removed = metadata["duplicates_removed"].value
+        else:
+            source = next(t for t, gold in GOLD_OF_TABLE.items() if gold == key)
+            tables[source].gold_rows = written
+    all_passed = result.success
+    for check in result.get_asset_check_evaluations():
+        tier, *path = check.asset_key.path
+        table = "/".join(path)
+        table = (
+            next(t for t, g in GOLD_OF_TABLE.items() if g == f"gold/{table}")
+            if tier == "gold"
+            else table
+        )
+        tables[table].checks += 1
+        tables[table].checks_passed += check.passed
+        all_passed = all_passed and check.passed
+    return all_passed
+
+
+def _print_summary(tables: dict[str, TableSummary], unrouted: int, lake: str) -> None:
+    def show(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    header = (
+        "table",
+        "published",
+        "quarantined",
+        "bronze",
+        "silver",
+        "dups removed",
+        "gold",
+        "checks",
+    )
+    print(f"{header[0]:<26}" + "".join(f"{h:>13}" for h in header[1:]))
+    for name, t in tables.items():
+        cells = (
+            t.published,
+            t.quarantined,
+            t.bronze_rows,
+            t.silver_rows,
+            t.duplicates_removed,
+            t.gold_rows,
+        )
+        print(
+            f"{name:<26}"
+            + "".join(f"{show(c):>13}" for c in cells)
+            + f"{t.checks_passed:>9}/{t.checks}"
+        )
+    print(f"malformed messages published on purpose: {unrouted:,} (in _quarantine)")
+    print(f"lake: {lake}")
+
+
+def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> int:
+    """The whole chain on a simulated session; 0 only when every check passed."""
+    settings = LakeSettings.from_env()
+    started_ns = time.time_ns()
+    with (
+        tempfile.TemporaryDirectory(prefix="lake-demo-nats-") as workdir,
+        NatsServer.start(Path(workdir)) as server,
+    ):
+        settings = dataclasses.replace(settings, nats_servers=(server.url,))
+        spec = SessionSpec(minutes=minutes, rate=rate, seed=seed, end_ns=time.time_ns())
+        published = asyncio.run(publish(settings, session(spec), total=None, progress=progress))
+        instance = _instance()
+        store = LakeStore.from_settings(settings)
+        writer = writer_name("demo")
+        service = IngestService(
+            settings, store, writer=writer, reporter=instance_reporter(instance)
+        )
+        stats = asyncio.run(service.run(until_idle=True, max_seconds=600))
+        print(f"ingested {stats.line()}")
+    hours = _hour_keys(store, started_ns, writer)
+    tables = _summaries(published, store, started_ns, writer)
+    if hours is None:
+        print("nothing was ingested", file=sys.stderr)
+        return 1
+    result = dg.materialize(
+        [*SILVER_ASSETS, *GOLD_ASSETS],
+        instance=instance,
+        resources={"lake": LakeResource(data_root=settings.data_root, use_s3=settings.use_s3)},
+        tags={RANGE_START_TAG: hours[0], RANGE_END_TAG: hours[1]},
+        run_config=QUIET_RUN,
+        raise_on_error=False,
+    )
+    all_passed = _add_run(tables, result)
+    print(f"Silver and Gold for {hours[0]} … {hours[1]}: run {result.run_id}")
+    _print_summary(tables, published.by_schema[None], store.url)
+    return 0 if all_passed else 1
