@@ -1,0 +1,68 @@
+"""`lake-platform demo --minutes 1` end to end, its summary checked against the lake."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from lake_platform_tests.session import read_files
+
+pytestmark = pytest.mark.slow
+GOLD = {"stocks/trades": "gold/stocks/bars_1m", "levels/signals": "gold/levels/signals"}
+
+
+def count(value: str) -> int | None:
+    return None if value == "-" else int(value.replace(",", ""))
+
+
+def rows_under(root: Path, folder: str) -> int:
+    return sum(frame.height for frame in read_files(str(root), folder).values())
+
+
+def test_demo_summary_matches_the_lake(tmp_path, monkeypatch):
+    lake = tmp_path / "lake"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "DATA_ROOT": str(lake), "DAGSTER_HOME": str(home)}
+    env.pop("NATS_URL", None)
+    done = subprocess.run(
+        [Path(sys.executable).with_name("lake-platform"), "demo", "--minutes", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("table ")))
+    summary = {}
+    for line in lines[header + 1 : header + 8]:
+        table, *cells = line.split()
+        summary[table] = cells
+    assert len(summary) == 7
+    quarantined = 0
+    for table, (published, bad, bronze, silver, dups, gold, checks) in summary.items():
+        assert count(bronze) == rows_under(lake, f"bronze/{table}") == count(published) > 0
+        quarantined += count(bad)
+        if table != "levels/signals":
+            assert count(silver) == rows_under(lake, f"silver/{table}")
+            assert count(bronze) - count(silver) == count(dups) > 0
+        if table in GOLD:
+            assert count(gold) == rows_under(lake, GOLD[table]) > 0
+        passed, total = checks.split("/")
+        assert passed == total and int(total) >= 6
+    malformed_line = next(line for line in lines if line.startswith("malformed"))
+    malformed = int(malformed_line.split(":")[1].split()[0])
+    assert rows_under(lake, "_quarantine") == quarantined >= malformed > 0
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        silver = instance.fetch_materializations(
+            dg.AssetKey(["silver", "stocks", "trades"]), limit=5
+        )
+        bronze = instance.fetch_materializations(
+            dg.AssetKey(["bronze", "stocks", "trades"]), limit=5
+        )
+        assert silver.records and bronze.records
