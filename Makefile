@@ -14,8 +14,7 @@ env: | $(UV)
 	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 run: env
-	.venv/bin/lake-platform tables
-	.venv/bin/dagster dev -h 127.0.0.1 -p $${DAGSTER_PORT:-3000} -w workspace.yaml
+	.venv/bin/python -m lake_platform.platform_run
 
 test: env
 	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks
