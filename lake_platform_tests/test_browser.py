@@ -1,0 +1,114 @@
+"""The Dagster UI in a real headless Chromium: a Silver partition and its passing checks."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import pytest
+
+from lake_platform.defs.resources import LakeResource
+from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.storage import LakeStore
+from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
+
+pytestmark = pytest.mark.slow
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRE_BROWSER_ENV = "LAKE_REQUIRE_BROWSER"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PARTITION = "2025-12-16-14:00"
+LOOPBACK = ("-h", "127.0.0.1", "-p")
+WORKSPACE = ("-w", "workspace.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def prepared_ui(tmp_path, monkeypatch):
+    """A lake with one Silver partition materialized, and `dagster dev` serving it."""
+    if not CHROMIUM.exists():
+        if os.environ.get(REQUIRE_BROWSER_ENV):
+            pytest.fail(f"{CHROMIUM} is missing and {REQUIRE_BROWSER_ENV} is set")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium to run this test)")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    store = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
+    write_bronze(store, TRADES, bronze_rows(TRADES, trades(500)))
+    silver = [a for a in SILVER_ASSETS if a.key.path[1:] == ["stocks", "trades"]]
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            silver,
+            instance=instance,
+            partition_key=PARTITION,
+            resources={"lake": LakeResource(data_root=store.root)},
+        )
+        assert result.success
+    port = free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).with_name("dagster"), "dev", *LOOPBACK, str(port), *WORKSPACE],
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, "DATA_ROOT": store.root},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/server_info", timeout=2).close()
+                break
+            assert server.poll() is None, "dagster dev exited"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_asset_page_shows_the_partition_and_passing_checks(prepared_ui, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{prepared_ui}/assets/silver/stocks/trades")
+            expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(PARTITION).first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("rows_written")).to_be_visible()
+            page.screenshot(path=tmp_path / "silver_overview.png")
+
+            page.goto(f"{prepared_ui}/assets/silver/stocks/trades?view=checks")
+            expect(page.get_by_text("Checks (6)")).to_be_visible(timeout=60_000)
+            for name in ("sorted_by_ts_event_ns", "event_id_unique", "reconciles_with_bronze"):
+                expect(page.get_by_text(name).first).to_be_visible()
+            expect(page.get_by_text("Succeeded")).to_have_count(6, timeout=30_000)
+            page.screenshot(path=tmp_path / "silver_checks.png")
+        finally:
+            browser.close()
+    assert (tmp_path / "silver_checks.png").stat().st_size > 0
