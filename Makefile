@@ -14,7 +14,7 @@ env: | $(UV)
 	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 run: env
-	.venv/bin/python -m lake_platform.platform_run
+	.venv/bin/python -m lake_platform.commands.run
 
 test: env
 	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks

@@ -42,9 +42,9 @@ from nats.js import api as js_api
 from lake_platform.ingest.jetstream import ensure_streams
 from lake_platform.ingest.pull import LeanPull
 from lake_platform.ingest.service import IngestService, IngestStats, writer_name
+from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
-from lake_platform.testing.servers import NatsServer
 
 STREAM = "MARKET"
 SUBJECT_PREFIX = "market.stocks.trades."

@@ -39,14 +39,14 @@ def _tables(_: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     """Run the Bronze ingest outside the Dagster daemon."""
-    from lake_platform.ingest_command import run_ingest
+    from lake_platform.commands.ingest import run_ingest
 
     return run_ingest(until_idle=args.until_idle, max_seconds=args.max_seconds)
 
 
 def _compact(args: argparse.Namespace) -> int:
     """Rebuild Silver for every hour of a date through Dagster."""
-    from lake_platform.compact_command import run_compact
+    from lake_platform.commands.compact import run_compact
 
     return run_compact(args.date, args.table)
 
@@ -85,7 +85,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """The whole chain as one batch on embedded defaults."""
-    from lake_platform.demo_command import run_demo
+    from lake_platform.commands.demo import run_demo
 
     return run_demo(minutes=args.minutes, rate=args.rate, seed=args.seed)
 

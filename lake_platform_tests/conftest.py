@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lake_platform.local_servers import NatsServer, S3Server
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
-from lake_platform.testing.servers import NatsServer, S3Server
 
 
 @pytest.fixture(scope="session")

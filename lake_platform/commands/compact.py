@@ -5,19 +5,14 @@ so lineage and check results are recorded as for a backfill from the UI.
 """
 
 import datetime as dt
-import os
-import sys
 
 import dagster as dg
 
+from lake_platform.commands.dagster_runs import command_instance, materialize_hours
 from lake_platform.defs.partitions import HOURLY
-from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.demo_command import QUIET_RUN
 from lake_platform.schemas import BY_TABLE, SCHEMAS
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from lake_platform.settings import LakeSettings
 
 
 def _hours_of(day: dt.date) -> tuple[str, str]:
@@ -41,19 +36,7 @@ def run_compact(day: dt.date, table: str | None) -> int:
     """Materialize Silver for the date's hours; prints a summary per table."""
     assets = _silver_assets(table)
     first, last = _hours_of(day)
-    if os.environ.get("DAGSTER_HOME"):
-        instance = dg.DagsterInstance.get()
-    else:
-        print("DAGSTER_HOME is not set: the run is not recorded", file=sys.stderr)
-        instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        assets,
-        instance=instance,
-        resources={"lake": LakeResource()},
-        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
-        run_config=QUIET_RUN,
-        raise_on_error=False,
-    )
+    result = materialize_hours(assets, command_instance(), LakeSettings.from_env(), first, last)
     checks_by_table: dict[str, list[dg.AssetCheckEvaluation]] = {}
     for evaluation in result.get_asset_check_evaluations():
         table_path = "/".join(evaluation.asset_key.path[1:])

@@ -7,7 +7,6 @@ idle, Silver and Gold materialized through Dagster for every touched hour, and a
 import asyncio
 import dataclasses
 import datetime as dt
-import os
 import sys
 import tempfile
 import time
@@ -15,23 +14,20 @@ from pathlib import Path
 
 import dagster as dg
 
+from lake_platform.commands.dagster_runs import command_instance, materialize_hours
 from lake_platform.defs.bronze.reporting import instance_reporter
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
-from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.ingest.ledger import read_entries
 from lake_platform.ingest.service import IngestService, writer_name
+from lake_platform.local_servers import NatsServer
 from lake_platform.schemas import BY_NAME, SCHEMAS
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import PublishStats, publish
 from lake_platform.storage import LakeStore
-from lake_platform.testing.servers import NatsServer
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 GOLD_OF_TABLE = {"levels/signals": "gold/levels/signals", "stocks/trades": "gold/stocks/bars_1m"}
 
 
@@ -45,13 +41,6 @@ class TableSummary:
     gold_rows: int | None = None
     checks_passed: int = 0
     checks: int = 0
-
-
-def _instance() -> dg.DagsterInstance:
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    print("DAGSTER_HOME is not set: using a temporary Dagster instance", file=sys.stderr)
-    return dg.DagsterInstance.ephemeral()
 
 
 def _hour_keys(store: LakeStore, since_ns: int, writer: str) -> tuple[str, str] | None:
@@ -157,7 +146,7 @@ def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> i
         settings = dataclasses.replace(settings, nats_servers=(server.url,))
         spec = SessionSpec(minutes=minutes, rate=rate, seed=seed, end_ns=time.time_ns())
         published = asyncio.run(publish(settings, session(spec), total=None, progress=progress))
-        instance = _instance()
+        instance = command_instance()
         store = LakeStore.from_settings(settings)
         writer = writer_name("demo")
         service = IngestService(
@@ -170,14 +159,7 @@ def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> i
     if hours is None:
         print("nothing was ingested", file=sys.stderr)
         return 1
-    result = dg.materialize(
-        [*SILVER_ASSETS, *GOLD_ASSETS],
-        instance=instance,
-        resources={"lake": LakeResource(data_root=settings.data_root, use_s3=settings.use_s3)},
-        tags={RANGE_START_TAG: hours[0], RANGE_END_TAG: hours[1]},
-        run_config=QUIET_RUN,
-        raise_on_error=False,
-    )
+    result = materialize_hours([*SILVER_ASSETS, *GOLD_ASSETS], instance, settings, *hours)
     all_passed = _add_run(tables, result)
     print(f"Silver and Gold for {hours[0]} … {hours[1]}: run {result.run_id}")
     _print_summary(tables, published.by_schema[None], store.url)

@@ -2,7 +2,7 @@
 
 Starts (or reuses) a nats-server with JetStream, the Dagster webserver and daemon (`dagster
 dev`, sensors running), and a simulator publishing a live market session; Ctrl-C stops every
-process it started. Run as `python -m lake_platform.platform_run`.
+process it started. Run as `python -m lake_platform.commands.run`.
 """
 
 import argparse
@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 
 from lake_platform.ingest.connection import NatsUnavailableError, connect
+from lake_platform.local_servers import NatsServer, find_binary
 from lake_platform.settings import LakeSettings, redact_url
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import publish
-from lake_platform.testing.servers import NatsServer, find_binary
 
 UI_READY_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 20

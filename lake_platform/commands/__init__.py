@@ -1,0 +1,1 @@
+"""The commands behind `lake-platform …` and `make run`; `lake_platform.cli` parses arguments."""

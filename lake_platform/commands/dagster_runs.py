@@ -1,0 +1,41 @@
+"""Materializing derived assets for a range of hours from a command, as one Dagster run."""
+
+import os
+import sys
+from collections.abc import Sequence
+
+import dagster as dg
+
+from lake_platform.defs.resources import LakeResource
+from lake_platform.settings import LakeSettings
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""The run's events go to the instance; the terminal gets warnings only."""
+
+
+def command_instance() -> dg.DagsterInstance:
+    """The instance of `DAGSTER_HOME`, or an ephemeral one (with a note) when it is unset."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    print("DAGSTER_HOME is not set: the run is not recorded", file=sys.stderr)
+    return dg.DagsterInstance.ephemeral()
+
+
+def materialize_hours(
+    assets: Sequence[dg.AssetsDefinition],
+    instance: dg.DagsterInstance,
+    settings: LakeSettings,
+    first: str,
+    last: str,
+) -> dg.ExecuteInProcessResult:
+    """One run over the partitions `first`…`last` (the assets' single-run backfill policy)."""
+    return dg.materialize(
+        list(assets),
+        instance=instance,
+        resources={"lake": LakeResource(data_root=settings.data_root, use_s3=settings.use_s3)},
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        run_config=QUIET_RUN,
+        raise_on_error=False,
+    )

@@ -1,1 +1,0 @@
-"""Helpers for tests and the embedded demo: real local S3 and NATS servers."""
