@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -206,7 +207,8 @@ def prepare_bronze(lake: Path, rows: int, file_rows: int) -> tuple[Bronze, float
     return bronze, seconds
 
 
-def run_ours(lake: Path, _: Path) -> int:
+def prepare_ours(lake: Path, _: Path) -> Callable[[], int]:
+    """What the Silver asset runs for one hour (here: one partition value)."""
     import fsspec
 
     from lake_platform.derived.hourly import rebuild_hour
@@ -214,37 +216,51 @@ def run_ours(lake: Path, _: Path) -> int:
     from lake_platform.storage import LakeStore
 
     store = LakeStore(str(lake), fsspec.filesystem("file"))
-    return rebuild_hour(store, SILVER_TABLES[SCHEMA.table], HOUR).rows_written
+    return lambda: rebuild_hour(store, SILVER_TABLES[SCHEMA.table], HOUR).rows_written
 
 
-def run_duckdb(lake: Path, out: Path) -> int:
+def prepare_duckdb(lake: Path, out: Path) -> Callable[[], int]:
+    """The original design, one SQL statement.
+
+    `hive_partitioning = false`: by default DuckDB would add `date` and `hour` columns from the
+    path and replace the file's `symbol` with the folder's value.
+    """
     import duckdb
 
-    glob = lake / BRONZE_FOLDER / "*.parquet"
     copy = f"""COPY (
         SELECT * EXCLUDE (_stream_seq, _subject)
-        FROM read_parquet('{glob}', hive_partitioning = false)
+        FROM read_parquet('{lake / BRONZE_FOLDER / "*.parquet"}', hive_partitioning = false)
         QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts_recv_ns) = 1
         ORDER BY ts_event_ns, event_id
     ) TO '{out / "duckdb.parquet"}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 3)"""
-    with duckdb.connect() as connection:
-        (rows,) = connection.execute(copy).fetchone()  # type: ignore[misc]
-    return rows
+
+    def run() -> int:
+        with duckdb.connect() as connection:
+            (rows,) = connection.execute(copy).fetchone()  # type: ignore[misc]
+        return rows
+
+    return run
 
 
-def run_floor(lake: Path, out: Path) -> int:
-    frame = pl.read_parquet([str(path) for path in bronze_files(lake)])
-    frame = frame.select([name for name in frame.columns if not name.startswith("_")])
-    frame.write_parquet(out / "floor.parquet", compression="zstd", compression_level=3)
-    return frame.height
+def prepare_floor(lake: Path, out: Path) -> Callable[[], int]:
+    """Read the same files, drop provenance, write one ZSTD-3 file: no dedup, no sort."""
+
+    def run() -> int:
+        frame = pl.read_parquet([str(path) for path in bronze_files(lake)])
+        frame = frame.select([name for name in frame.columns if not name.startswith("_")])
+        frame.write_parquet(out / "floor.parquet", compression="zstd", compression_level=3)
+        return frame.height
+
+    return run
 
 
 def child(variant: str, lake: Path, out: Path) -> None:
-    """Run one variant in this process; print its `Run` as JSON on the last line."""
-    runner = {"ours": run_ours, "duckdb": run_duckdb, "floor": run_floor}[variant]
+    """Run one variant in this process (imports untimed); print its `Run` as JSON."""
+    prepare = {"ours": prepare_ours, "duckdb": prepare_duckdb, "floor": prepare_floor}[variant]
+    run = prepare(lake, out)
     start_rss = peak_rss_mb()
     cpu, start = time.process_time(), time.perf_counter()
-    rows = runner(lake, out)
+    rows = run()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(json.dumps(asdict(Run(variant, seconds, cpu, peak_rss_mb(), start_rss, rows))))
 
@@ -291,30 +307,49 @@ def measure(lake: Path, out: Path, bronze: Bronze, repeat: int) -> dict[str, Run
                 f"{run.rows:,} rows",
                 flush=True,
             )
-    medians = {}
-    for variant, done in runs.items():
-        seconds = statistics.median(run.seconds for run in done)
-        medians[variant] = min(done, key=lambda run: abs(run.seconds - seconds))
-        medians[variant].seconds = seconds
-    return medians
+    return {variant: median_run(done) for variant, done in runs.items()}
+
+
+def median_run(runs: list[Run]) -> Run:
+    """Each figure's median over the runs (rows must not differ between runs)."""
+    if len({run.rows for run in runs}) > 1:
+        raise SystemExit(f"{runs[0].variant} wrote different row counts: {runs}")
+    return Run(
+        runs[0].variant,
+        statistics.median(run.seconds for run in runs),
+        statistics.median(run.cpu_seconds for run in runs),
+        statistics.median(run.peak_rss_mb for run in runs),
+        statistics.median(run.start_rss_mb for run in runs),
+        runs[0].rows,
+    )
 
 
 def mb_per_s(bronze: Bronze, seconds: float) -> float:
     return bronze.memory_bytes / 1e6 / max(seconds, 1e-9)
 
 
-def outputs_agree(lake: Path, out: Path) -> bool:
-    """Whether Silver and DuckDB hold the same rows in the same order (informational)."""
+@dataclass
+class Outputs:
+    """The Silver and DuckDB files as written."""
+
+    silver_rows: int
+    duckdb_rows: int
+    identical: bool
+
+
+def read_outputs(lake: Path, out: Path) -> Outputs:
+    """Row counts on disk; whether both hold the same rows in the same order, same schema."""
     silver = pl.read_parquet(sorted(str(path) for path in (lake / SILVER_FOLDER).glob("*.parquet")))
     duck = pl.read_parquet(out / "duckdb.parquet")
-    return silver.schema == SCHEMA.stored_schema and silver.equals(duck)
+    same = silver.schema == SCHEMA.stored_schema and silver.equals(duck)
+    return Outputs(silver.height, duck.height, same)
 
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(bronze: Bronze, runs: dict[str, Run], identical: bool) -> bool:
+def report(bronze: Bronze, runs: dict[str, Run], outputs: Outputs) -> bool:
     """Print the summary; returns whether both row counts equal the distinct event_ids."""
     ours, duck, floor = runs["ours"], runs["duckdb"], runs["floor"]
     print()
@@ -338,11 +373,12 @@ def report(bronze: Bronze, runs: dict[str, Run], identical: bool) -> bool:
         f"ours vs floor  (floor s / ours s):  {vs_floor:5.2f}x  goal >= {GOAL_VS_FLOOR}x: ", end=""
     )
     print(verdict(vs_floor >= GOAL_VS_FLOOR))
-    ok = ours.rows == duck.rows == bronze.distinct
+    ok = outputs.silver_rows == outputs.duckdb_rows == bronze.distinct
     print(
-        f"rows: silver {ours.rows:,}, duckdb {duck.rows:,}, distinct event_id {bronze.distinct:,}: "
-        f"{'OK' if ok else 'MISMATCH'}; silver and duckdb identical: {'yes' if identical else 'NO'}"
+        f"rows on disk: silver {outputs.silver_rows:,}, duckdb {outputs.duckdb_rows:,}, "
+        f"distinct event_id in bronze {bronze.distinct:,}: {'OK' if ok else 'MISMATCH'}"
     )
+    print(f"silver and duckdb files identical (rows, order, schema): {outputs.identical}")
     return ok
 
 
@@ -369,7 +405,7 @@ def main() -> int:
         bronze, setup_s = prepare_bronze(lake, args.rows, args.file_rows)
         print(f"  setup {'reused' if setup_s is None else f'{setup_s:.1f} s'}", flush=True)
         runs = measure(lake, out, bronze, args.repeat)
-        ok = report(bronze, runs, outputs_agree(lake, out))
+        ok = report(bronze, runs, read_outputs(lake, out))
         return 0 if ok else 1
 
 

@@ -24,7 +24,8 @@ def deduplicate(bronze: pl.DataFrame) -> pl.DataFrame:
     """Silver rows of `bronze`: one per `event_id`, sorted by `ts_event_ns`, `event_id`."""
     kept = [column for column in bronze.columns if not is_provenance(column)]
     return (
-        bronze.sort(DEDUP_ORDER, nulls_last=True)
+        bronze.select(*kept, "_stream_seq")  # other provenance would only be sorted to be dropped
+        .sort(DEDUP_ORDER, nulls_last=True)
         .filter(pl.col("event_id").ne_missing(pl.col("event_id").shift(1)))
         .select(kept)
     )
