@@ -50,7 +50,6 @@ class Message:
     subject: str
     payload: bytes
     schema: str | None
-    msg_id: str | None = None
 
 
 class Market:
