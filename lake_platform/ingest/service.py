@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -41,6 +42,7 @@ FETCH_BATCH = 5_000
 PULL_WAIT_S = 0.5
 TICK_S = 0.1
 MAX_BACKOFF_S = 30.0
+FLUSH_TIMEOUT_S = 5
 
 
 @dataclass
@@ -152,9 +154,10 @@ class IngestService:
             try:
                 await self._commit(self.buffers.take_all(), final=True)
             finally:
-                for pull in pulls:
-                    await pull.stop()
-                await nc.flush()
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    for pull in pulls:
+                        await pull.stop()
+                    await nc.flush(timeout=FLUSH_TIMEOUT_S)  # unflushed acks mean redelivery
                 await nc.close()
         if self.on_status is not None:
             self.on_status(self.stats)
