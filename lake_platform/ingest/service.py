@@ -38,7 +38,7 @@ from lake_platform.storage import LakeStore, StorageError
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 5_000
+FETCH_BATCH = 10_000
 PULL_WAIT_S = 0.5
 TICK_S = 0.1
 MAX_BACKOFF_S = 30.0
