@@ -7,7 +7,8 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 .PHONY: run test test-quick lint env
 
 $(HOME)/.local/bin/uv:
-	python3 -m pip install --quiet --user uv
+	python3 -m pip install --quiet --user uv \
+		|| python3 -m pip install --quiet --user --break-system-packages uv
 
 env: | $(UV)
 	$(UV) sync --frozen
