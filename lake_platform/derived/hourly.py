@@ -6,7 +6,7 @@ at most one partition value's hour of input, never the whole hour of a table.
 """
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -25,7 +25,23 @@ from lake_platform.storage.paths import hour_folder
 PREVIEW_ROWS = 5
 
 FileCheck = Callable[[pl.DataFrame, pq.FileMetaData, str, dt.datetime], CheckOutcome]
-Reconciliation = Callable[[LakeStore, "DerivedTable", dt.datetime, list[str]], CheckOutcome]
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """A total of the derived hour that must equal a total of its input hour.
+
+    `derived` is aggregated over each derived file and `source` over each partition value's
+    input files (one value's rows at a time); both are summed.
+    """
+
+    what: str
+    derived: pl.Expr
+    source: pl.Expr
+
+    def source_columns(self) -> list[str]:
+        """The input columns `source` reads (`event_id` when it only counts rows)."""
+        return self.source.meta.root_names() or ["event_id"]
 
 
 @dataclass(frozen=True)
@@ -121,34 +137,60 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
     return result
 
 
+def _add(totals: dict[str, int | float], frame: pl.DataFrame, exprs: dict[str, pl.Expr]) -> None:
+    """Add each expression's aggregate over `frame` to its running total (null counts as 0).
+
+    A file that lacks a column (a schema failure, reported by its own check) adds nothing.
+    """
+    for name, expr in exprs.items():
+        try:
+            value = frame.select(expr).item()
+        except pl.exceptions.PolarsError:
+            continue
+        totals[name] = totals.get(name, 0) + (value or 0)
+
+
+def _reconcile(
+    store: LakeStore, table: DerivedTable, hour: dt.datetime, derived: dict[str, int | float]
+) -> dict[str, CheckOutcome]:
+    """Each reconciliation's derived total against its input total, read one value at a time."""
+    source: dict[str, int | float] = {}
+    columns = sorted({c for r in table.reconciliations.values() for c in r.source_columns()})
+    for files in hour_files(store, table.source, hour).values():
+        rows = store.read_parquet(files, columns=columns)
+        _add(source, rows, {name: r.source for name, r in table.reconciliations.items()})
+    where = f"{table.target} {hour:%Y-%m-%d %H}:00"
+    outcomes = {}
+    for name, reconciliation in table.reconciliations.items():
+        mine, theirs = derived.get(name, 0), source.get(name, 0)
+        outcomes[name] = (
+            CheckOutcome.ok(f"{where}: {reconciliation.what} {mine}")
+            if mine == theirs
+            else CheckOutcome(
+                False, f"{where}: {reconciliation.what} is {mine} but its input gives {theirs}"
+            )
+        )
+    return outcomes
+
+
 def check_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> dict[str, CheckOutcome]:
-    """Every check of the hour, on the files as they are in storage."""
+    """Every check of the hour, on the files as they are in storage (each read once)."""
     failures: dict[str, CheckOutcome] = {}
     targets = [path for paths in hour_files(store, table.target, hour).values() for path in paths]
     rows = 0
+    derived_totals: dict[str, int | float] = {}
+    derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
     for path in targets:
         frame, metadata = read_with_metadata(store, path)
         rows += frame.height
+        _add(derived_totals, frame, derived_exprs)
         for name, check in table.file_checks().items():
             if name not in failures:
                 outcome = check(frame, metadata, path, hour)
                 if not outcome.passed:
                     failures[name] = outcome
-    for name, reconcile in table.reconciliations.items():
-        outcome = reconcile(store, table, hour, targets)
+    for name, outcome in _reconcile(store, table, hour, derived_totals).items():
         if not outcome.passed:
             failures[name] = outcome
     passed = CheckOutcome.ok(f"{len(targets)} files, {rows} rows in {hour:%Y-%m-%d %H}:00")
     return {name: failures.get(name, passed) for name in table.check_names}
-
-
-def sum_columns(store: LakeStore, groups: Sequence[Sequence[str]], exprs: list[pl.Expr]) -> list:
-    """Totals of `exprs` over groups of files with one schema each (one value's hour)."""
-    totals = [0] * len(exprs)
-    for files in groups:
-        if not files:
-            continue
-        frame = store.read_parquet(files)
-        values = frame.select(exprs).row(0)
-        totals = [total + (value or 0) for total, value in zip(totals, values, strict=True)]
-    return totals

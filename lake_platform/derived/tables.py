@@ -5,9 +5,8 @@ import datetime as dt
 import polars as pl
 
 from lake_platform.checks import CheckOutcome
-from lake_platform.derived.hourly import DerivedTable, hour_files, sum_columns
+from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import SCHEMAS, TableSchema
-from lake_platform.storage import LakeStore
 from lake_platform.transforms.gold import (
     BARS_ORDER,
     GOLD_BARS_SCHEMA,
@@ -18,24 +17,9 @@ from lake_platform.transforms.gold import (
 )
 from lake_platform.transforms.silver import SILVER_ORDER, deduplicate
 
-
-def _totals(store: LakeStore, base: str, hour: dt.datetime, *exprs: pl.Expr) -> list:
-    return sum_columns(store, list(hour_files(store, base, hour).values()), list(exprs))
-
-
-def _equal(what: str, derived: object, source: object, where: str) -> CheckOutcome:
-    if derived == source:
-        return CheckOutcome.ok(f"{where}: {what} {derived}")
-    return CheckOutcome(False, f"{where}: {what} is {derived} but its input gives {source}")
-
-
-def _silver_reconciles(
-    store: LakeStore, table: DerivedTable, hour: dt.datetime, targets: list[str]
-) -> CheckOutcome:
-    (rows,) = sum_columns(store, [[path] for path in targets], [pl.len()])
-    (distinct,) = _totals(store, table.source, hour, pl.col("event_id").n_unique())
-    where = f"{table.target} {hour:%Y-%m-%d %H}:00"
-    return _equal("row count", rows, distinct, where + " (distinct event_id in Bronze)")
+SILVER_RECONCILES = Reconciliation(
+    "row count (distinct event_id in Bronze)", pl.len(), pl.col("event_id").n_unique()
+)
 
 
 def silver_table(schema: TableSchema) -> DerivedTable:
@@ -47,23 +31,18 @@ def silver_table(schema: TableSchema) -> DerivedTable:
         schema=schema.stored_schema,
         order=SILVER_ORDER,
         unique_keys=("event_id",),
-        reconciliations={"reconciles_with_bronze": _silver_reconciles},
+        reconciliations={"reconciles_with_bronze": SILVER_RECONCILES},
     )
 
 
 SILVER_TABLES = {schema.table: silver_table(schema) for schema in SCHEMAS if schema.silver}
 
 
-def _signals_reconcile(
-    store: LakeStore, table: DerivedTable, hour: dt.datetime, targets: list[str]
-) -> CheckOutcome:
-    (rows,) = sum_columns(store, [[path] for path in targets], [pl.len()])
-    levels = 0
-    for files in hour_files(store, table.source, hour).values():
-        signals = store.read_parquet(files, columns=["event_id", "levels"])
-        levels += signals.unique("event_id").select(pl.col("levels").list.len().sum()).item()
-    where = f"{table.target} {hour:%Y-%m-%d %H}:00"
-    return _equal("row count", rows, levels, where + " (levels of distinct signals)")
+SIGNALS_RECONCILE = Reconciliation(
+    "row count (levels of the distinct signals in Bronze)",
+    pl.len(),
+    pl.col("levels").list.len().filter(pl.col("event_id").is_first_distinct()).sum(),
+)
 
 
 GOLD_SIGNALS = DerivedTable(
@@ -73,7 +52,7 @@ GOLD_SIGNALS = DerivedTable(
     schema=GOLD_SIGNALS_SCHEMA,
     order=SIGNALS_ORDER,
     unique_keys=("event_id", "level_index"),
-    reconciliations={"reconciles_with_bronze": _signals_reconcile},
+    reconciliations={"reconciles_with_bronze": SIGNALS_RECONCILE},
 )
 
 
@@ -95,17 +74,6 @@ def _ohlc_consistent(frame: pl.DataFrame, _: object, path: str, __: dt.datetime)
     )
 
 
-def _bars_match_silver(column: str, silver_expr: pl.Expr):
-    def reconcile(
-        store: LakeStore, table: DerivedTable, hour: dt.datetime, targets: list[str]
-    ) -> CheckOutcome:
-        (derived,) = sum_columns(store, [[path] for path in targets], [pl.col(column).sum()])
-        (source,) = _totals(store, table.source, hour, silver_expr)
-        return _equal(f"sum of {column}", derived, source, f"{table.target} {hour:%Y-%m-%d %H}:00")
-
-    return reconcile
-
-
 GOLD_BARS = DerivedTable(
     source="silver/stocks/trades",
     target="gold/stocks/bars_1m",
@@ -115,7 +83,13 @@ GOLD_BARS = DerivedTable(
     unique_keys=("symbol", "ts_event_ns"),
     extra_file_checks={"ohlc_consistent": _ohlc_consistent},
     reconciliations={
-        "volume_matches_silver": _bars_match_silver("volume", pl.col("size").cast(pl.Int64).sum()),
-        "trade_count_matches_silver": _bars_match_silver("trade_count", pl.len()),
+        "volume_matches_silver": Reconciliation(
+            "sum of volume (Silver sizes)",
+            pl.col("volume").sum(),
+            pl.col("size").cast(pl.Int64).sum(),
+        ),
+        "trade_count_matches_silver": Reconciliation(
+            "sum of trade_count (Silver rows)", pl.col("trade_count").sum(), pl.len()
+        ),
     },
 )
