@@ -19,7 +19,8 @@ from lake_platform.defs.bronze.reporting import instance_reporter
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.ingest.ledger import read_entries
+from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
+from lake_platform.ingest.ledger import LedgerEntry, read_entries
 from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.local_servers import NatsServer
 from lake_platform.schemas import BY_NAME, SCHEMAS
@@ -28,7 +29,11 @@ from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import PublishStats, publish
 from lake_platform.storage import LakeStore
 
-GOLD_OF_TABLE = {"levels/signals": "gold/levels/signals", "stocks/trades": "gold/stocks/bars_1m"}
+SUMMARY_ROW = {
+    derived.target: derived.source.split("/", 1)[1]
+    for derived in (*SILVER_TABLES.values(), GOLD_SIGNALS, GOLD_BARS)
+}
+"""The summary row of each derived asset: the table it is derived from."""
 
 
 @dataclasses.dataclass
@@ -43,8 +48,7 @@ class TableSummary:
     checks: int = 0
 
 
-def _hour_keys(store: LakeStore, since_ns: int, writer: str) -> tuple[str, str] | None:
-    entries = [e for e in read_entries(store, since_ns, time.time_ns()) if e.writer == writer]
+def _hour_keys(entries: list[LedgerEntry]) -> tuple[str, str] | None:
     hours = [f.hour_start_ns for e in entries for f in e.files if f.hour_start_ns is not None]
     if not hours:
         return None
@@ -54,16 +58,12 @@ def _hour_keys(store: LakeStore, since_ns: int, writer: str) -> tuple[str, str] 
     return partition_key_for(first), partition_key_for(last)
 
 
-def _summaries(
-    published: PublishStats, store: LakeStore, since_ns: int, writer: str
-) -> dict[str, TableSummary]:
+def _summaries(published: PublishStats, entries: list[LedgerEntry]) -> dict[str, TableSummary]:
     tables = {schema.table: TableSummary() for schema in SCHEMAS}
     for name, count in published.by_schema.items():
         if name is not None:
             tables[BY_NAME[name].table].published += count
-    for entry in read_entries(store, since_ns, time.time_ns()):
-        if entry.writer != writer:
-            continue
+    for entry in entries:
         for file in entry.files:
             tables[file.table or ""].bronze_rows += file.rows
         for bad in entry.quarantine:
@@ -74,30 +74,21 @@ def _summaries(
 
 def _add_run(tables: dict[str, TableSummary], result: dg.ExecuteInProcessResult) -> bool:
     for asset in [*SILVER_ASSETS, *GOLD_ASSETS]:
-        key = asset.key.to_user_string()
         events = result.asset_materializations_for_node(asset.node_def.name)
         if not events:
             continue
         metadata = events[0].metadata  # each event of a range run carries the run's totals
-        written = metadata["rows_written"].value
-        if key.startswith("silver/"):
-            table = tables[key.removeprefix("silver/")]
-            table.silver_rows = written
+        table = tables[SUMMARY_ROW[asset.key.to_user_string()]]
+        if asset.key.path[0] == "silver":
+            table.silver_rows = metadata["rows_written"].value
             table.duplicates_removed = metadata["duplicates_removed"].value
         else:
-            source = next(t for t, gold in GOLD_OF_TABLE.items() if gold == key)
-            tables[source].gold_rows = written
+            table.gold_rows = metadata["rows_written"].value
     all_passed = result.success
     for check in result.get_asset_check_evaluations():
-        tier, *path = check.asset_key.path
-        table = "/".join(path)
-        table = (
-            next(t for t, g in GOLD_OF_TABLE.items() if g == f"gold/{table}")
-            if tier == "gold"
-            else table
-        )
-        tables[table].checks += 1
-        tables[table].checks_passed += check.passed
+        table = tables[SUMMARY_ROW[check.asset_key.to_user_string()]]
+        table.checks += 1
+        table.checks_passed += check.passed
         all_passed = all_passed and check.passed
     return all_passed
 
@@ -154,8 +145,9 @@ def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> i
         )
         stats = asyncio.run(service.run(until_idle=True, max_seconds=600))
         print(f"ingested {stats.line()}")
-    hours = _hour_keys(store, started_ns, writer)
-    tables = _summaries(published, store, started_ns, writer)
+    entries = [e for e in read_entries(store, started_ns, time.time_ns()) if e.writer == writer]
+    hours = _hour_keys(entries)
+    tables = _summaries(published, entries)
     if hours is None:
         print("nothing was ingested", file=sys.stderr)
         return 1

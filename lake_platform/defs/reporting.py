@@ -1,29 +1,12 @@
 """Materialization metadata and check results of derived assets, from per-hour results."""
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
 
 import dagster as dg
 import polars as pl
 
 from lake_platform.checks import CheckOutcome
-
-
-class HourSummary(Protocol):
-    """What a rebuilt hour reports (Silver and Gold results both have it)."""
-
-    @property
-    def rows_read(self) -> int: ...
-    @property
-    def rows_written(self) -> int: ...
-    @property
-    def duplicates_removed(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
-    @property
-    def files(self) -> Sequence[object]: ...
-    @property
-    def preview(self) -> pl.DataFrame | None: ...
+from lake_platform.derived.hourly import HourResult
 
 
 def _markdown_table(frame: pl.DataFrame) -> str:
@@ -33,7 +16,7 @@ def _markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def materialization_metadata(results: Sequence[HourSummary]) -> dict[str, dg.MetadataValue]:
+def materialization_metadata(results: Sequence[HourResult]) -> dict[str, dg.MetadataValue]:
     """Counts summed over the run's hours, and a preview of the first rows written."""
     preview = next((r.preview for r in results if r.preview is not None), None)
     metadata: dict[str, dg.MetadataValue] = {
