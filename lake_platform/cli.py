@@ -53,34 +53,9 @@ def _compact(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     """Publish a simulated session, or replay a JSON-lines file, to NATS."""
-    import asyncio
-    import time
-    from pathlib import Path
+    from lake_platform.commands.publish import run_publish
 
-    from lake_platform.simulate.market import SessionSpec, session
-    from lake_platform.simulate.publisher import publish, replay_file
-
-    settings = LakeSettings.from_env()
-    if args.file:
-        path = Path(args.file)
-        if not path.is_file():
-            raise ValueError(f"no such file: {path}")
-        messages, total, rate = replay_file(path), None, args.rate if args.live else None
-    else:
-        now = time.time_ns()
-        minutes_ns = int(args.minutes * 60 * 10**9)
-        spec = SessionSpec(
-            minutes=args.minutes,
-            rate=args.rate,
-            symbols=tuple(args.symbols.split(",")),
-            dup_rate=args.dup_rate,
-            seed=args.seed,
-            end_ns=now + minutes_ns if args.live else now,
-        )
-        messages, total, rate = session(spec), None, args.rate if args.live else None
-    stats = asyncio.run(publish(settings, messages, total=total, rate=rate))
-    print(f"published {stats.total:,} messages")
-    return 0
+    return run_publish(args)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -136,7 +136,7 @@ def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> i
     ):
         settings = dataclasses.replace(settings, nats_servers=(server.url,))
         spec = SessionSpec(minutes=minutes, rate=rate, seed=seed, end_ns=time.time_ns())
-        published = asyncio.run(publish(settings, session(spec), total=None, progress=progress))
+        published = asyncio.run(publish(settings, session(spec), progress=progress))
         instance = command_instance()
         store = LakeStore.from_settings(settings)
         writer = writer_name("demo")

@@ -52,7 +52,6 @@ async def publish(
     settings: LakeSettings,
     messages: Iterable[Message],
     *,
-    total: int | None = None,
     rate: float | None = None,
     progress: bool = True,
 ) -> PublishStats:
@@ -64,7 +63,7 @@ async def publish(
         await ensure_streams(js)
         pending: list[asyncio.Future] = []
         started = time.monotonic()
-        with tqdm(total=total, unit="msg", disable=not progress, desc="publish") as bar:
+        with tqdm(unit="msg", disable=not progress, desc="publish") as bar:
             for index, message in enumerate(messages):
                 if rate is not None:
                     delay = started + index / rate - time.monotonic()
