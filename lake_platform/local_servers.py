@@ -84,7 +84,7 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
-def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+def terminate_group(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM the process group, SIGKILL it if still alive after ``timeout``, then reap it."""
     if process.poll() is not None:
         return
@@ -127,7 +127,7 @@ def _wait_until_ready(
                 )
             time.sleep(0.1)
     except BaseException:
-        _terminate(process, STOP_TIMEOUT_S)
+        terminate_group(process, STOP_TIMEOUT_S)
         raise
 
 
@@ -157,7 +157,7 @@ class _ManagedServer:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Gracefully stop the server (SIGTERM, SIGKILL after ``timeout``). Idempotent."""
-        _terminate(self._process, timeout)
+        terminate_group(self._process, timeout)
 
     def __enter__(self) -> Self:
         return self

@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.local_servers import terminate_group
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
 
@@ -82,12 +82,7 @@ def prepared_ui(tmp_path, monkeypatch):
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        terminate_group(server, timeout=30)
 
 
 def test_asset_page_shows_the_partition_and_passing_checks(prepared_ui, tmp_path):

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from lake_platform.ingest.connection import NatsUnavailableError, connect
-from lake_platform.local_servers import NatsServer, find_binary
+from lake_platform.local_servers import NatsServer, find_binary, terminate_group
 from lake_platform.settings import LakeSettings, redact_url
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import publish
@@ -48,20 +48,6 @@ def _wait_for_ui(url: str, dagster: subprocess.Popen[bytes]) -> None:
             return
         time.sleep(0.5)
     raise RuntimeError(f"the Dagster UI did not answer at {url} within {UI_READY_TIMEOUT_S}s")
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """`dagster dev` ignores signals sent to it alone from a script: signal its group."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 async def _simulate(settings: LakeSettings, rate: float, stop: asyncio.Event) -> None:
@@ -127,7 +113,7 @@ def main() -> int:
         pass
     finally:
         print("stopping…", file=sys.stderr)
-        _stop_group(dagster)
+        terminate_group(dagster, STOP_TIMEOUT_S)  # `dagster dev` needs its whole group signalled
         if nats_server is not None:
             nats_server.stop()
     return 0
