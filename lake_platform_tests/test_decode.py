@@ -202,3 +202,61 @@ def test_decoder_never_raises_and_accounts_for_every_input(name, data):
     assert accounted == list(range(len(payloads)))
     assert batch.rows.height == len(batch.positions)
     assert all(rejection.reason for rejection in batch.rejections)
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped_bytes"),
+    [
+        ("\U0001f600" * 128, 512),  # 128 characters, 4 bytes each
+        ("/" * 128, 384),  # 128 characters, each escaped to %2F
+        ("." + "é" * 100, 203),  # the leading dot is escaped too
+    ],
+)
+def test_partition_value_over_the_escaped_byte_budget_is_rejected(value, escaped_bytes):
+    batch = decode("stocks.trades", [with_changes("stocks.trades", symbol=value)])
+    assert batch.rows.height == 0
+    (rejection,) = batch.rejections
+    assert f"escapes to {escaped_bytes} bytes" in rejection.reason
+    assert "200-byte budget" in rejection.reason
+
+
+@pytest.mark.parametrize("value", ["A[1]", "a/b", ".." + "x" * 98, "é" * 100, "X" * 128])
+def test_partition_values_within_the_escaped_byte_budget_are_kept(value):
+    batch = decode("stocks.trades", [with_changes("stocks.trades", symbol=value)])
+    assert batch.rejections == []
+    assert batch.rows.get_column("symbol").to_list() == [value]
+
+
+def test_spliced_fragments_are_rejected_like_one_by_one():
+    """`{A},{B…[1` and `2]}` are invalid alone; joined into one array they look like two rows."""
+    whole = encode({**SAMPLES["stocks.trades"], "conditions": [1, 2]})
+    head, tail = whole.split(b"1, 2", 1)
+    first = encode(SAMPLES["stocks.trades"]) + b"," + head + b"1"
+    second = b"2" + tail
+    batch = decode("stocks.trades", [first, second])
+    assert batch.rows.height == 0
+    assert [rejection.index for rejection in batch.rejections] == [0, 1]
+
+
+def _fragments() -> st.SearchStrategy[bytes]:
+    """Pieces of valid messages cut at arbitrary points, commas and brackets included."""
+    whole = st.sampled_from([encode(sample) for sample in SAMPLES.values()])
+    return st.tuples(whole, st.integers(0, 400), st.integers(0, 400)).map(
+        lambda cut: cut[0][min(cut[1], cut[2]) : max(cut[1], cut[2])]
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from([schema.name for schema in SCHEMAS]), data=st.data())
+def test_bulk_and_one_by_one_decoding_agree(name, data):
+    good = _message_like(name) | st.just(encode(SAMPLES[name]))
+    pieces = st.binary(max_size=32) | _fragments() | good | st.sampled_from([b",", b"[", b"]"])
+    payloads = data.draw(st.lists(pieces, min_size=1, max_size=6))
+    bulk = decode(name, payloads)
+    singles = [decode(name, [payload]) for payload in payloads]
+    rows = pl.concat([single.rows for single in singles])
+    assert bulk.positions == [i for i, single in enumerate(singles) if single.rows.height]
+    assert [(r.index, r.reason) for r in bulk.rejections] == [
+        (i, r.reason) for i, single in enumerate(singles) for r in single.rejections
+    ]
+    assert bulk.rows.drop("ts_recv_ns").equals(rows.drop("ts_recv_ns"))

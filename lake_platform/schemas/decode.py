@@ -2,9 +2,13 @@
 
 msgspec validates the whole batch in one call (types, integer ranges, enums, dates, required
 fields, list bounds, partition values of 1..128 characters); only when that fails are the
-payloads decoded one by one to find which are bad and why. Range checks that depend on the
-clock (`ts_event_ns`) run as Polars expressions on the frame. Every input ends up either as a
-row or as a `Rejection` with its reason: nothing here raises on bad input.
+payloads decoded one by one to find which are bad and why. The joined batch is first split
+into raw values and each is compared with its own payload, so fragments that are invalid
+alone but valid once joined (`{…"conditions":[1` + `2]}`) never pass as rows: the bulk path
+accepts exactly what the one-by-one path accepts. Checks that need the whole value or the
+clock (the escaped byte length of the partition value, `ts_event_ns`) run as Polars
+expressions on the frame. Every input ends up either as a row or as a `Rejection` with its
+reason: nothing here raises on bad input.
 """
 
 import datetime as dt
@@ -20,6 +24,7 @@ import pyarrow as pa
 from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.fields import Field
 from lake_platform.schemas.registry import TableSchema
+from lake_platform.storage.paths import ESCAPED_VALUE_MAX_BYTES, HIVE_ESCAPED
 
 PARTITION_VALUE_MAX_CHARS = 128
 HOUR_NS = 3_600 * 10**9
@@ -97,6 +102,7 @@ class _Decoders:
     strict: msgspec.json.Decoder
     lenient: msgspec.json.Decoder
     batch: msgspec.json.Decoder
+    raw: msgspec.json.Decoder
 
 
 @cache
@@ -123,6 +129,7 @@ def _decoders(schema: TableSchema) -> _Decoders:
         strict=msgspec.json.Decoder(strict),
         lenient=msgspec.json.Decoder(message_type(forbid_unknown=False)),
         batch=msgspec.json.Decoder(list[strict]),  # type: ignore[valid-type]
+        raw=msgspec.json.Decoder(list[msgspec.Raw]),
     )
 
 
@@ -184,14 +191,41 @@ def _decode_each(
 def _decode_messages(
     decoders: _Decoders, payloads: Sequence[bytes]
 ) -> tuple[list[Any], list[int], list[Rejection], int]:
-    """Decode the batch as one JSON array; fall back to one by one when any message is bad."""
+    """Decode the batch as one JSON array; fall back to one by one when any message is bad.
+
+    The array is trusted only when its raw values are exactly the payloads, one each (a
+    payload with surrounding whitespace also takes the slow path, which accepts it).
+    """
+    joined = b"[" + b",".join(payloads) + b"]"
     try:
-        messages = decoders.batch.decode(b"[" + b",".join(payloads) + b"]")
+        if list(map(bytes, decoders.raw.decode(joined))) != list(payloads):
+            return _decode_each(decoders, payloads)
+        messages = decoders.batch.decode(joined)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return _decode_each(decoders, payloads)
-    if len(messages) != len(payloads):
-        return _decode_each(decoders, payloads)
     return messages, list(range(len(payloads))), [], 0
+
+
+def _escaped_bytes(column: str) -> pl.Expr:
+    """UTF-8 length of the Hive-escaped value: every escaped character becomes 3 ASCII bytes."""
+    value = pl.col(column)
+    return value.str.len_bytes() + 2 * value.str.count_matches(HIVE_ESCAPED.pattern)
+
+
+def _value_rejections(frame: pl.DataFrame, column: str) -> list[Rejection]:
+    """Partition values whose escaped form would not fit a file name or an object key."""
+    escaped = _escaped_bytes(column).alias("_escaped_bytes")
+    over = frame.select("_position", escaped).filter(
+        pl.col("_escaped_bytes") > ESCAPED_VALUE_MAX_BYTES
+    )
+    return [
+        Rejection(
+            position,
+            f"partition value `{column}` escapes to {size} bytes, over the "
+            f"{ESCAPED_VALUE_MAX_BYTES}-byte budget of a path segment",
+        )
+        for position, size in over.iter_rows()
+    ]
 
 
 def decode_batch(
@@ -218,7 +252,11 @@ def decode_batch(
         _position=pl.Series(positions, dtype=pl.Int64),
         _received=pl.Series(received_ns, dtype=pl.Int64).gather(positions),
     )
+    value_rejections = _value_rejections(frame, schema.partition_column)
+    rejections.extend(value_rejections)
     in_range = pl.col("ts_event_ns").is_between(earliest_ns, latest_ns)
+    if value_rejections:
+        frame = frame.filter(~pl.col("_position").is_in([r.index for r in value_rejections]))
     out_of_range = frame.filter(~in_range)
     rejections.extend(
         Rejection(
