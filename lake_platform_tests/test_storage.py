@@ -1,8 +1,13 @@
 """The lake store, the same tests on local disk and on a real S3 server."""
 
+import dataclasses
 import datetime as dt
+import re
+import secrets
+import socket
 
 import duckdb
+import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -10,17 +15,41 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
+from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import (
+    ESCAPED_VALUE_MAX_BYTES,
+    bounded_folder_name,
     escape_partition_value,
+    escaped_byte_length,
     part_file_name,
     partition_folder,
     quarantine_folder,
     unescape_partition_value,
 )
+from lake_platform_tests.conftest import s3_settings
 
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
-AWKWARD_VALUES = ["../evil", "A/B", "a=b", ".hidden", "%41", "ÄPFEL", "..", 'q"<>|*?:\\', "x\ny"]
+HIVE_SPECIAL = "\"#%'*/:=?\\^[]{}<>|\x7f\x01\x1f"
+"""Every character Hive escapes in path names (INTERFACES §3), control characters included."""
+AWKWARD_VALUES = [
+    "../evil",
+    "A/B",
+    "a=b",
+    ".hidden",
+    "%41",
+    "ÄPFEL",
+    "..",
+    'q"<>|*?:\\',
+    "x\ny",
+    "A[1]",
+    "x#y",
+    "{a}",
+    "a^b",
+    "it's",
+    "BRK.B",
+    *(f"s{char}e" for char in HIVE_SPECIAL),
+]
 
 
 @pytest.mark.parametrize("value", AWKWARD_VALUES)
@@ -36,6 +65,34 @@ def test_escaping_matches_hive():
     assert escape_partition_value("SPY") == "SPY"
     assert escape_partition_value("ÄPFEL") == "ÄPFEL"
     assert escape_partition_value("%41") == "%2541"
+    assert escape_partition_value("A[1]") == "A%5B1%5D"
+    assert escape_partition_value("BRK.B") == "BRK.B"
+    for char in HIVE_SPECIAL:
+        assert escape_partition_value(char) == f"%{ord(char):02X}"
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped_bytes"),
+    [("SPY", 3), ("/" * 128, 384), ("😀" * 128, 512), (".a[", 7)],
+)
+def test_escaped_byte_length_counts_bytes_after_escaping(value, escaped_bytes):
+    assert escaped_byte_length(value) == escaped_bytes
+    assert escaped_byte_length(value) == len(escape_partition_value(value).encode())
+
+
+@pytest.mark.parametrize("value", ["x" * 300, "/" * 300, "😀" * 300, "a%" * 150, "ab" * 99 + "/"])
+def test_long_names_are_cut_to_the_budget_without_splitting_an_escape(value):
+    name = bounded_folder_name(value)
+    assert len(name.encode()) <= ESCAPED_VALUE_MAX_BYTES
+    assert re.search(r"%(?![0-9A-F]{2})", name) is None
+    assert "/" not in name and not name.startswith(".")
+    assert bounded_folder_name(value + "z") != name
+
+
+def test_names_within_the_budget_are_the_escaped_value():
+    assert bounded_folder_name("market.stocks.trades") == "market.stocks.trades"
+    value = "y" * ESCAPED_VALUE_MAX_BYTES
+    assert bounded_folder_name(value) == value
 
 
 def write_partitions(lake: LakeStore, values: list[str]) -> None:
@@ -58,6 +115,7 @@ def test_hive_readers_see_the_original_values(lake: LakeStore):
         assert all(symbol == v for symbol, v in rows)
         polars_rows = pl.read_parquet(f"{base}/**/*.parquet", hive_partitioning=True)
         assert polars_rows["symbol"].to_list() == polars_rows["v"].to_list()
+        assert sorted(polars_rows["symbol"].to_list()) == sorted(AWKWARD_VALUES)
 
 
 def test_write_is_zstd_3_and_reads_back(lake: LakeStore):
@@ -125,3 +183,92 @@ def test_interrupted_write_keeps_the_previous_file_and_leaves_no_partial(lake, m
     monkeypatch.undo()
     assert lake.fs.find(lake.full_path("silver")) == [lake.full_path(relative)]
     assert lake.read_parquet([relative])["a"].to_list() == [1]
+
+
+def test_paths_with_glob_characters_are_read_literally(lake: LakeStore):
+    lake.write_parquet(pl.DataFrame({"v": ["A[1]"]}), "bronze/t/symbol=A[1]/x.parquet")
+    lake.write_parquet(pl.DataFrame({"v": ["A1"]}), "bronze/t/symbol=A1/x.parquet")
+    lake.write_parquet(pl.DataFrame({"v": ["A*"]}), "bronze/t/symbol=A*/x.parquet")
+    assert lake.read_parquet(["bronze/t/symbol=A[1]/x.parquet"])["v"].to_list() == ["A[1]"]
+    assert lake.read_parquet(["bronze/t/symbol=A*/x.parquet"])["v"].to_list() == ["A*"]
+
+
+@pytest.mark.parametrize("path", ["./bronze/t/x.parquet", "silver/../bronze/t/x.parquet"])
+def test_the_bronze_guard_sees_through_unnormalized_paths(lake: LakeStore, path):
+    lake.write_parquet(pl.DataFrame({"a": [1]}), "bronze/t/x.parquet")
+    with pytest.raises(PermissionError, match="append-only"):
+        lake.delete([path])
+    assert lake.list_files("bronze") == ["bronze/t/x.parquet"]
+
+
+def test_nothing_outside_the_lake_can_be_deleted(lake: LakeStore):
+    with pytest.raises(PermissionError, match="outside the lake"):
+        lake.delete(["../elsewhere/x.parquet"])
+
+
+def test_a_name_the_filesystem_refuses_is_a_rejected_error(tmp_path):
+    lake = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
+    with pytest.raises(StorageError, match="File name too long") as raised:
+        lake.write_parquet(pl.DataFrame({"a": [1]}), f"silver/t/symbol={'x' * 300}/p.parquet")
+    assert raised.value.kind == "rejected" and not raised.value.transient
+    with pytest.raises(StorageError) as missing:
+        lake.read_bytes("silver/absent.parquet")
+    assert missing.value.kind == "rejected"
+
+
+def test_an_unreachable_s3_store_raises_transient_storage_errors(tmp_path):
+    """Every operation against a closed port is a transient `StorageError`, never botocore's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = LakeSettings(
+        data_root="s3://lake/x",
+        use_s3=True,
+        s3_endpoint=f"http://127.0.0.1:{port}",
+        s3_access_key="key",
+        s3_secret_key="not-shown-secret",
+        s3_region="us-east-1",
+    )
+    lake = LakeStore.from_settings(settings)
+    operations = [
+        lambda: lake.write_parquet(pl.DataFrame({"a": [1]}), "silver/x.parquet"),
+        lambda: lake.write_bytes(b"{}", "_ledger/x.json"),
+        lambda: lake.read_bytes("silver/x.parquet"),
+        lambda: lake.read_parquet(["silver/x.parquet"]),
+        lambda: lake.list_files("silver"),
+        lambda: lake.list_folders("silver"),
+        lambda: lake.delete(["silver/x.parquet"]),
+    ]
+    for operation in operations:
+        with pytest.raises(StorageError) as raised:
+            operation()
+        assert raised.value.kind == "transient", raised.value
+        assert f"127.0.0.1:{port}" in str(raised.value)
+        assert "not-shown-secret" not in str(raised.value)
+    lake.check_access()
+
+
+@pytest.mark.parametrize("problem", ["wrong secret", "missing bucket"])
+def test_wrong_credentials_or_bucket_fail_access_in_one_clear_line(s3_server, problem):
+    bucket = f"lake-{secrets.token_hex(4)}"
+    if problem == "wrong secret":
+        s3_server.create_bucket(bucket)
+    settings = s3_settings(s3_server, bucket)
+    if problem == "wrong secret":
+        settings = dataclasses.replace(settings, s3_secret_key="wrong-secret-value")
+    lake = LakeStore.from_settings(settings)
+    with pytest.raises(StorageError) as raised:
+        lake.check_access()
+    message = str(raised.value)
+    assert raised.value.kind == "denied"
+    assert bucket in message and s3_server.endpoint in message
+    assert "\n" not in message
+    assert settings.s3_secret_key not in message and s3_server.secret_key not in message
+    if problem == "wrong secret":  # SeaweedFS creates a missing bucket on the first PUT
+        with pytest.raises(StorageError) as on_write:
+            lake.write_bytes(b"x", "_ledger/x.json")
+        assert on_write.value.kind == "denied"
+
+
+def test_access_check_passes_on_a_working_lake(lake: LakeStore):
+    lake.check_access()

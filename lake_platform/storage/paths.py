@@ -1,20 +1,40 @@
-"""Where every file of the lake lives (INTERFACES §3), and Hive escaping of partition values."""
+"""Where every file of the lake lives (INTERFACES §3), and Hive escaping of partition values.
+
+Producers choose partition values and subjects, so their escaped form is bounded in *bytes*
+(`ESCAPED_VALUE_MAX_BYTES`): with it, every folder name stays under the 255-byte file-name
+limit and every object key far under S3's 1,024 bytes (`LAKE_KEY_MAX_BYTES` is what the
+longest key below a lake root may take; the rest is left to the root's own prefix).
+"""
 
 import datetime as dt
+import hashlib
 import re
 import secrets
 from urllib.parse import unquote
 
-_ESCAPED = re.compile(r'[\x00-\x1f\x7f/\\=%:*?"<>|]|^\.')
+HIVE_ESCAPED = re.compile(r"[\x00-\x1f\x7f\"#%'*/:=?\\^\[\]{}<>|]|^\.")
+"""Every character Hive/Spark escape in path names (`FileUtils.escapePathName`, including the
+ones escaped on Windows), and a leading `.` so a value is never `..` or a hidden file."""
+ESCAPED_VALUE_MAX_BYTES = 200
+"""Budget of an escaped partition value or quarantine subject folder, in UTF-8 bytes."""
+LAKE_KEY_MAX_BYTES = 320
+"""Upper bound of any key below the lake root (the longest table path, an escaped value at
+its budget, `date=…/hour=…` and a part-file name); the root may use the rest of 1,024."""
+CUT_HASH_CHARS = 16
 
 
 def escape_partition_value(value: str) -> str:
     """Percent-encode a partition value as Hive/Spark do for path names.
 
-    `/ \\ = % : * ? " < > |`, control characters and a leading `.` become `%XX`, so `..`
-    or `a/b` never leave their folder; every other character (non-ASCII included) is kept.
+    Every character of `HIVE_ESCAPED` becomes `%XX`, so `..` or `a/b` never leave their
+    folder and `[`/`{` are never taken for globs; other characters (non-ASCII included) are kept.
     """
-    return _ESCAPED.sub(lambda match: f"%{ord(match.group()):02X}", value)
+    return HIVE_ESCAPED.sub(lambda match: f"%{ord(match.group()):02X}", value)
+
+
+def escaped_byte_length(value: str) -> int:
+    """UTF-8 bytes of `escape_partition_value(value)`."""
+    return len(escape_partition_value(value).encode())
 
 
 def unescape_partition_value(segment: str) -> str:
@@ -28,7 +48,7 @@ def hour_folder(hour: dt.datetime) -> str:
 
 
 def partition_folder(column: str, value: str, hour: dt.datetime) -> str:
-    """`{col}={value}/date=…/hour=…`, with the value escaped."""
+    """`{col}={value}/date=…/hour=…`, with the value escaped (callers keep it in budget)."""
     return f"{column}={escape_partition_value(value)}/{hour_folder(hour)}"
 
 
@@ -45,9 +65,25 @@ def numbered_file_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def bounded_folder_name(value: str) -> str:
+    """The escaped value, or when over budget its cut form with a hash of the whole value.
+
+    The cut never splits a character or a `%XX` escape; `~` plus 16 hex digits of the
+    value's SHA-256 keep two long values that share a prefix in different folders.
+    """
+    escaped = escape_partition_value(value)
+    if len(escaped.encode()) <= ESCAPED_VALUE_MAX_BYTES:
+        return escaped
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:CUT_HASH_CHARS]
+    budget = ESCAPED_VALUE_MAX_BYTES - 1 - CUT_HASH_CHARS
+    cut = escaped.encode()[:budget].decode("utf-8", "ignore")
+    cut = re.sub(r"%.?$", "", cut)
+    return f"{cut}~{digest}"
+
+
 def quarantine_folder(subject: str, day: dt.date) -> str:
-    """`_quarantine/{subject}/date=YYYY-MM-DD`, relative to the lake root."""
-    return f"_quarantine/{escape_partition_value(subject)}/date={day:%Y-%m-%d}"
+    """`_quarantine/{subject}/date=YYYY-MM-DD`, relative to the lake root (subject bounded)."""
+    return f"_quarantine/{bounded_folder_name(subject)}/date={day:%Y-%m-%d}"
 
 
 def ledger_file(committed: dt.datetime, entry_id: str) -> str:

@@ -4,20 +4,25 @@ Every Parquet file is ZSTD level 3 and written atomically: on local disk a hidde
 file in the same folder, fsync, rename, fsync of the folder; on S3 a single PUT (s3fs turns a
 large body into one multipart upload, which S3 also makes visible only once complete).
 Bronze files can be written but never deleted through this class.
+
+Every failure of the underlying filesystem (OSError, botocore's connection and client errors,
+anything s3fs raises) leaves as a `StorageError` whose `kind` tells the caller what to do.
 """
 
+import errno
 import io
 import os
 import posixpath
 import secrets
-from collections.abc import Callable, Iterable, Sequence
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import BinaryIO, Literal
 
 import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
-from lake_platform.settings import LakeSettings
+from lake_platform.settings import LakeSettings, redact_url
 
 PARQUET_OPTIONS: dict[str, object] = {
     "compression": "zstd",
@@ -26,18 +31,105 @@ PARQUET_OPTIONS: dict[str, object] = {
 }
 APPEND_ONLY_TIER = "bronze"
 
+StorageErrorKind = Literal["transient", "rejected", "denied"]
+
+S3_REJECTED_CODES = frozenset(
+    {
+        "KeyTooLongError",
+        "InvalidArgument",
+        "InvalidObjectName",
+        "InvalidURI",
+        "EntityTooLarge",
+        "MetadataTooLarge",
+        "NoSuchKey",
+    }
+)
+"""S3 error codes that refuse one object: retrying the same write or read never helps."""
+S3_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "InvalidToken",
+        "NoSuchBucket",
+        "SignatureDoesNotMatch",
+    }
+)
+"""S3 error codes that need an operator: credentials, permissions, a missing bucket."""
+LOCAL_REJECTED_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ENOENT})
+LOCAL_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+BOTO_DENIED_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
+"""Bounded waits: a store that stopped answering fails a call in seconds, and the caller's
+own retry (with backoff) takes over, instead of one call hanging for minutes."""
+
 
 class StorageError(RuntimeError):
-    """The lake's storage failed (unreachable, denied, full): nothing was committed."""
+    """The lake's storage failed; nothing of the failed operation was committed.
+
+    `kind` is `transient` (unreachable, timeout, 5xx, slow down, disk full: retry later),
+    `rejected` (the store refuses this object, e.g. a name too long: retrying never helps), or
+    `denied` (credentials, permissions or a missing bucket: an operator must act).
+    """
+
+    def __init__(self, message: str, kind: StorageErrorKind = "transient") -> None:
+        super().__init__(message)
+        self.kind: StorageErrorKind = kind
+
+    @property
+    def transient(self) -> bool:
+        """Whether the same operation may succeed later (everything but `rejected`)."""
+        return self.kind != "rejected"
+
+
+def _s3_error_code(error: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError in the exception's cause chain."""
+    seen: BaseException | None = error
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            return response.get("Error", {}).get("Code")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def storage_error_kind(error: BaseException) -> StorageErrorKind:
+    """What a filesystem exception means for the caller (see `StorageError`)."""
+    code = _s3_error_code(error)
+    if code in S3_REJECTED_CODES:
+        return "rejected"
+    if code in S3_DENIED_CODES:
+        return "denied"
+    if code is not None:
+        return "transient"
+    if type(error).__name__ in BOTO_DENIED_ERRORS:
+        return "denied"
+    if isinstance(error, OSError) and error.errno in LOCAL_REJECTED_ERRNOS:
+        return "rejected"
+    if isinstance(error, OSError) and error.errno in LOCAL_DENIED_ERRNOS:
+        return "denied"
+    return "transient"
 
 
 class LakeStore:
     """Files under one lake root; every path given to or returned by it is relative to it."""
 
-    def __init__(self, root: str, fs: fsspec.AbstractFileSystem) -> None:
+    def __init__(
+        self,
+        root: str,
+        fs: fsspec.AbstractFileSystem,
+        *,
+        endpoint: str | None = None,
+        secrets_to_hide: Sequence[str] = (),
+    ) -> None:
         self.fs = fs
         self.is_local = isinstance(fs, LocalFileSystem)
         self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
+        self.endpoint = redact_url(endpoint) if endpoint else None
+        self._secrets = tuple(value for value in secrets_to_hide if value)
 
     @classmethod
     def from_settings(cls, settings: LakeSettings) -> "LakeStore":
@@ -52,18 +144,66 @@ class LakeStore:
             secret=settings.s3_secret_key,
             endpoint_url=settings.s3_endpoint,
             client_kwargs=client_kwargs,
+            config_kwargs=S3_CONFIG,
             skip_instance_cache=True,
         )
-        return cls(settings.data_root.removeprefix("s3://"), fs)
+        return cls(
+            settings.data_root.removeprefix("s3://"),
+            fs,
+            endpoint=settings.s3_endpoint or "AWS S3",
+            secrets_to_hide=(settings.s3_secret_key or "", settings.s3_access_key or ""),
+        )
 
     @property
     def url(self) -> str:
         """The root as a user would type it: an absolute path or `s3://bucket/prefix`."""
         return self.root if self.is_local else f"s3://{self.root}"
 
+    @property
+    def location(self) -> str:
+        """Where the lake is, for messages: the path, or bucket and endpoint on S3."""
+        if self.is_local:
+            return self.root
+        bucket = self.root.split("/", 1)[0]
+        return f"bucket {bucket!r} ({self.url}) at {self.endpoint}"
+
     def full_path(self, relative: str) -> str:
         """The filesystem path of a relative lake path."""
         return posixpath.join(self.root, relative)
+
+    @contextmanager
+    def _failures(self, action: str) -> Iterator[None]:
+        """Turn any exception of the block into a `StorageError` naming `action`."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as error:
+            kind = storage_error_kind(error)
+            detail = str(error) or type(error).__name__
+            for hidden in self._secrets:
+                detail = detail.replace(hidden, "***")
+            where = "" if self.is_local else f" in {self.location}"
+            message = f"cannot {action}{where}: {type(error).__name__}: {detail}"
+            raise StorageError(message, kind) from error
+
+    def check_access(self) -> None:
+        """Fail with one clear `denied` error when the lake cannot be used at all.
+
+        Credentials, permissions or a missing bucket raise; a store that is only unreachable
+        right now passes (the callers retry their writes with backoff).
+        """
+        try:
+            with self._failures("open the lake"):
+                if self.is_local:
+                    os.makedirs(self.root, exist_ok=True)
+                else:
+                    self.fs.ls(self.root.split("/", 1)[0], refresh=True)
+        except StorageError as error:
+            if error.kind == "denied":
+                raise
+            if error.kind == "rejected" and not self.is_local:
+                raise StorageError(str(error), "denied") from error
 
     def write_parquet(
         self, frame: pl.DataFrame, relative: str, *, row_group_size: int | None = None
@@ -78,15 +218,13 @@ class LakeStore:
 
     def _write(self, relative: str, write: Callable[[BinaryIO], object]) -> int:
         path = self.full_path(relative)
-        try:
+        with self._failures(f"write {self._shown(path)}"):
             if self.is_local:
                 return _write_local_atomically(path, write)
             body = io.BytesIO()
             write(body)
             self.fs.pipe_file(path, body.getvalue())
             return body.tell()
-        except OSError as error:
-            raise StorageError(f"cannot write {self._shown(path)}: {error}") from error
 
     def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
         """Relative paths of the files below a folder ending with `suffix`, sorted.
@@ -94,12 +232,11 @@ class LakeStore:
         Hidden files (temporary files of unfinished writes) are never listed.
         """
         base = self.full_path(relative_dir)
-        try:
-            found = self.fs.find(base)
-        except FileNotFoundError:
-            return []
-        except OSError as error:
-            raise StorageError(f"cannot list {self._shown(base)}: {error}") from error
+        with self._failures(f"list {self._shown(base)}"):
+            try:
+                found = self.fs.find(base)
+            except FileNotFoundError:
+                return []
         root = self.root.rstrip("/") + "/"
         return sorted(
             path.removeprefix(root)
@@ -110,12 +247,11 @@ class LakeStore:
     def list_folders(self, relative_dir: str) -> list[str]:
         """Names of the folders directly below a folder, sorted (empty when it is absent)."""
         base = self.full_path(relative_dir)
-        try:
-            entries = self.fs.ls(base, detail=True)
-        except FileNotFoundError:
-            return []
-        except OSError as error:
-            raise StorageError(f"cannot list {self._shown(base)}: {error}") from error
+        with self._failures(f"list {self._shown(base)}"):
+            try:
+                entries = self.fs.ls(base, detail=True)
+            except FileNotFoundError:
+                return []
         return sorted(
             posixpath.basename(entry["name"].rstrip("/"))
             for entry in entries
@@ -125,37 +261,46 @@ class LakeStore:
     def read_parquet(
         self, relatives: Sequence[str], columns: Sequence[str] | None = None
     ) -> pl.DataFrame:
-        """The rows of several Parquet files (all with the same schema), in the order given."""
+        """The rows of several Parquet files (all with the same schema), in the order given.
+
+        Paths are taken literally: `[`, `*` or `?` in a partition value is never a glob.
+        """
         paths = [self.full_path(relative) for relative in relatives]
         if not paths:
             raise ValueError("read_parquet needs at least one file")
         selected = list(columns) if columns is not None else None
-        try:
+        with self._failures(f"read {len(paths)} files below {self._shown(self.root)}"):
             if self.is_local:
-                return pl.read_parquet(paths, columns=selected)
-            bodies = self.fs.cat(paths)
-        except OSError as error:
-            raise StorageError(f"cannot read {len(paths)} files: {error}") from error
-        return pl.concat(
-            [pl.read_parquet(io.BytesIO(bodies[path]), columns=selected) for path in paths]
-        )
+                return pl.read_parquet(paths, columns=selected, glob=False)
+            bodies = self.fs.cat_ranges(paths, None, None, on_error="raise")
+        return pl.concat([pl.read_parquet(io.BytesIO(body), columns=selected) for body in bodies])
 
     def read_bytes(self, relative: str) -> bytes:
         """The raw bytes of one file."""
-        return self.fs.cat_file(self.full_path(relative))
+        path = self.full_path(relative)
+        with self._failures(f"read {self._shown(path)}"):
+            return self.fs.cat_file(path)
 
     def delete(self, relatives: Iterable[str]) -> None:
         """Remove files of the derived tiers; Bronze files can never be removed."""
-        paths = []
-        for relative in relatives:
-            if relative.split("/", 1)[0] == APPEND_ONLY_TIER:
-                raise PermissionError(f"Bronze is append-only: refusing to delete {relative}")
-            paths.append(self.full_path(relative))
+        paths = [self.full_path(_deletable(relative)) for relative in relatives]
         if paths:
-            self.fs.rm(paths)
+            with self._failures(f"delete {len(paths)} files below {self._shown(self.root)}"):
+                self.fs.rm(paths)
 
     def _shown(self, path: str) -> str:
         return path if self.is_local else f"s3://{path}"
+
+
+def _deletable(relative: str) -> str:
+    """`relative` normalized, refusing Bronze and anything outside the lake root."""
+    normalized = posixpath.normpath(relative)
+    first = normalized.split("/", 1)[0]
+    if normalized.startswith("/") or first == "..":
+        raise PermissionError(f"refusing to delete {relative}: outside the lake root")
+    if first == APPEND_ONLY_TIER:
+        raise PermissionError(f"Bronze is append-only: refusing to delete {relative}")
+    return normalized
 
 
 def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> int:
