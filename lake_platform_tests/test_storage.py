@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from lake_platform.settings import LakeSettings
+from lake_platform.settings import LakeSettings, SettingsError
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import (
     ESCAPED_VALUE_MAX_BYTES,
+    LAKE_KEY_MAX_BYTES,
     bounded_folder_name,
     escape_partition_value,
     escaped_byte_length,
@@ -272,3 +273,17 @@ def test_wrong_credentials_or_bucket_fail_access_in_one_clear_line(s3_server, pr
 
 def test_access_check_passes_on_a_working_lake(lake: LakeStore):
     lake.check_access()
+
+
+def test_the_longest_lake_key_stays_within_its_bound():
+    longest_value = "%" * (ESCAPED_VALUE_MAX_BYTES // 3)
+    folder = partition_folder("underlying", longest_value, HOUR)
+    key = f"bronze/options/greeks_snapshots/{folder}/{part_file_name(HOUR)}"
+    assert len(key.encode()) <= LAKE_KEY_MAX_BYTES
+
+
+def test_an_s3_root_too_long_for_the_key_limit_is_refused():
+    with pytest.raises(SettingsError, match="1024-byte limit"):
+        LakeStore.from_settings(
+            LakeSettings(data_root=f"s3://lake/{'p' * 700}", use_s3=True, s3_endpoint="http://x")
+        )

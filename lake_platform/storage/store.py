@@ -22,7 +22,8 @@ import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
-from lake_platform.settings import LakeSettings, redact_url
+from lake_platform.settings import LakeSettings, SettingsError, redact_url
+from lake_platform.storage.paths import LAKE_KEY_MAX_BYTES
 
 PARQUET_OPTIONS: dict[str, object] = {
     "compression": "zstd",
@@ -62,6 +63,7 @@ S3_DENIED_CODES = frozenset(
 LOCAL_REJECTED_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ENOENT})
 LOCAL_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 BOTO_DENIED_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+S3_KEY_MAX_BYTES = 1_024
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 """Bounded waits: a store that stopped answering fails a call in seconds, and the caller's
 own retry (with backoff) takes over, instead of one call hanging for minutes."""
@@ -138,6 +140,12 @@ class LakeStore:
             return cls(settings.data_root, fsspec.filesystem("file"))
         import s3fs
 
+        prefix_bytes = len(settings.data_root.removeprefix("s3://").encode()) + 1
+        if prefix_bytes + LAKE_KEY_MAX_BYTES >= S3_KEY_MAX_BYTES:
+            raise SettingsError(
+                f"DATA_ROOT is {prefix_bytes} bytes long: with the lake's own keys (up to "
+                f"{LAKE_KEY_MAX_BYTES} bytes) it would exceed S3's {S3_KEY_MAX_BYTES}-byte limit"
+            )
         client_kwargs = {"region_name": settings.s3_region} if settings.s3_region else {}
         fs = s3fs.S3FileSystem(
             key=settings.s3_access_key,
