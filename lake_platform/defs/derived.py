@@ -2,6 +2,8 @@
 
 A run may cover a range of hours (single-run backfills): they are rebuilt one after the other,
 each one partition value at a time, so memory never holds more than one value's hour.
+Checks are partitioned like their asset and every hour records its own result, so a failed
+hour blocks its own downstream partitions and no other.
 """
 
 from collections.abc import Iterator, Sequence
@@ -10,7 +12,7 @@ import dagster as dg
 
 from lake_platform.defs.automation import DERIVED_AUTOMATION
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
-from lake_platform.defs.reporting import check_results, materialization_metadata
+from lake_platform.defs.reporting import check_evaluations, materialization_metadata
 from lake_platform.defs.resources import LakeResource
 from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
 
@@ -34,7 +36,11 @@ def build_derived_asset(
         automation_condition=DERIVED_AUTOMATION,
         check_specs=[
             dg.AssetCheckSpec(
-                name, asset=key, blocking=True, description=check_descriptions.get(name)
+                name,
+                asset=key,
+                blocking=True,
+                description=check_descriptions.get(name),
+                partitions_def=HOURLY,
             )
             for name in table.check_names
         ],
@@ -44,9 +50,9 @@ def build_derived_asset(
     )
     def derived(
         context: dg.AssetExecutionContext, lake: LakeResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
         store = lake.store()
-        results, outcomes = [], []
+        results, outcomes = {}, {}
         for partition_key in context.partition_keys:
             hour = hour_of_partition(partition_key)
             result = rebuild_hour(store, table, hour)
@@ -54,9 +60,9 @@ def build_derived_asset(
                 f"{table.target} {partition_key}: {result.rows_read} rows read, "
                 f"{result.rows_written} written in {len(result.files)} files"
             )
-            results.append(result)
-            outcomes.append(check_hour(store, table, hour))
+            results[partition_key] = result
+            outcomes[partition_key] = check_hour(store, table, hour, result.inputs)
         yield dg.MaterializeResult(metadata=materialization_metadata(results))
-        yield from check_results(outcomes, table.check_names)
+        yield from check_evaluations(context, key, results, outcomes)
 
     return derived

@@ -1,12 +1,18 @@
-"""Materialization metadata and check results of derived assets, from per-hour results."""
+"""Materialization metadata and per-hour check evaluations of derived assets."""
 
 from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 import polars as pl
 
+# Dagster exports no public name for it; an evaluation needs it to count as the check of the
+# materialization it follows (without it, the hour's check status reads as unknown).
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
 from lake_platform.checks import CheckOutcome
-from lake_platform.derived.hourly import HourResult
+from lake_platform.derived.hourly import HourResult, files_digest
 
 
 def _markdown_table(frame: pl.DataFrame) -> str:
@@ -16,33 +22,88 @@ def _markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def materialization_metadata(results: Sequence[HourResult]) -> dict[str, dg.MetadataValue]:
-    """Counts summed over the run's hours, and a preview of the first rows written."""
-    preview = next((r.preview for r in results if r.preview is not None), None)
+def inputs_metadata(result: HourResult) -> dict[str, int | str]:
+    """The exact input files an hour's rebuild read: how many, and the SHA-256 of their paths.
+
+    A digest rather than the list: an open hour can hold thousands of Bronze files, too many
+    for an event; the paths are sorted relative lake paths joined by newlines.
+    """
+    return {"files": result.input_files, "sha256": files_digest(result.inputs)}
+
+
+def materialization_metadata(
+    results: Mapping[str, HourResult],
+) -> dict[str, dg.MetadataValue]:
+    """Counts summed over the run's hours, each hour's inputs, a preview of the first rows."""
+    hours = list(results.values())
+    preview = next((r.preview for r in hours if r.preview is not None), None)
     metadata: dict[str, dg.MetadataValue] = {
-        "hours": dg.MetadataValue.int(len(results)),
-        "rows_read": dg.MetadataValue.int(sum(r.rows_read for r in results)),
-        "rows_written": dg.MetadataValue.int(sum(r.rows_written for r in results)),
-        "duplicates_removed": dg.MetadataValue.int(sum(r.duplicates_removed for r in results)),
-        "files": dg.MetadataValue.int(sum(len(r.files) for r in results)),
-        "bytes": dg.MetadataValue.int(sum(r.bytes for r in results)),
+        "hours": dg.MetadataValue.int(len(hours)),
+        "rows_read": dg.MetadataValue.int(sum(r.rows_read for r in hours)),
+        "rows_written": dg.MetadataValue.int(sum(r.rows_written for r in hours)),
+        "duplicates_removed": dg.MetadataValue.int(sum(r.duplicates_removed for r in hours)),
+        "files": dg.MetadataValue.int(sum(len(r.files) for r in hours)),
+        "bytes": dg.MetadataValue.int(sum(r.bytes for r in hours)),
+        "input_files": dg.MetadataValue.int(sum(r.input_files for r in hours)),
+        "inputs": dg.MetadataValue.json(
+            {partition: inputs_metadata(result) for partition, result in results.items()}
+        ),
     }
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(_markdown_table(preview))
     return metadata
 
 
-def check_results(
-    outcomes: Sequence[Mapping[str, CheckOutcome]], names: Sequence[str]
-) -> Iterator[dg.AssetCheckResult]:
-    """One result per check over the run's hours: failed with the first failure's message."""
-    for name in names:
-        failed = [hour[name] for hour in outcomes if not hour[name].passed]
-        shown = failed[0] if failed else (outcomes[-1][name] if outcomes else None)
-        yield dg.AssetCheckResult(
-            check_name=name,
-            passed=not failed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=shown.message if shown else "no hour in this run",
-            metadata={"hours_checked": len(outcomes), "hours_failed": len(failed)},
+def _targets(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """This run's materialization of each partition, which each hour's evaluations check."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(partitions)),
+        limit=len(partitions),
+    ).records
+    return {
+        record.partition_key: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+        )
+        for record in records
+        if record.partition_key is not None and record.run_id == context.run.run_id
+    }
+
+
+def check_evaluations(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    results: Mapping[str, HourResult],
+    outcomes: Mapping[str, Mapping[str, CheckOutcome]],
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """One evaluation per check and hour partition, then each check's (empty) output.
+
+    `AssetCheckResult` takes the partition from the step's single partition key, so a range
+    run would record one result for no partition; an `AssetCheckEvaluation` names its hour.
+    Call after the materialization has been yielded: each evaluation targets it.
+    """
+    targets = _targets(context, key, list(outcomes))
+    selected = [check for check in context.selected_asset_check_keys if check.asset_key == key]
+    for partition, by_name in outcomes.items():
+        inputs = inputs_metadata(results[partition])
+        for check in selected:
+            outcome = by_name[check.name]
+            yield dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=check.name,
+                passed=outcome.passed,
+                partition=partition,
+                blocking=True,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=outcome.message,
+                metadata={
+                    "input_files": dg.MetadataValue.int(int(inputs["files"])),
+                    "input_files_sha256": dg.MetadataValue.text(str(inputs["sha256"])),
+                },
+                target_materialization_data=targets.get(partition),
+            )
+    for check in selected:
+        yield dg.Output(
+            None, output_name=context.assets_def.get_output_name_for_asset_check_key(check)
         )

@@ -6,7 +6,8 @@ at most one partition value's hour of input, never the whole hour of a table.
 """
 
 import datetime as dt
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -25,6 +26,8 @@ from lake_platform.storage.paths import hour_folder
 PREVIEW_ROWS = 5
 
 FileCheck = Callable[[pl.DataFrame, pq.FileMetaData, str, dt.datetime], CheckOutcome]
+HourFiles = Mapping[str, Sequence[str]]
+"""Parquet files of one hour of a table, by partition-value folder (`symbol=SPY`), by name."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,18 @@ class DerivedTable:
         }
 
 
+def files_digest(files: HourFiles) -> str:
+    """SHA-256 of the sorted relative paths of `files`: names an exact set of input files."""
+    paths = sorted(path for paths in files.values() for path in paths)
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()
+
+
 @dataclass
 class HourResult:
-    """What rebuilding one hour read and wrote."""
+    """What rebuilding one hour read (`inputs`, the exact files) and wrote."""
 
     hour: dt.datetime
+    inputs: dict[str, list[str]] = field(default_factory=dict)
     rows_read: int = 0
     rows_written: int = 0
     files: list[WrittenFile] = field(default_factory=list)
@@ -106,6 +116,10 @@ class HourResult:
     def bytes(self) -> int:
         return sum(file.bytes for file in self.files)
 
+    @property
+    def input_files(self) -> int:
+        return sum(len(files) for files in self.inputs.values())
+
 
 def hour_files(store: LakeStore, base: str, hour: dt.datetime) -> dict[str, list[str]]:
     """Parquet files of the hour under `base`, by partition-value folder (`symbol=SPY`)."""
@@ -119,8 +133,8 @@ def hour_files(store: LakeStore, base: str, hour: dt.datetime) -> dict[str, list
 
 def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> HourResult:
     """Replace the hour's files of `table` with the transform of its inputs."""
-    result = HourResult(hour)
     inputs = hour_files(store, table.source, hour)
+    result = HourResult(hour, inputs)
     for value_folder, files in inputs.items():
         source = store.read_parquet(files)
         output = table.transform(source)
@@ -151,46 +165,109 @@ def _add(totals: dict[str, int | float], frame: pl.DataFrame, exprs: dict[str, p
 
 
 def _reconcile(
-    store: LakeStore, table: DerivedTable, hour: dt.datetime, derived: dict[str, int | float]
+    store: LakeStore,
+    table: DerivedTable,
+    hour: dt.datetime,
+    derived: dict[str, int | float],
+    inputs: HourFiles,
 ) -> dict[str, CheckOutcome]:
-    """Each reconciliation's derived total against its input total, read one value at a time."""
+    """Each reconciliation's derived total against the total of `inputs`, one value at a time."""
     source: dict[str, int | float] = {}
     columns = sorted({c for r in table.reconciliations.values() for c in r.source_columns()})
-    for files in hour_files(store, table.source, hour).values():
+    for files in inputs.values():
         rows = store.read_parquet(files, columns=columns)
         _add(source, rows, {name: r.source for name, r in table.reconciliations.items()})
     where = f"{table.target} {hour:%Y-%m-%d %H}:00"
+    read = f"{sum(len(files) for files in inputs.values())} input files"
     outcomes = {}
     for name, reconciliation in table.reconciliations.items():
         mine, theirs = derived.get(name, 0), source.get(name, 0)
         outcomes[name] = (
-            CheckOutcome.ok(f"{where}: {reconciliation.what} {mine}")
+            CheckOutcome.ok(f"{where}: {reconciliation.what} {mine} ({read})")
             if mine == theirs
             else CheckOutcome(
-                False, f"{where}: {reconciliation.what} is {mine} but its input gives {theirs}"
+                False,
+                f"{where}: {reconciliation.what} is {mine} but its {read} give {theirs}",
             )
         )
     return outcomes
 
 
-def check_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> dict[str, CheckOutcome]:
-    """Every check of the hour, on the files as they are in storage (each read once)."""
+@dataclass
+class _AcrossFiles:
+    """The order and uniqueness of one partition value's files taken together, in name order.
+
+    A value-hour split over several files must be sorted from the first row of its first file
+    to the last row of its last, with keys unique over all of them: each file's own checks
+    cannot see a boundary or a key repeated in another file.
+    """
+
+    table: DerivedTable
+    folder: str
+    last_path: str | None = None
+    last_row: pl.DataFrame | None = None
+    keys: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, frame: pl.DataFrame, path: str) -> CheckOutcome | None:
+        """Record a file; the order failure at its boundary with the previous file, if any."""
+        try:
+            order = frame.select(self.table.order)
+            self.keys.append(frame.select(self.table.unique_keys))
+        except pl.exceptions.PolarsError:
+            return None  # a missing key column is the schema check's failure
+        failure = None
+        if self.last_row is not None and order.height:
+            boundary = pl.concat([self.last_row, order.head(1)])
+            outcome = checks.sorted_by(boundary, self.table.order, f"{self.last_path} -> {path}")
+            failure = None if outcome.passed else outcome
+        if order.height:
+            self.last_path, self.last_row = path, order.tail(1)
+        return failure
+
+    def unique(self) -> CheckOutcome | None:
+        """The uniqueness failure over all the files, if there are several and one repeats."""
+        if len(self.keys) < 2:
+            return None
+        outcome = checks.unique(
+            pl.concat(self.keys), self.table.unique_keys, f"{self.folder} ({len(self.keys)} files)"
+        )
+        return None if outcome.passed else outcome
+
+
+def check_hour(
+    store: LakeStore, table: DerivedTable, hour: dt.datetime, inputs: HourFiles | None = None
+) -> dict[str, CheckOutcome]:
+    """Every check of the hour, on the files as they are in storage (each read once).
+
+    Reconciliations compare with `inputs`, the exact files the rebuild read (the ingest may
+    have appended to the hour since); without them, with the input files there are now.
+    """
     failures: dict[str, CheckOutcome] = {}
-    targets = [path for paths in hour_files(store, table.target, hour).values() for path in paths]
-    rows = 0
+    sorted_name, unique_name = table.check_names[:2]
+    rows = files = 0
     derived_totals: dict[str, int | float] = {}
     derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
-    for path in targets:
-        frame, metadata = read_with_metadata(store, path)
-        rows += frame.height
-        _add(derived_totals, frame, derived_exprs)
-        for name, check in table.file_checks().items():
-            if name not in failures:
-                outcome = check(frame, metadata, path, hour)
-                if not outcome.passed:
-                    failures[name] = outcome
-    for name, outcome in _reconcile(store, table, hour, derived_totals).items():
+    for value_folder, paths in hour_files(store, table.target, hour).items():
+        across = _AcrossFiles(table, f"{table.target}/{value_folder}/{hour_folder(hour)}")
+        for path in paths:
+            frame, metadata = read_with_metadata(store, path)
+            rows, files = rows + frame.height, files + 1
+            _add(derived_totals, frame, derived_exprs)
+            for name, check in table.file_checks().items():
+                if name not in failures:
+                    outcome = check(frame, metadata, path, hour)
+                    if not outcome.passed:
+                        failures[name] = outcome
+            boundary = across.add(frame, path)
+            if boundary is not None:
+                failures.setdefault(sorted_name, boundary)
+        repeated = across.unique()
+        if repeated is not None:
+            failures.setdefault(unique_name, repeated)
+    if inputs is None:
+        inputs = hour_files(store, table.source, hour)
+    for name, outcome in _reconcile(store, table, hour, derived_totals, inputs).items():
         if not outcome.passed:
             failures[name] = outcome
-    passed = CheckOutcome.ok(f"{len(targets)} files, {rows} rows in {hour:%Y-%m-%d %H}:00")
+    passed = CheckOutcome.ok(f"{files} files, {rows} rows in {hour:%Y-%m-%d %H}:00")
     return {name: failures.get(name, passed) for name in table.check_names}
