@@ -6,11 +6,22 @@ even for optional fields. Secrets never appear in `repr`/`str` of the settings.
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit, urlunsplit
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 SECRET_MASK = "***"
+DEFAULT_STREAM_MAX_AGE_S = 7 * 24 * 3_600.0
+DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+SIZE_UNITS = {
+    f"{prefix}{suffix}": 2 ** (10 * power)
+    for power, prefix in enumerate(("", "k", "m", "g", "t"))
+    for suffix in ("", "b", "ib")
+    if prefix or suffix != "ib"
+}
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 
 class SettingsError(ValueError):
@@ -48,12 +59,39 @@ def _partition_start(raw: str) -> dt.datetime:
     return start.replace(tzinfo=dt.UTC)
 
 
+def _quantity(name: str, raw: str, units: Mapping[str, int], example: str) -> float:
+    """A positive number with an optional unit suffix (`12h`, `10g`); plain numbers are in
+    the base unit (seconds, bytes)."""
+    match = _QUANTITY.fullmatch(raw.strip().lower())
+    if match is None or match.group(2) not in units or float(match.group(1)) <= 0:
+        raise SettingsError(f"{name} must be a positive amount like {example}, got {raw!r}")
+    return float(match.group(1)) * units[match.group(2)]
+
+
+def duration_s(name: str, raw: str) -> float:
+    """Seconds of `7d`, `12h`, `30m`, `45s` or a plain number of seconds."""
+    return _quantity(name, raw, DURATION_UNITS_S, "7d, 12h, 30m or 3600")
+
+
+def size_bytes(name: str, raw: str) -> int:
+    """Bytes of `10GB`, `512M`, `1TiB` or a plain number of bytes (units are powers of 1024)."""
+    return int(_quantity(name, raw, SIZE_UNITS, "10GB, 512M or 1073741824"))
+
+
 def redact_url(url: str) -> str:
-    """`url` with any `user:password@` or `token@` part masked."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    """`url` with its whole user-info part (`user:password@`, `token@`) masked.
+
+    The URL is parsed: the user info ends at the *last* `@` of the network location, so a
+    password holding `@`, `:` or `%40` never shows in part.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return SECRET_MASK
+    if "@" not in parts.netloc:
         return url
-    return f"{scheme}://{SECRET_MASK}@{rest.split('@', 1)[1]}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{SECRET_MASK}@{host}"))
 
 
 def secret(**kwargs: object) -> object:
@@ -83,6 +121,9 @@ class LakeSettings:
     gold_max_age_s: float = 10.0
     partitions_start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     automation_lookback_hours: int = 48
+    nats_stream_max_age_s: float = DEFAULT_STREAM_MAX_AGE_S
+    nats_stream_max_bytes: int | None = None
+    nats_stream_replicas: int = 1
 
     def __post_init__(self) -> None:
         is_s3_root = self.data_root.startswith("s3://")
@@ -136,6 +177,12 @@ class LakeSettings:
             values["automation_lookback_hours"] = _positive("LAKE_AUTOMATION_LOOKBACK_H", raw, int)
         if raw := get("LAKE_PARTITIONS_START"):
             values["partitions_start"] = _partition_start(raw)
+        if raw := get("NATS_STREAM_MAX_AGE"):
+            values["nats_stream_max_age_s"] = duration_s("NATS_STREAM_MAX_AGE", raw)
+        if raw := get("NATS_STREAM_MAX_BYTES"):
+            values["nats_stream_max_bytes"] = size_bytes("NATS_STREAM_MAX_BYTES", raw)
+        if raw := get("NATS_STREAM_REPLICAS"):
+            values["nats_stream_replicas"] = _positive("NATS_STREAM_REPLICAS", raw, int)
         return cls(**values)  # type: ignore[arg-type]
 
     @property

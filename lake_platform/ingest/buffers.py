@@ -76,6 +76,10 @@ class Buffers:
     def __len__(self) -> int:
         return len(self._open)
 
+    def open(self) -> list[Buffer]:
+        """The buffers open now."""
+        return list(self._open.values())
+
     def _limits(self, key: BufferKey) -> tuple[int, float]:
         if key.schema is not None and key.schema.table == SIGNALS_TABLE:
             return self._settings.gold_max_events, self._settings.gold_max_age_s
@@ -117,7 +121,8 @@ class Buffers:
         return taken
 
     def put_back(self, buffers: list[Buffer]) -> None:
-        """Return buffers whose write failed; they keep their age and merge with new rows."""
+        """Return buffers whose rows were not written; they keep their age and merge with
+        new rows (a buffer is put back only with rows no file holds)."""
         for buffer in buffers:
             current = self._open.get(buffer.key)
             if current is not None:

@@ -2,12 +2,20 @@
 
 Consumers use explicit acks: with AckPolicy.ALL, acking a later message acks every earlier
 in-flight one, so a writer that dies mid-batch would lose the other writers' messages.
-`ack_wait` and `max_ack_pending` are derived from the batch settings and checked at start-up:
-a message must stay unacked while it waits in a buffer (up to its max age) and is written,
-and the consumer must allow every buffer of a process to fill.
+`ack_wait` and `max_ack_pending` are derived from the batch settings when a consumer is
+created: a message must stay unacked while it waits in a buffer (up to its max age) and is
+written, and the consumer must allow every buffer of a process to fill. An existing consumer
+is used as it is, never updated: several processes share it, and each one rewriting it from
+its own environment would make its settings depend on which process started last. The
+service sends in-progress acks for messages it holds longer than a third of `ack_wait`,
+so a smaller existing `ack_wait` only costs a warning.
+
+Streams get the retention of the settings (`NATS_STREAM_MAX_AGE`, `NATS_STREAM_MAX_BYTES`,
+`NATS_STREAM_REPLICAS`) when they are created: JetStream is a buffer, Bronze is the archive.
 """
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -17,6 +25,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
 
+log = logging.getLogger(__name__)
+
 DURABLE = "lake-bronze"
 DUPLICATE_WINDOW = dt.timedelta(minutes=2)
 MAX_ACK_PENDING = 100_000
@@ -25,7 +35,7 @@ MIN_ACK_WAIT_S = 15.0
 
 
 class ConsumerConfigError(RuntimeError):
-    """An existing consumer cannot serve the configured batches."""
+    """An existing consumer cannot serve the ingest (it does not ack explicitly)."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +58,10 @@ class ConsumerSizing:
         )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create `MARKET` and `SIGNALS` if missing; existing streams are left as they are."""
+async def ensure_streams(js: JetStreamContext, settings: LakeSettings | None = None) -> None:
+    """Create `MARKET` and `SIGNALS` if missing, with the retention and replicas of
+    `settings` (the defaults when None); existing streams are left as they are."""
+    settings = settings or LakeSettings()
     for name, subjects in STREAMS.items():
         try:
             await js.stream_info(name)
@@ -61,6 +73,9 @@ async def ensure_streams(js: JetStreamContext) -> None:
             subjects=[subjects],
             storage=js_api.StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+            max_age=settings.nats_stream_max_age_s,
+            max_bytes=settings.nats_stream_max_bytes or -1,
+            num_replicas=settings.nats_stream_replicas,
         )
         try:
             await js.add_stream(config)
@@ -68,31 +83,46 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.stream_info(name)
 
 
-async def ensure_consumers(js: JetStreamContext, sizing: ConsumerSizing) -> None:
-    """Create or update the durable pull consumer of each stream, then verify its config."""
+async def ensure_consumers(js: JetStreamContext, sizing: ConsumerSizing) -> float:
+    """Create the durable pull consumer of each stream if missing; returns the shortest
+    `ack_wait` (s) of the consumers. Existing consumers are used as they are (see above)."""
+    ack_waits = []
     for stream in STREAMS:
-        config = js_api.ConsumerConfig(
-            durable_name=DURABLE,
-            ack_policy=js_api.AckPolicy.EXPLICIT,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-            ack_wait=sizing.ack_wait_s,
-            max_ack_pending=sizing.max_ack_pending,
-            max_deliver=-1,
-        )
-        info = await js.add_consumer(stream, config)
-        actual = info.config
+        try:
+            actual = (await js.consumer_info(stream, DURABLE)).config
+        except NotFoundError:
+            actual = (await js.add_consumer(stream, _consumer_config(sizing))).config
         if actual.ack_policy != js_api.AckPolicy.EXPLICIT:
             raise ConsumerConfigError(
                 f"consumer {stream}/{DURABLE} acks with {actual.ack_policy}; it must be explicit"
             )
-        if (actual.ack_wait or 0) < sizing.ack_wait_s or (actual.max_ack_pending or 0) < (
-            sizing.max_ack_pending
+        if (actual.ack_wait, actual.max_ack_pending) != (
+            sizing.ack_wait_s,
+            sizing.max_ack_pending,
         ):
-            raise ConsumerConfigError(
-                f"consumer {stream}/{DURABLE} has ack_wait={actual.ack_wait}s and "
-                f"max_ack_pending={actual.max_ack_pending}; the batch settings need at least "
-                f"{sizing.ack_wait_s}s and {sizing.max_ack_pending}"
+            log.warning(
+                "consumer %s/%s has ack_wait=%ss and max_ack_pending=%s, these settings would "
+                "give %ss and %s: using the existing consumer as it is",
+                stream,
+                DURABLE,
+                actual.ack_wait,
+                actual.max_ack_pending,
+                sizing.ack_wait_s,
+                sizing.max_ack_pending,
             )
+        ack_waits.append(actual.ack_wait or sizing.ack_wait_s)
+    return min(ack_waits)
+
+
+def _consumer_config(sizing: ConsumerSizing) -> js_api.ConsumerConfig:
+    return js_api.ConsumerConfig(
+        durable_name=DURABLE,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=sizing.ack_wait_s,
+        max_ack_pending=sizing.max_ack_pending,
+        max_deliver=-1,
+    )
 
 
 async def pending_messages(js: JetStreamContext) -> int:

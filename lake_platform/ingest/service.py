@@ -3,6 +3,12 @@
 Pulling runs in one task per stream; committing runs in a worker thread (Polars and the
 Parquet writer release the GIL), so the next messages are pulled while a batch is written.
 Acks are sent only after the batch's files and ledger entry are durable.
+
+The tasks are supervised: when one fails, the service stops, commits what it holds, and
+raises `IngestFailedError`. Storage failures never stop it: transient ones are retried with
+backoff (nothing is acked meanwhile), files the store rejects are quarantined (see `commit`).
+Messages held longer than a third of the consumer's `ack_wait` (a full buffer waiting for its
+max age, a slow commit, a retry) get in-progress acks, so they are not redelivered meanwhile.
 """
 
 import asyncio
@@ -21,8 +27,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import Reporter, commit
+from lake_platform.ingest.commit import Reporter, Written, commit
 from lake_platform.ingest.connection import connect
+from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.jetstream import (
     DURABLE,
     ConsumerSizing,
@@ -30,11 +37,12 @@ from lake_platform.ingest.jetstream import (
     ensure_streams,
     pending_messages,
 )
+from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.ingest.pull import LeanPull
 from lake_platform.ingest.route import PulledMessages, route
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
-from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage import LakeStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,13 @@ PULL_WAIT_S = 0.5
 TICK_S = 0.1
 MAX_BACKOFF_S = 30.0
 FLUSH_TIMEOUT_S = 5
+FINAL_COMMIT_ATTEMPTS = 3
+IN_PROGRESS = b"+WPI"
+"""JetStream's in-progress ack: restarts the message's `ack_wait` timer."""
+
+
+class IngestFailedError(RuntimeError):
+    """A task of the ingest failed; what it had pulled was committed or left unacked."""
 
 
 @dataclass
@@ -103,6 +118,8 @@ class IngestService:
         self._backoff_s = 1.0
         self._stopping = False
         self._nc: Client | None = None
+        self._committing: list[Buffer] = []
+        self._written = Written()
 
     async def run(
         self,
@@ -117,24 +134,31 @@ class IngestService:
         of waiting for their max age. Everything pulled is committed and acked before returning.
         """
         stop = stop or asyncio.Event()
+        await asyncio.to_thread(self.store.check_access)
         nc = self._nc = await connect(
             self.settings, name=f"lake-platform {self.writer}", error_cb=self._on_nats_error
         )
         js = nc.jetstream()
         pulls: list[LeanPull] = []
-        tasks: list[asyncio.Task[None]] = []
+        tasks: dict[asyncio.Task[None], str] = {}
+        progress: asyncio.Task[None] | None = None
+        failure: str | None = None
         try:
-            await ensure_streams(js)
-            await ensure_consumers(js, self.sizing)
+            await ensure_streams(js, self.settings)
+            ack_wait_s = await ensure_consumers(js, self.sizing)
             pulls = [LeanPull(nc, stream, DURABLE) for stream in STREAMS]
             for pull in pulls:
                 await pull.start()
-            tasks = [asyncio.create_task(self._pull_loop(pull)) for pull in pulls]
+            tasks = {asyncio.create_task(self._pull_loop(p)): f"pull {p.stream}" for p in pulls}
+            progress = asyncio.create_task(self._progress_loop(ack_wait_s / 3))
+            tasks[progress] = "in-progress acks"
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             next_status = time.monotonic() + 1.0
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK_S)
+                if failure := _failed_task(tasks):
+                    break
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
@@ -150,9 +174,13 @@ class IngestService:
                     next_status = now + 1.0
         finally:
             self._stopping = True
+            failure = failure or _failed_task(tasks)
+            if progress is not None:
+                progress.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            failure = failure or _failed_task(tasks)
             try:
-                await self._commit(self.buffers.take_all(), final=True)
+                await self._final_commit()
             finally:
                 with contextlib.suppress(nats.errors.Error, TimeoutError):
                     for pull in pulls:
@@ -161,6 +189,8 @@ class IngestService:
                 await nc.close()
         if self.on_status is not None:
             self.on_status(self.stats)
+        if failure is not None:
+            raise IngestFailedError(f"ingest stopped: {failure}")
         return self.stats
 
     async def _nothing_pending(self, js: JetStreamContext) -> bool:
@@ -180,7 +210,28 @@ class IngestService:
             and len(self.buffers) == 0
             and not self._committing_rows
             and not self._routing_rows
+            and not self._written
         )
+
+    def _held_replies(self, older_than: float) -> list[str]:
+        """Ack subjects of the messages held since before `older_than` (monotonic time)."""
+        held = [*self.buffers.open(), *self._committing]
+        replies = list(self._written.replies)
+        for buffer in held:
+            if buffer.opened_at <= older_than:
+                replies.extend(buffer.replies())
+        return replies
+
+    async def _progress_loop(self, every_s: float) -> None:
+        """Every `every_s`, an in-progress ack for each message held at least that long."""
+        assert self._nc is not None
+        while not self._stopping:
+            await asyncio.sleep(every_s)
+            try:
+                for reply in self._held_replies(time.monotonic() - every_s):
+                    await self._nc.publish(reply, IN_PROGRESS)
+            except nats.errors.Error as error:  # reconnecting: the next round sends them
+                log.warning("cannot send in-progress acks: %s", error)
 
     async def _pull_loop(self, pull: LeanPull) -> None:
         """Fetch, and route the previous batch in a worker thread while the next one arrives."""
@@ -206,6 +257,7 @@ class IngestService:
             await routing
 
     async def _accept(self, stream: str, messages: list[Msg]) -> None:
+        failpoint(f"raise:route:{stream}")
         pulled = PulledMessages(
             stream=stream,
             subjects=[m.subject for m in messages],
@@ -227,41 +279,71 @@ class IngestService:
         self._unknown_fields.update(routed.unknown_field_messages)
         self.stats.messages += len(pulled)
 
-    async def _commit(self, buffers: list[Buffer], *, final: bool = False) -> None:
-        if not buffers:
-            return
+    async def _commit(self, buffers: list[Buffer]) -> bool:
+        """Commit `buffers` (and files left by a failed commit); False when storage failed.
+
+        What was written is recorded and acked; what was not goes back to the buffers and
+        is retried after a backoff.
+        """
+        if not buffers and not self._written:
+            return True
         unknown, self._unknown_fields = dict(self._unknown_fields), Counter()
         rows = sum(buffer.rows for buffer in buffers)
         self._committing_rows += rows
+        self._committing = buffers
         try:
             done = await asyncio.to_thread(
                 commit,
                 self.store,
                 buffers,
+                written=self._written,
                 writer=self.writer,
                 unknown_field_messages=unknown,
                 reporter=self.reporter,
             )
-        except StorageError as error:
-            self.stats.storage_errors += 1
-            self.stats.last_error = str(error)
-            self._unknown_fields.update(unknown)
-            if final:
-                raise
-            self.buffers.put_back(buffers)
-            self._retry_at = time.monotonic() + self._backoff_s
-            log.error(
-                "storage failed, nothing acked, retrying in %.0fs: %s", self._backoff_s, error
-            )
-            self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
-            return
         finally:
             self._committing_rows -= rows
-        self._backoff_s = 1.0
+            self._committing = []
+        self.buffers.put_back(done.unwritten)
+        if done.entry is None:
+            self._unknown_fields.update(unknown)
+        else:
+            await self._acknowledge(done.entry, done.replies)
+        if done.error is None:
+            self._backoff_s = 1.0
+            return True
+        self.stats.storage_errors += 1
+        self.stats.last_error = str(done.error)
+        self._retry_at = time.monotonic() + self._backoff_s
+        log.error(
+            "storage failed (%s), %d messages not acked, retrying in %.0fs: %s",
+            done.error.kind,
+            self._held_rows(),
+            self._backoff_s,
+            done.error,
+        )
+        self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
+        return False
+
+    async def _final_commit(self) -> None:
+        """Commit everything held before stopping; a few quick retries if storage fails.
+
+        Whatever still cannot be written stays unacked: JetStream redelivers it later.
+        """
+        for attempt in range(FINAL_COMMIT_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(attempt)
+            if await self._commit(self.buffers.take_all()):
+                return
+        log.error(
+            "storage still failing at shutdown: %d messages left unacked for redelivery",
+            self._held_rows(),
+        )
+
+    async def _acknowledge(self, entry: LedgerEntry, replies: list[str]) -> None:
         assert self._nc is not None
-        for reply in done.replies:
+        for reply in replies:
             await self._nc.publish(reply, b"")
-        entry = done.entry
         self.stats.commits += 1
         self.stats.files += len(entry.files)
         self.stats.rows += sum(f.rows for f in entry.files)
@@ -270,3 +352,12 @@ class IngestService:
 
     async def _on_nats_error(self, error: Exception) -> None:
         log.warning("NATS: %s", error)
+
+
+def _failed_task(tasks: dict[asyncio.Task[None], str]) -> str | None:
+    """`what failed: error` for the first finished task that raised, else None."""
+    for task, name in tasks.items():
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            return f"{name} failed: {type(error).__name__}: {error}"
+    return None
