@@ -9,6 +9,7 @@ import pytest
 from lake_platform.definitions import defs
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.derived.hourly import files_digest
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
@@ -50,9 +51,17 @@ def test_materializing_an_hour_writes_silver_with_metadata_and_passing_checks(la
         assert metadata["files"].value == 2
         assert metadata["bytes"].value > 0
         assert "| ts_event_ns |" in metadata["preview"].value
+        bronze = lake.list_files("bronze")
+        assert metadata["input_files"].value == len(bronze)
+        assert metadata["inputs"].value == {
+            KEY: {"files": len(bronze), "sha256": files_digest({"": bronze})}
+        }
         checks = result.get_asset_check_evaluations()
         assert {c.check_name for c in checks} == set(SILVER.check_names)
         assert all(c.passed for c in checks)
+        assert {c.partition for c in checks} == {KEY}
+        reconciled = next(c for c in checks if c.check_name == "reconciles_with_bronze")
+        assert reconciled.metadata["input_files_sha256"].value == files_digest({"": bronze})
     assert len(lake.list_files("silver/stocks/trades")) == 2
 
 
@@ -75,7 +84,11 @@ def test_a_range_run_rebuilds_every_hour_in_one_run(lake):
             for event in result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
         }
         assert partitions == {"2025-12-16-14:00", "2025-12-16-15:00", "2025-12-16-16:00"}
-        assert all(c.passed for c in result.get_asset_check_evaluations())
+        evaluations = result.get_asset_check_evaluations()
+        assert all(c.passed for c in evaluations)
+        assert sorted(c.partition for c in evaluations) == sorted(
+            list(partitions) * len(SILVER.check_names)
+        )
     hours = {path.split("/")[5] for path in lake.list_files("silver")}
     assert hours == {"hour=14", "hour=16"}
 
