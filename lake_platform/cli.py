@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from lake_platform.ingest.connection import NatsUnavailableError
 from lake_platform.ingest.jetstream import ConsumerConfigError
+from lake_platform.ingest.service import IngestFailedError
 from lake_platform.schemas import SCHEMAS
 from lake_platform.settings import LakeSettings, SettingsError
 from lake_platform.storage import StorageError
@@ -141,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         StorageError,
         NatsUnavailableError,
         ConsumerConfigError,
+        IngestFailedError,
         OSError,
         ValueError,
     ) as error:

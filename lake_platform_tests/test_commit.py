@@ -1,0 +1,220 @@
+"""Commits on a real local lake whose writes fail for real, part way through a commit.
+
+A file the store rejects (a name too long for the filesystem) is quarantined and the rest of
+the commit goes through; a transient failure (a file where a folder should be) commits what
+was written and retries only the rest, so no file is ever written twice or left unnamed by
+a ledger entry.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+
+from lake_platform.defs.bronze.reporting import instance_reporter
+from lake_platform.ingest.buffers import Buffer, Buffers
+from lake_platform.ingest.commit import Commit, Written, commit
+from lake_platform.ingest.ledger import LedgerEntry
+from lake_platform.ingest.route import PulledMessages, RoutedMessages, route
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore
+from lake_platform_tests.samples import SAMPLES
+
+EARLIEST_NS = 1_704_067_200 * 10**9
+HOUR_NS = 3_600 * 10**9
+
+
+def routed(name: str, values: list[str], first_seq: int) -> RoutedMessages:
+    """Messages of schema `name`, one per partition value, routed as the ingest does."""
+    stream = "SIGNALS" if name == "levels.signals" else "MARKET"
+    sample = SAMPLES[name]
+    now = time.time_ns()
+    payloads = [
+        json.dumps({**sample, "ts_event_ns": now - i, "symbol": value}).encode()
+        for i, value in enumerate(values)
+    ]
+    seqs = range(first_seq, first_seq + len(values))
+    return route(
+        PulledMessages(
+            stream=stream,
+            subjects=[f"market.{name}.{value}" for value in values],
+            payloads=payloads,
+            replies=[f"$JS.ACK.{stream}.lake-bronze.1.{seq}.{seq}.{now}.0" for seq in seqs],
+            headers=[None] * len(values),
+        ),
+        earliest_ns=EARLIEST_NS,
+        now_ns=now,
+    )
+
+
+def buffers_of(settings: LakeSettings, *parts: RoutedMessages) -> list[Buffer]:
+    buffers = Buffers(settings)
+    for part in parts:
+        buffers.add(part)
+    return buffers.take_all()
+
+
+def with_symbol(part: RoutedMessages, symbol: str) -> RoutedMessages:
+    """The same rows with a partition value the decoder would refuse, as another store's
+    limits might: the filesystem rejects its folder name."""
+    ((schema, rows),) = part.rows
+    return RoutedMessages(
+        rows=[(schema, rows.with_columns(symbol=pl.lit(symbol)))],
+        quarantine=part.quarantine,
+        unknown_field_messages={},
+    )
+
+
+def run_commit(store: LakeStore, buffers: list[Buffer], written: Written, **options) -> Commit:
+    return commit(
+        store, buffers, written=written, writer="test", unknown_field_messages={}, **options
+    )
+
+
+def ledger(root: Path) -> list[LedgerEntry]:
+    return [
+        msgspec.json.decode(path.read_bytes(), type=LedgerEntry)
+        for path in sorted((root / "_ledger").rglob("*.json"))
+    ]
+
+
+def bronze_files(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in (root / "bronze").rglob("*.parquet")}
+
+
+def assert_every_file_named_once(root: Path, seqs: set[int]) -> None:
+    """No orphan: every Bronze file is in exactly one ledger entry; every row once."""
+    named = [file.path for entry in ledger(root) for file in entry.files]
+    assert sorted(named) == sorted(bronze_files(root))
+    landed = [pl.read_parquet(root / path, columns=["_stream_seq"]) for path in named]
+    assert sorted(pl.concat(landed).get_column("_stream_seq").to_list()) == sorted(seqs)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> LakeSettings:
+    return LakeSettings(data_root=str(tmp_path / "lake"))
+
+
+def test_a_rejected_file_is_quarantined_and_the_rest_of_the_commit_goes_through(settings):
+    root = Path(settings.data_root)
+    good = routed("stocks.trades", ["SPY", "QQQ"], first_seq=1)
+    poison = with_symbol(routed("stocks.trades", ["X", "Y"], first_seq=3), "x" * 300)
+    later = routed("stocks.quotes", ["SPY"], first_seq=5)
+    buffers = buffers_of(settings, good, poison, later)
+    done = run_commit(LakeStore.from_settings(settings), buffers, Written())
+
+    assert done.error is None and done.unwritten == []
+    assert sorted(int(reply.split(".")[5]) for reply in done.replies) == [1, 2, 3, 4, 5]
+    assert_every_file_named_once(root, {1, 2, 5})
+    (entry,) = ledger(root)
+    assert sorted((bad.subject, bad.rows) for bad in entry.quarantine) == [
+        ("market.stocks.trades.X", 1),
+        ("market.stocks.trades.Y", 1),
+    ]
+    quarantined = pl.concat(
+        [pl.read_parquet(path) for path in (root / "_quarantine").rglob("*.parquet")]
+    )
+    assert sorted(quarantined.get_column("stream_seq").to_list()) == [3, 4]
+    assert quarantined.get_column("error").str.starts_with("storage rejected").all()
+    assert "File name too long" in quarantined.get_column("error")[0]
+    payload = json.loads(quarantined.get_column("payload")[0])
+    assert payload["symbol"] == "x" * 300 and payload["price"] == SAMPLES["stocks.trades"]["price"]
+
+
+def test_a_transient_failure_commits_what_was_written_and_retries_only_the_rest(settings):
+    root = Path(settings.data_root)
+    store = LakeStore.from_settings(settings)
+    blocker = root / "bronze" / "stocks" / "quotes"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where a folder should be: writes below it fail")
+    trades = routed("stocks.trades", ["SPY", "QQQ"], first_seq=1)
+    quotes = routed("stocks.quotes", ["SPY"], first_seq=3)
+    written = Written()
+    first = run_commit(store, buffers_of(settings, trades, quotes), written)
+
+    assert first.error is not None and first.error.kind == "transient"
+    assert [buffer.key.value for buffer in first.unwritten] == ["SPY"]
+    assert sorted(int(reply.split(".")[5]) for reply in first.replies) == [1, 2]
+    assert_every_file_named_once(root, {1, 2})
+
+    blocker.unlink()
+    second = run_commit(store, first.unwritten, written)
+    assert second.error is None
+    assert [int(reply.split(".")[5]) for reply in second.replies] == [3]
+    assert_every_file_named_once(root, {1, 2, 3})
+
+
+def test_a_failed_ledger_write_keeps_its_files_for_the_retry(settings):
+    root = Path(settings.data_root)
+    store = LakeStore.from_settings(settings)
+    root.mkdir(parents=True)
+    (root / "_ledger").write_text("a file where the ledger folder should be")
+    written = Written()
+    first = run_commit(
+        store, buffers_of(settings, routed("stocks.trades", ["SPY"], first_seq=1)), written
+    )
+    assert first.entry is None and first.replies == [] and first.error is not None
+    assert written and len(bronze_files(root)) == 1
+
+    (root / "_ledger").unlink()
+    second = run_commit(store, [], written)
+    assert second.entry is not None and len(second.replies) == 1
+    assert not written
+    assert_every_file_named_once(root, {1})
+
+
+def test_the_ledger_is_written_before_reporting_and_marked_once_reported(settings, tmp_path):
+    import dagster as dg
+
+    root = Path(settings.data_root)
+    store = LakeStore.from_settings(settings)
+    hours = routed("stocks.trades", ["SPY", "QQQ"], first_seq=1)
+    ((schema, rows),) = hours.rows
+    two_hours = RoutedMessages(
+        rows=[(schema, rows.with_columns(pl.col("ts_event_ns") - pl.int_range(2) * HOUR_NS))],
+        quarantine=hours.quarantine,
+        unknown_field_messages={},
+    )
+    seen_on_disk: list[bool] = []
+
+    def reporter(entry: LedgerEntry) -> bool:
+        seen_on_disk.append([e.entry_id for e in ledger(root)] == [entry.entry_id])
+        return instance_reporter(instance)(entry)
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        done = run_commit(store, buffers_of(settings, two_hours), Written(), reporter=reporter)
+        records = instance.fetch_materializations(
+            dg.AssetKey(["bronze", "stocks", "trades"]), limit=10
+        ).records
+    assert seen_on_disk == [True]
+    assert done.entry is not None and done.entry.reported
+    assert [entry.reported for entry in ledger(root)] == [True]
+    assert len({record.partition_key for record in records}) == 2
+
+
+def test_a_reporting_failure_leaves_the_entry_unreported_for_the_sensor(settings, tmp_path, caplog):
+    """A Dagster instance whose storage cannot be written (here: a folder in place of its
+    database file) fails the report; the commit and its acks go through regardless."""
+    import dagster as dg
+
+    root = Path(settings.data_root)
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        reporter = instance_reporter(instance)
+        for database in (tmp_path / "dagster").rglob("*.db"):
+            database.unlink()
+            database.mkdir()
+        done = run_commit(
+            LakeStore.from_settings(settings),
+            buffers_of(settings, routed("stocks.trades", ["SPY"], first_seq=1)),
+            Written(),
+            reporter=reporter,
+        )
+    assert done.entry is not None and not done.entry.reported
+    assert len(done.replies) == 1
+    assert [entry.reported for entry in ledger(root)] == [False]
+    assert "cannot report entry" in caplog.text
