@@ -7,8 +7,8 @@ Acks are sent only after the batch's files and ledger entry are durable.
 The tasks are supervised: when one fails, the service stops, commits what it holds, and
 raises `IngestFailedError`. Storage failures never stop it: transient ones are retried with
 backoff (nothing is acked meanwhile), files the store rejects are quarantined (see `commit`).
-Messages held longer than a third of the consumer's `ack_wait` (a full buffer waiting for its
-max age, a slow commit, a retry) get in-progress acks, so they are not redelivered meanwhile.
+Every third of the consumer's `ack_wait`, each message held (in a buffer waiting for its max
+age, in a slow commit, in a retry) gets an in-progress ack, so it is not redelivered meanwhile.
 """
 
 import asyncio
@@ -213,22 +213,24 @@ class IngestService:
             and not self._written
         )
 
-    def _held_replies(self, older_than: float) -> list[str]:
-        """Ack subjects of the messages held since before `older_than` (monotonic time)."""
-        held = [*self.buffers.open(), *self._committing]
+    def _held_replies(self) -> list[str]:
+        """Ack subjects of the messages in buffers, being committed, or written unrecorded."""
         replies = list(self._written.replies)
-        for buffer in held:
-            if buffer.opened_at <= older_than:
-                replies.extend(buffer.replies())
+        for buffer in [*self.buffers.open(), *self._committing]:
+            replies.extend(buffer.replies())
         return replies
 
     async def _progress_loop(self, every_s: float) -> None:
-        """Every `every_s`, an in-progress ack for each message held at least that long."""
+        """Every `every_s`, an in-progress ack for each message held.
+
+        A message is pulled at most `PULL_WAIT_S` (plus routing) before it is held, so with
+        `every_s` a third of `ack_wait` it gets its first in-progress ack well within it.
+        """
         assert self._nc is not None
         while not self._stopping:
             await asyncio.sleep(every_s)
             try:
-                for reply in self._held_replies(time.monotonic() - every_s):
+                for reply in self._held_replies():
                     await self._nc.publish(reply, IN_PROGRESS)
             except nats.errors.Error as error:  # reconnecting: the next round sends them
                 log.warning("cannot send in-progress acks: %s", error)
