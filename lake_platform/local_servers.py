@@ -290,6 +290,27 @@ class S3Server(_ManagedServer):
                 raise
             return server
 
+    def kill(self) -> None:
+        """SIGKILL the server, simulating an outage; its ports stay reserved for `restart`."""
+        if self.running:
+            _signal_group(self._process, signal.SIGKILL)
+        self._process.wait()
+
+    def restart(self) -> None:
+        """Stop the server if running, then start it again on the same ports and data dir,
+        so clients find the same endpoint and buckets."""
+        if self.running:
+            terminate_group(self._process, STOP_TIMEOUT_S)
+        command = _weed_mini_command(
+            find_binary("weed"),
+            self.workdir / "data",
+            self.workdir / "s3-identities.json",
+            self.ports,
+        )
+        self._process = _spawn(command, self.log_path)
+        _wait_until_ready(self._process, "weed mini", self.log_path, self._s3_answers)
+        self._check_credentials()
+
     def _s3_answers(self) -> bool:
         # Components start in order (master, volume, filer, s3, admin), so any HTTP answer on
         # the S3 port, even 403 to this anonymous request, means the storage behind it is up.

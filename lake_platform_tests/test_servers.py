@@ -154,3 +154,15 @@ def test_nats_context_manager_stops_server(tmp_path: Path) -> None:
         assert _accepts_connections(server.port)
         assert server.store_dir.is_dir()
     assert not _pid_alive(server.pid)
+
+
+def test_s3_server_killed_then_restarted_keeps_endpoint_and_data(tmp_path: Path) -> None:
+    with S3Server.start(tmp_path / "s3") as server:
+        endpoint = server.endpoint
+        assert _s3_roundtrip(server, "kept", b"before the outage") == b"before the outage"
+        server.kill()
+        assert not server.running
+        assert not _accepts_connections(server.ports["s3"])
+        server.restart()
+        assert server.running and server.endpoint == endpoint
+        assert server.filesystem().cat("kept/dir/object.bin") == b"before the outage"
