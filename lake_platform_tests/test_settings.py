@@ -6,7 +6,7 @@ import pytest
 
 from lake_platform.cli import main
 from lake_platform.defs.resources import LakeResource
-from lake_platform.settings import LakeSettings, SettingsError
+from lake_platform.settings import LakeSettings, SettingsError, redact_url
 
 
 def test_defaults_match_the_contract():
@@ -96,3 +96,42 @@ def test_resource_overrides_the_environment(monkeypatch, tmp_path):
     assert settings.data_root == str(tmp_path)
     assert settings.bronze_max_events == 42
     assert LakeResource().settings().data_root == "/somewhere/else"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://user:p@ssw0rd@host:4222", "nats://***@host:4222"),
+        ("nats://user:pa:ss:wd@host:4222", "nats://***@host:4222"),
+        ("nats://user:p%40ss%3Aw@host:4222/x", "nats://***@host:4222/x"),
+        ("nats://s3cr3t-t0ken@host", "nats://***@host"),
+        ("tls://host:4222", "tls://host:4222"),
+    ],
+)
+def test_url_masking_hides_every_part_of_the_user_info(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_stream_retention_and_replicas():
+    default = LakeSettings.from_env({})
+    assert default.nats_stream_max_age_s == 7 * 24 * 3600
+    assert default.nats_stream_max_bytes is None and default.nats_stream_replicas == 1
+    for raw, seconds in (("7d", 604_800), ("12h", 43_200), ("30m", 1_800), ("90", 90)):
+        assert LakeSettings.from_env({"NATS_STREAM_MAX_AGE": raw}).nats_stream_max_age_s == seconds
+    for raw, size in (("1024", 1024), ("512M", 512 * 2**20), ("10GB", 10 * 2**30)):
+        assert LakeSettings.from_env({"NATS_STREAM_MAX_BYTES": raw}).nats_stream_max_bytes == size
+    assert LakeSettings.from_env({"NATS_STREAM_REPLICAS": "3"}).nats_stream_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NATS_STREAM_MAX_AGE": "a week"}, "NATS_STREAM_MAX_AGE must be a positive amount"),
+        ({"NATS_STREAM_MAX_AGE": "0"}, "NATS_STREAM_MAX_AGE must be a positive amount"),
+        ({"NATS_STREAM_MAX_BYTES": "10 furlongs"}, "NATS_STREAM_MAX_BYTES must be a positive"),
+        ({"NATS_STREAM_REPLICAS": "0"}, "NATS_STREAM_REPLICAS must be a positive int"),
+    ],
+)
+def test_invalid_retention_fails_with_a_clear_message(env, message):
+    with pytest.raises(SettingsError, match=message):
+        LakeSettings.from_env(env)
