@@ -2,18 +2,23 @@
 
 import asyncio
 import json
+import secrets
+import time
 
 import dagster as dg
+import msgspec
 import pytest
 
 from lake_platform.definitions import defs
-from lake_platform.defs.bronze.reporting import instance_reporter
+from lake_platform.defs.bronze.reporting import MAX_ENTRIES_PER_TICK, instance_reporter
 from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
 from lake_platform.defs.partitions import HOURLY
+from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id
 from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.schemas import BY_NAME, schema_for_subject
 from lake_platform.storage import LakeStore
-from lake_platform_tests.conftest import settings_env
+from lake_platform.storage.paths import ledger_file
+from lake_platform_tests.conftest import s3_settings, settings_env
 from lake_platform_tests.session import HOUR_NS, build_session, publish
 
 pytestmark = pytest.mark.slow
@@ -98,3 +103,69 @@ def test_batches_the_standalone_service_recorded_are_not_reported_twice(sensor_e
             ).records
             assert len(records) >= 1, (asset, partition)
         assert tick(instance, None).asset_events == []
+
+
+def write_backlog(store: LakeStore, count: int, now_ns: int) -> dict[str, bool]:
+    """`count` one-row ledger entries committed over the last hour (every tenth already
+    reported by its writer), uploaded in bulk; their ids and whether each was reported."""
+    hour_ns = (now_ns - 2 * HOUR_NS) // HOUR_NS * HOUR_NS
+    bodies, entries = {}, {}
+    for index in range(count):
+        committed_ns = now_ns - HOUR_NS + index * 10**6
+        entry = LedgerEntry(
+            entry_id=new_entry_id(committed_ns),
+            committed_ns=committed_ns,
+            writer="backlog",
+            reported=index % 10 == 0,
+            files=(
+                CommittedFile(
+                    path=f"bronze/stocks/trades/x/{index}.parquet",
+                    table="stocks/trades",
+                    stream="MARKET",
+                    rows=1,
+                    bytes=1,
+                    first_seq=index,
+                    last_seq=index,
+                    partition_value="SPY",
+                    hour_start_ns=hour_ns,
+                ),
+            ),
+            quarantine=(),
+        )
+        path = ledger_file(entry.committed, entry.entry_id)
+        bodies[store.full_path(path)] = msgspec.json.encode(entry)
+        entries[entry.entry_id] = entry.reported
+    store.fs.pipe(bodies, batch_size=64)
+    return entries
+
+
+def test_a_backlog_on_s3_is_reported_over_several_bounded_ticks(
+    s3_server, nats_server, monkeypatch
+):
+    bucket = f"backlog-{secrets.token_hex(4)}"
+    s3_server.create_bucket(bucket)
+    settings = s3_settings(s3_server, bucket)
+    store = LakeStore.from_settings(settings)
+    env = {
+        "DATA_ROOT": settings.data_root,
+        "USE_S3": "1",
+        "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_ACCESS_KEY": settings.s3_access_key,
+        "S3_SECRET_KEY": settings.s3_secret_key,
+        "S3_REGION": settings.s3_region,
+        "NATS_URL": nats_server.url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    backlog = write_backlog(store, 2_000, time.time_ns())
+    unreported = sum(not reported for reported in backlog.values())
+    with dg.instance_for_test() as instance:
+        cursor, rows_per_tick = None, []
+        while not rows_per_tick or rows_per_tick[-1]:
+            result = tick(instance, cursor)
+            rows_per_tick.append(sum(e.metadata["rows"].value for e in result.asset_events))
+            cursor = result.cursor
+            assert len(rows_per_tick) <= 10
+    assert all(rows <= MAX_ENTRIES_PER_TICK for rows in rows_per_tick)
+    assert len(rows_per_tick) >= 2_000 // MAX_ENTRIES_PER_TICK
+    assert sum(rows_per_tick) == unreported

@@ -2,10 +2,14 @@
 
 One `AssetMaterialization` per (asset, hour partition) touched by a set of ledger entries,
 with rows, files, bytes, quarantined messages and the stream sequence range as metadata.
+A sensor tick reads at most `MAX_ENTRIES_PER_TICK` entries, oldest first, and its cursor
+stops at the first entry it did not read: a backlog is reported over several ticks, each far
+inside the sensor timeout, with nothing skipped and nothing reported twice.
 """
 
 import datetime as dt
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -16,11 +20,23 @@ from lake_platform.defs.partitions import partition_key_for
 from lake_platform.ingest.commit import Reporter
 from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.schemas import BY_TABLE
+from lake_platform.storage import LakeStore
+from lake_platform.storage.paths import hour_folder
 
 LATENESS_NS = 5 * 60 * 10**9
 """How long after its commit time a ledger entry may still appear (slow writers, clocks)."""
 FIRST_LOOKBACK_NS = 24 * 3_600 * 10**9
 """How far back a sensor without a cursor looks for unreported entries."""
+MAX_ENTRIES_PER_TICK = 500
+"""Ledger entries one tick reads at most (one GET each, `READ_THREADS` at a time)."""
+READ_THREADS = 16
+"""Concurrent reads: an object store's latency, not its bandwidth, bounds small GETs."""
+HOUR_NS = 3_600 * 10**9
+
+
+def _committed_ns(entry_id: str) -> int:
+    """An entry's commit time, the first part of its id."""
+    return int(entry_id.split("-", 1)[0])
 
 
 @dataclass
@@ -100,14 +116,51 @@ class LedgerCursor(msgspec.Struct):
     def dump(self) -> str:
         return msgspec.json.encode(self).decode()
 
-    def advanced(self, entries: Iterable[LedgerEntry], now_ns: int) -> "LedgerCursor":
-        """The cursor after `entries`; ids older than the lateness window are forgotten."""
-        since_ns = max(self.since_ns, now_ns - LATENESS_NS)
+    def advanced(
+        self, entries: Iterable[LedgerEntry], now_ns: int, first_unread_ns: int | None = None
+    ) -> "LedgerCursor":
+        """The cursor after `entries`; ids older than the lateness window are forgotten.
+
+        With `first_unread_ns` (the commit time of the oldest entry a capped tick left), the
+        cursor stays at that entry so the next tick starts there.
+        """
+        floor = now_ns - LATENESS_NS
+        if first_unread_ns is not None:
+            floor = min(floor, first_unread_ns)
+        since_ns = max(self.since_ns, floor)
         seen = {*self.seen, *(entry.entry_id for entry in entries)}
         return LedgerCursor(
             since_ns=since_ns,
-            seen=sorted(entry_id for entry_id in seen if int(entry_id[:19]) >= since_ns),
+            seen=sorted(entry_id for entry_id in seen if _committed_ns(entry_id) >= since_ns),
         )
+
+
+def _unread_paths(store: LakeStore, cursor: LedgerCursor, now_ns: int) -> list[tuple[str, str]]:
+    """(entry id, path) of the entries committed since the cursor it has not seen, oldest
+    first; only listed, not read (`_ledger/date=…/hour=…/{entry_id}.json`)."""
+    seen = frozenset(cursor.seen)
+    found = []
+    hour_ns = cursor.since_ns // HOUR_NS * HOUR_NS
+    while hour_ns <= now_ns:
+        hour = dt.datetime.fromtimestamp(hour_ns / 1e9, tz=dt.UTC)
+        for path in store.list_files(f"_ledger/{hour_folder(hour)}", suffix=".json"):
+            entry_id = path.rsplit("/", 1)[-1].removesuffix(".json")
+            if entry_id not in seen and _committed_ns(entry_id) >= cursor.since_ns:
+                found.append((entry_id, path))
+        hour_ns += HOUR_NS
+    return sorted(found)
+
+
+def read_unreported(
+    store: LakeStore, cursor: LedgerCursor, now_ns: int, limit: int = MAX_ENTRIES_PER_TICK
+) -> tuple[list[LedgerEntry], LedgerCursor]:
+    """The oldest `limit` entries the cursor has not seen, and the cursor after them."""
+    unread = _unread_paths(store, cursor, now_ns)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        bodies = list(pool.map(store.read_bytes, [path for _, path in unread[:limit]]))
+    entries = [msgspec.json.decode(body, type=LedgerEntry) for body in bodies]
+    first_unread_ns = _committed_ns(unread[limit][0]) if len(unread) > limit else None
+    return entries, cursor.advanced(entries, now_ns, first_unread_ns)
 
 
 def instance_reporter(instance: dg.DagsterInstance) -> Reporter:

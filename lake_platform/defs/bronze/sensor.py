@@ -4,7 +4,8 @@ Each tick pulls for a bounded time (far below the 60 s sensor timeout), commits 
 everything it pulled, then reports what the ledger holds since its cursor. Reporting from the
 ledger, not from the tick's memory, means that batches of a tick that timed out (its side
 effects happen, its events are discarded) or of a standalone service that could not reach
-the Dagster instance are reported by the next tick.
+the Dagster instance are reported by the next tick. A tick reads a bounded number of
+ledger entries, so a backlog after downtime is reported over several ticks.
 """
 
 import asyncio
@@ -12,11 +13,10 @@ import time
 
 import dagster as dg
 
-from lake_platform.defs.bronze.reporting import LedgerCursor, materializations
+from lake_platform.defs.bronze.reporting import LedgerCursor, materializations, read_unreported
 from lake_platform.defs.resources import LakeResource
 from lake_platform.ingest.connection import NatsUnavailableError
 from lake_platform.ingest.jetstream import ConsumerConfigError
-from lake_platform.ingest.ledger import read_entries
 from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.storage import StorageError
 
@@ -44,9 +44,13 @@ def bronze_ingest_sensor(
         context.log.error(f"ingest failed: {failure}")
     now_ns = time.time_ns()
     cursor = LedgerCursor.load(context.cursor, now_ns)
-    entries = read_entries(store, cursor.since_ns, now_ns, known=frozenset(cursor.seen))
+    entries, next_cursor = read_unreported(store, cursor, now_ns)
     events = materializations(entry for entry in entries if not entry.reported)
-    context.log.info(f"ingested {service.stats.line()}; reporting {len(events)} partitions")
+    context.log.info(
+        f"ingested {service.stats.line()}; {len(entries)} ledger entries read, "
+        f"reporting {len(events)} partitions"
+    )
     if failure and not events:
+        context.update_cursor(next_cursor.dump())  # entries read are settled all the same
         return dg.SkipReason(f"ingest failed: {failure}")
-    return dg.SensorResult(asset_events=events, cursor=cursor.advanced(entries, now_ns).dump())
+    return dg.SensorResult(asset_events=events, cursor=next_cursor.dump())
