@@ -24,8 +24,7 @@ def rows_under(root: Path, folder: str) -> int:
 
 def test_demo_summary_matches_the_lake(tmp_path, monkeypatch):
     lake = tmp_path / "lake"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    home = tmp_path / "not" / "yet" / "dagster_home"  # created by the command
     env = {**os.environ, "DATA_ROOT": str(lake), "DAGSTER_HOME": str(home)}
     env.pop("NATS_URL", None)
     done = subprocess.run(
@@ -36,6 +35,7 @@ def test_demo_summary_matches_the_lake(tmp_path, monkeypatch):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"created DAGSTER_HOME {home}" in done.stderr
     lines = done.stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("table ")))
     summary = {}
@@ -66,3 +66,18 @@ def test_demo_summary_matches_the_lake(tmp_path, monkeypatch):
             dg.AssetKey(["bronze", "stocks", "trades"]), limit=5
         )
         assert silver.records and bronze.records
+
+
+def test_a_relative_dagster_home_is_one_clear_line(tmp_path):
+    env = {**os.environ, "DATA_ROOT": str(tmp_path / "lake"), "DAGSTER_HOME": "dagster_home"}
+    done = subprocess.run(
+        [Path(sys.executable).with_name("lake-platform"), "demo", "--minutes", "0.1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "DAGSTER_HOME must be an absolute path" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,6 +3,7 @@
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -16,11 +17,22 @@ QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def command_instance() -> dg.DagsterInstance:
-    """The instance of `DAGSTER_HOME`, or an ephemeral one (with a note) when it is unset."""
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    print("DAGSTER_HOME is not set: the run is not recorded", file=sys.stderr)
-    return dg.DagsterInstance.ephemeral()
+    """The instance of `DAGSTER_HOME`, or an ephemeral one (with a note) when it is unset.
+
+    A `DAGSTER_HOME` folder that does not exist yet is created (as `make` does); a relative
+    one is refused in one line (Dagster needs an absolute path).
+    """
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        print("DAGSTER_HOME is not set: the run is not recorded", file=sys.stderr)
+        return dg.DagsterInstance.ephemeral()
+    folder = Path(home).expanduser()
+    if not folder.is_absolute():
+        raise ValueError(f"DAGSTER_HOME must be an absolute path, not {home!r}")
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        print(f"created DAGSTER_HOME {folder}", file=sys.stderr)
+    return dg.DagsterInstance.get()
 
 
 def materialize_hours(

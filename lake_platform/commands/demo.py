@@ -129,6 +129,7 @@ def _print_summary(tables: dict[str, TableSummary], unrouted: int, lake: str) ->
 def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> int:
     """The whole chain on a simulated session; 0 only when every check passed."""
     settings = LakeSettings.from_env()
+    instance = command_instance()  # a DAGSTER_HOME problem stops the demo before it starts
     started_ns = time.time_ns()
     with (
         tempfile.TemporaryDirectory(prefix="lake-demo-nats-") as workdir,
@@ -137,7 +138,6 @@ def run_demo(minutes: float, rate: float, seed: int, progress: bool = True) -> i
         settings = dataclasses.replace(settings, nats_servers=(server.url,))
         spec = SessionSpec(minutes=minutes, rate=rate, seed=seed, end_ns=time.time_ns())
         published = asyncio.run(publish(settings, session(spec), progress=progress))
-        instance = command_instance()
         store = LakeStore.from_settings(settings)
         writer = writer_name("demo")
         service = IngestService(
