@@ -202,7 +202,8 @@ class IngestService:
 
     def _held_rows(self) -> int:
         """Messages pulled and not yet acked: the consumer's limit bounds them."""
-        return self.buffers.rows + self._committing_rows + self._routing_rows
+        held = self.buffers.rows + self._committing_rows + self._routing_rows
+        return held + len(self._written.replies)
 
     def _idle(self) -> bool:
         return (
