@@ -1,6 +1,11 @@
-"""The Dagster UI in a real headless Chromium: a Silver partition and its passing checks."""
+"""The Dagster UI in a real headless Chromium: a Silver partition and its passing checks.
+
+`dagster dev` runs the Bronze ingest sensor: it is pointed at the test's own nats-server, so
+it can never drain a live consumer (the default `NATS_URL`) into a temporary lake.
+"""
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -15,7 +20,8 @@ import pytest
 
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.local_servers import terminate_group
+from lake_platform.ingest.jetstream import DURABLE
+from lake_platform.local_servers import NatsServer, terminate_group
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
 
@@ -41,13 +47,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def ingest_consumers(server: NatsServer) -> int:
+    """How many of the ingest's durable consumers `server` has (from its monitoring port)."""
+    jsz = f"http://127.0.0.1:{server.monitor_port}/jsz?consumers=true"
+    with urllib.request.urlopen(jsz, timeout=5) as response:
+        accounts = json.load(response).get("account_details") or []
+    return sum(
+        consumer["name"] == DURABLE
+        for account in accounts
+        for stream in account.get("stream_detail") or []
+        for consumer in stream.get("consumer_detail") or []
+    )
+
+
 @pytest.fixture
-def prepared_ui(tmp_path, monkeypatch):
-    """A lake with one Silver partition materialized, and `dagster dev` serving it."""
+def chromium() -> Path:
+    """The Chromium binary; the test is skipped without it (unless it is required)."""
     if not CHROMIUM.exists():
         if os.environ.get(REQUIRE_BROWSER_ENV):
             pytest.fail(f"{CHROMIUM} is missing and {REQUIRE_BROWSER_ENV} is set")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium to run this test)")
+    return CHROMIUM
+
+
+@pytest.fixture
+def prepared_ui(tmp_path, monkeypatch, nats_server):
+    """A lake with one Silver partition materialized, and `dagster dev` serving it (its
+    ingest sensor reads the test's own nats-server)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -66,7 +92,7 @@ def prepared_ui(tmp_path, monkeypatch):
     server = subprocess.Popen(
         [Path(sys.executable).with_name("dagster"), "dev", *LOOPBACK, str(port), *WORKSPACE],
         cwd=Path(__file__).parents[1],
-        env={**os.environ, "DATA_ROOT": store.root},
+        env={**os.environ, "DATA_ROOT": store.root, "NATS_URL": nats_server.url},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -85,11 +111,13 @@ def prepared_ui(tmp_path, monkeypatch):
         terminate_group(server, timeout=30)
 
 
-def test_asset_page_shows_the_partition_and_passing_checks(prepared_ui, tmp_path):
+def test_asset_page_shows_the_partition_and_passing_checks(
+    chromium, prepared_ui, nats_server, tmp_path
+):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{prepared_ui}/assets/silver/stocks/trades")
@@ -107,3 +135,7 @@ def test_asset_page_shows_the_partition_and_passing_checks(prepared_ui, tmp_path
         finally:
             browser.close()
     assert (tmp_path / "silver_checks.png").stat().st_size > 0
+    deadline = time.monotonic() + 120  # the ingest sensor ticked against the test's server
+    while ingest_consumers(nats_server) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ingest_consumers(nats_server) == 2
