@@ -239,3 +239,40 @@ def test_a_failed_pull_task_stops_the_service_after_committing_the_rest(ingest_s
     infos = asyncio.run(consumer_infos(url))
     assert infos["MARKET"].num_ack_pending + infos["MARKET"].num_pending == 0
     assert infos["SIGNALS"].num_ack_pending + infos["SIGNALS"].num_pending == 1
+
+
+@pytest.mark.slow
+def test_a_failed_pull_task_errors_the_sensor_tick_and_the_next_tick_reports(
+    ingest_settings, monkeypatch
+):
+    import dagster as dg
+
+    from lake_platform.definitions import defs
+    from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
+    from lake_platform.ingest.service import IngestFailedError
+
+    for name, value in settings_env(ingest_settings).items():
+        monkeypatch.setenv(name, value)
+    url = ingest_settings.nats_servers[0]
+    now = time.time_ns()
+    trades = [("market.stocks.trades.SPY", trade("SPY", 0))]
+    earlier = json.loads(trade("QQQ", 1)) | {"ts_event_ns": now - 3_600 * 10**9}
+    trades.append(("market.stocks.trades.QQQ", json.dumps(earlier).encode()))
+    signal = json.dumps({**SAMPLES["levels.signals"], "ts_event_ns": now}).encode()
+    asyncio.run(publish_all(url, [*trades, ("levels.signals.SPY", signal)]))
+
+    def tick(instance: dg.DagsterInstance) -> dg.SensorResult:
+        resources = defs.get_repository_def().get_top_level_resources()
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        return bronze_ingest_sensor(context)
+
+    with dg.instance_for_test() as instance:
+        monkeypatch.setenv(FAILPOINT_ENV, "raise:route:SIGNALS")
+        with pytest.raises(IngestFailedError, match="pull SIGNALS failed"):
+            tick(instance)
+        assert read_table(ingest_settings.data_root, "bronze/stocks/trades").height == 2
+        monkeypatch.delenv(FAILPOINT_ENV)
+        result = tick(instance)
+    keys = {(e.asset_key.to_user_string(), e.partition) for e in result.asset_events}
+    assert {key for key, _ in keys} == {"bronze/stocks/trades", "bronze/levels/signals"}
+    assert len([key for key, _ in keys if key == "bronze/stocks/trades"]) == 2
