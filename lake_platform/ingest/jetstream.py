@@ -7,8 +7,8 @@ created: a message must stay unacked while it waits in a buffer (up to its max a
 written, and the consumer must allow every buffer of a process to fill. An existing consumer
 is used as it is, never updated: several processes share it, and each one rewriting it from
 its own environment would make its settings depend on which process started last. The
-service sends in-progress acks for messages it holds longer than a third of `ack_wait`,
-so a smaller existing `ack_wait` only costs a warning.
+service sends an in-progress ack for every message it holds each third of `ack_wait`, so
+a smaller existing `ack_wait` only costs a warning.
 
 Streams get the retention of the settings (`NATS_STREAM_MAX_AGE`, `NATS_STREAM_MAX_BYTES`,
 `NATS_STREAM_REPLICAS`) when they are created: JetStream is a buffer, Bronze is the archive.
