@@ -121,3 +121,12 @@ def test_replacing_a_value_hour_writes_every_new_file_before_removing_stale_ones
         ("delete", f"{SPY}/part-00002.parquet"),
     ]
     assert store.read_parquet(store.list_files(SPY)).equals(rows)
+
+
+def test_glob_characters_in_values_on_local_disk_and_s3(lake: LakeStore):
+    rows = bronze_rows(TRADES, trades(80, symbols=SYMBOLS))
+    write_bronze(lake, TRADES, rows, files=2)
+    assert rebuild_hour(lake, SILVER, HOUR).rows_read == 80
+    for symbol in SYMBOLS:
+        folder = f"silver/stocks/trades/symbol={escape_partition_value(symbol)}"
+        assert lake.read_parquet(lake.list_files(folder))["symbol"].to_list() == [symbol] * 20
