@@ -88,6 +88,7 @@ def run_block(block: Block, workdir: Path, timeout_s: float) -> None:
 
 
 def code_blocks(marker: str) -> list:
+    """Test parameters: the code blocks carrying `marker` ("" for unmarked ones)."""
     return [
         pytest.param(block, id=block.name)
         for block in BLOCKS
