@@ -32,7 +32,7 @@ from lake_platform_tests.conftest import s3_settings
 
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
 HIVE_SPECIAL = "\"#%'*/:=?\\^[]{}<>|\x7f\x01\x1f"
-"""Every character Hive escapes in path names (INTERFACES §3), control characters included."""
+"""Every character Hive escapes in path names (docs/contract.md §3), control characters included."""
 AWKWARD_VALUES = [
     "../evil",
     "A/B",

@@ -1,4 +1,4 @@
-"""Where every file of the lake lives (INTERFACES §3), and Hive escaping of partition values.
+"""Where every file of the lake lives (docs/contract.md §3), and Hive escaping of partition values.
 
 Producers choose partition values and subjects, so their escaped form is bounded in *bytes*
 (`ESCAPED_VALUE_MAX_BYTES`): with it, every folder name stays under the 255-byte file-name
