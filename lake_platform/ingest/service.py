@@ -120,6 +120,7 @@ class IngestService:
         self._nc: Client | None = None
         self._committing: list[Buffer] = []
         self._written = Written()
+        self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
 
     async def run(
         self,
@@ -203,7 +204,7 @@ class IngestService:
     def _held_rows(self) -> int:
         """Messages pulled and not yet acked: the consumer's limit bounds them."""
         held = self.buffers.rows + self._committing_rows + self._routing_rows
-        return held + len(self._written.replies)
+        return held + self._unrecorded_rows
 
     def _idle(self) -> bool:
         return (
@@ -307,6 +308,7 @@ class IngestService:
         finally:
             self._committing_rows -= rows
             self._committing = []
+            self._unrecorded_rows = len(self._written.replies)
         self.buffers.put_back(done.unwritten)
         if done.entry is None:
             self._unknown_fields.update(unknown)
