@@ -246,7 +246,7 @@ def _fragments() -> st.SearchStrategy[bytes]:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from([schema.name for schema in SCHEMAS]), data=st.data())
 def test_bulk_and_one_by_one_decoding_agree(name, data):
     good = _message_like(name) | st.just(encode(SAMPLES[name]))
