@@ -1,4 +1,4 @@
-"""The invariants of derived files (INTERFACES §1, 3–7), as plain functions.
+"""The invariants of derived files (docs/contract.md §1, 3–7), as plain functions.
 
 Each returns a `CheckOutcome` whose message names the file and the first offending row, so a
 failing Dagster check says exactly where to look.

@@ -1,4 +1,4 @@
-"""`lake-platform`: the command line (INTERFACES §6).
+"""`lake-platform`: the command line (docs/contract.md §6).
 
 Every failure is one clear line on stderr and a non-zero exit, never a traceback.
 """

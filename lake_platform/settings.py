@@ -1,4 +1,4 @@
-"""Typed settings from the environment (INTERFACES §5), shared by the CLI and Dagster.
+"""Typed settings from the environment (docs/contract.md §5), shared by the CLI and Dagster.
 
 Defaults live here, not in Dagster `EnvVar`s: an `EnvVar` fails when its variable is unset,
 even for optional fields. Secrets never appear in `repr`/`str` of the settings.

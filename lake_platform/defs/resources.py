@@ -1,7 +1,7 @@
 """`LakeResource`: the platform settings and lake store, as a Dagster resource.
 
 Every field is optional: unset fields come from the environment with the defaults of
-INTERFACES §5 (see `LakeSettings.from_env`), so a missing variable never fails a run.
+docs/contract.md §5 (see `LakeSettings.from_env`), so a missing variable never fails a run.
 Credentials are only ever read from the environment, never configured in Dagster.
 """
 

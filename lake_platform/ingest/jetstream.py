@@ -48,7 +48,7 @@ class ConsumerSizing:
 
     @classmethod
     def for_settings(cls, settings: LakeSettings) -> "ConsumerSizing":
-        """Sizing for the settings' flush triggers (INTERFACES §5)."""
+        """Sizing for the settings' flush triggers (docs/contract.md §5)."""
         max_age = max(settings.bronze_max_age_s, settings.gold_max_age_s)
         max_events = max(settings.bronze_max_events, settings.gold_max_events)
         return cls(

@@ -60,7 +60,7 @@ async def publish(
     stats = PublishStats()
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
+        await ensure_streams(js, settings)
         pending: list[asyncio.Future] = []
         started = time.monotonic()
         with tqdm(unit="msg", disable=not progress, desc="publish") as bar:

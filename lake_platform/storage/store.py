@@ -277,10 +277,10 @@ class LakeStore:
         if not paths:
             raise ValueError("read_parquet needs at least one file")
         selected = list(columns) if columns is not None else None
-        with self._failures(f"read {len(paths)} files below {self._shown(self.root)}"):
-            if self.is_local:
+        if self.is_local:
+            with self._failures(f"read {len(paths)} files below {self._shown(self.root)}"):
                 return pl.read_parquet(paths, columns=selected, glob=False)
-            bodies = self.fs.cat_ranges(paths, None, None, on_error="raise")
+        bodies = self.read_many_bytes(relatives)
         return pl.concat([pl.read_parquet(io.BytesIO(body), columns=selected) for body in bodies])
 
     def read_bytes(self, relative: str) -> bytes:
@@ -288,6 +288,14 @@ class LakeStore:
         path = self.full_path(relative)
         with self._failures(f"read {self._shown(path)}"):
             return self.fs.cat_file(path)
+
+    def read_many_bytes(self, relatives: Sequence[str]) -> list[bytes]:
+        """The raw bytes of several files, in the order given (concurrent GETs on S3)."""
+        paths = [self.full_path(relative) for relative in relatives]
+        if not paths:
+            return []
+        with self._failures(f"read {len(paths)} files below {self._shown(self.root)}"):
+            return self.fs.cat_ranges(paths, None, None, on_error="raise")
 
     def delete(self, relatives: Iterable[str]) -> None:
         """Remove files of the derived tiers; Bronze files can never be removed."""

@@ -9,7 +9,6 @@ inside the sensor timeout, with nothing skipped and nothing reported twice.
 
 import datetime as dt
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -18,25 +17,21 @@ import msgspec
 from lake_platform.defs.keys import bronze_key
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.ingest.commit import Reporter
-from lake_platform.ingest.ledger import LedgerEntry
+from lake_platform.ingest.ledger import (
+    LedgerEntry,
+    committed_ns_of,
+    list_entries,
+    read_entry_files,
+)
 from lake_platform.schemas import BY_TABLE
 from lake_platform.storage import LakeStore
-from lake_platform.storage.paths import hour_folder
 
 LATENESS_NS = 5 * 60 * 10**9
 """How long after its commit time a ledger entry may still appear (slow writers, clocks)."""
 FIRST_LOOKBACK_NS = 24 * 3_600 * 10**9
 """How far back a sensor without a cursor looks for unreported entries."""
 MAX_ENTRIES_PER_TICK = 500
-"""Ledger entries one tick reads at most (one GET each, `READ_THREADS` at a time)."""
-READ_THREADS = 16
-"""Concurrent reads: an object store's latency, not its bandwidth, bounds small GETs."""
-HOUR_NS = 3_600 * 10**9
-
-
-def _committed_ns(entry_id: str) -> int:
-    """An entry's commit time, the first part of its id."""
-    return int(entry_id.split("-", 1)[0])
+"""Ledger entries one tick reads at most (small GETs, read concurrently on S3)."""
 
 
 @dataclass
@@ -131,35 +126,17 @@ class LedgerCursor(msgspec.Struct):
         seen = {*self.seen, *(entry.entry_id for entry in entries)}
         return LedgerCursor(
             since_ns=since_ns,
-            seen=sorted(entry_id for entry_id in seen if _committed_ns(entry_id) >= since_ns),
+            seen=sorted(entry_id for entry_id in seen if committed_ns_of(entry_id) >= since_ns),
         )
-
-
-def _unread_paths(store: LakeStore, cursor: LedgerCursor, now_ns: int) -> list[tuple[str, str]]:
-    """(entry id, path) of the entries committed since the cursor it has not seen, oldest
-    first; only listed, not read (`_ledger/date=…/hour=…/{entry_id}.json`)."""
-    seen = frozenset(cursor.seen)
-    found = []
-    hour_ns = cursor.since_ns // HOUR_NS * HOUR_NS
-    while hour_ns <= now_ns:
-        hour = dt.datetime.fromtimestamp(hour_ns / 1e9, tz=dt.UTC)
-        for path in store.list_files(f"_ledger/{hour_folder(hour)}", suffix=".json"):
-            entry_id = path.rsplit("/", 1)[-1].removesuffix(".json")
-            if entry_id not in seen and _committed_ns(entry_id) >= cursor.since_ns:
-                found.append((entry_id, path))
-        hour_ns += HOUR_NS
-    return sorted(found)
 
 
 def read_unreported(
     store: LakeStore, cursor: LedgerCursor, now_ns: int, limit: int = MAX_ENTRIES_PER_TICK
 ) -> tuple[list[LedgerEntry], LedgerCursor]:
     """The oldest `limit` entries the cursor has not seen, and the cursor after them."""
-    unread = _unread_paths(store, cursor, now_ns)
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        bodies = list(pool.map(store.read_bytes, [path for _, path in unread[:limit]]))
-    entries = [msgspec.json.decode(body, type=LedgerEntry) for body in bodies]
-    first_unread_ns = _committed_ns(unread[limit][0]) if len(unread) > limit else None
+    unread = list_entries(store, cursor.since_ns, now_ns, frozenset(cursor.seen))
+    entries = read_entry_files(store, [path for _, path in unread[:limit]])
+    first_unread_ns = committed_ns_of(unread[limit][0]) if len(unread) > limit else None
     return entries, cursor.advanced(entries, now_ns, first_unread_ns)
 
 
