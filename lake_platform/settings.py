@@ -9,7 +9,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from urllib.parse import urlsplit, urlunsplit
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 SECRET_MASK = "***"
@@ -79,19 +78,18 @@ def size_bytes(name: str, raw: str) -> int:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its whole user-info part (`user:password@`, `token@`) masked.
+    """`url` with everything before its last `@` after the scheme masked.
 
-    The URL is parsed: the user info ends at the *last* `@` of the network location, so a
-    password holding `@`, `:` or `%40` never shows in part.
+    Cutting at the *last* `@` masks a password holding `@`, `:`, `/`, `?`, `#` or `%40` whole
+    (a URL parser would end the user info at the first `/`); an `@` later in a path only masks
+    more than needed, never less.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return SECRET_MASK
-    if "@" not in parts.netloc:
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    if "@" not in rest:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{SECRET_MASK}@{host}"))
+    return f"{scheme}{separator}{SECRET_MASK}@{rest.rpartition('@')[2]}"
 
 
 def secret(**kwargs: object) -> object:

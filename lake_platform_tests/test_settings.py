@@ -105,6 +105,9 @@ def test_resource_overrides_the_environment(monkeypatch, tmp_path):
         ("nats://user:pa:ss:wd@host:4222", "nats://***@host:4222"),
         ("nats://user:p%40ss%3Aw@host:4222/x", "nats://***@host:4222/x"),
         ("nats://s3cr3t-t0ken@host", "nats://***@host"),
+        ("nats://user:pa/ss@host:4222", "nats://***@host:4222"),
+        ("nats://user:p?a#s@host:4222", "nats://***@host:4222"),
+        ("user:pass@host:4222", "***@host:4222"),
         ("tls://host:4222", "tls://host:4222"),
     ],
 )

@@ -22,7 +22,6 @@ from lake_platform.storage.paths import (
     LAKE_KEY_MAX_BYTES,
     bounded_folder_name,
     escape_partition_value,
-    escaped_byte_length,
     part_file_name,
     partition_folder,
     quarantine_folder,
@@ -76,9 +75,8 @@ def test_escaping_matches_hive():
     ("value", "escaped_bytes"),
     [("SPY", 3), ("/" * 128, 384), ("😀" * 128, 512), (".a[", 7)],
 )
-def test_escaped_byte_length_counts_bytes_after_escaping(value, escaped_bytes):
-    assert escaped_byte_length(value) == escaped_bytes
-    assert escaped_byte_length(value) == len(escape_partition_value(value).encode())
+def test_escaped_length_is_counted_in_bytes(value, escaped_bytes):
+    assert len(escape_partition_value(value).encode()) == escaped_bytes
 
 
 @pytest.mark.parametrize("value", ["x" * 300, "/" * 300, "😀" * 300, "a%" * 150, "ab" * 99 + "/"])
@@ -211,7 +209,7 @@ def test_a_name_the_filesystem_refuses_is_a_rejected_error(tmp_path):
     lake = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
     with pytest.raises(StorageError, match="File name too long") as raised:
         lake.write_parquet(pl.DataFrame({"a": [1]}), f"silver/t/symbol={'x' * 300}/p.parquet")
-    assert raised.value.kind == "rejected" and not raised.value.transient
+    assert raised.value.kind == "rejected"
     with pytest.raises(StorageError) as missing:
         lake.read_bytes("silver/absent.parquet")
     assert missing.value.kind == "rejected"
@@ -287,3 +285,21 @@ def test_an_s3_root_too_long_for_the_key_limit_is_refused():
         LakeStore.from_settings(
             LakeSettings(data_root=f"s3://lake/{'p' * 700}", use_s3=True, s3_endpoint="http://x")
         )
+
+
+def test_delete_takes_names_literally_and_a_missing_file_is_no_error(lake: LakeStore):
+    for value in ("A[1]", "A1", "A*", "AB"):
+        lake.write_parquet(pl.DataFrame({"v": [value]}), f"silver/t/symbol={value}/x.parquet")
+    lake.delete(["silver/t/symbol=A[1]/x.parquet", "silver/t/symbol=A*/x.parquet"])
+    lake.delete(["silver/t/symbol=gone/x.parquet"])
+    assert lake.list_files("silver") == [
+        "silver/t/symbol=A1/x.parquet",
+        "silver/t/symbol=AB/x.parquet",
+    ]
+
+
+def test_an_invalid_bucket_name_is_denied(s3_server):
+    lake = LakeStore.from_settings(s3_settings(s3_server, "Not_A:Valid!Bucket"))
+    with pytest.raises(StorageError) as raised:
+        lake.check_access()
+    assert raised.value.kind == "denied"

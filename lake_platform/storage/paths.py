@@ -32,11 +32,6 @@ def escape_partition_value(value: str) -> str:
     return HIVE_ESCAPED.sub(lambda match: f"%{ord(match.group()):02X}", value)
 
 
-def escaped_byte_length(value: str) -> int:
-    """UTF-8 bytes of `escape_partition_value(value)`."""
-    return len(escape_partition_value(value).encode())
-
-
 def unescape_partition_value(segment: str) -> str:
     """The partition value a Hive-aware reader sees for an escaped path segment."""
     return unquote(segment)

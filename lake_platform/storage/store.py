@@ -15,7 +15,7 @@ import os
 import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import BinaryIO, Literal
 
 import fsspec
@@ -60,9 +60,13 @@ S3_DENIED_CODES = frozenset(
     }
 )
 """S3 error codes that need an operator: credentials, permissions, a missing bucket."""
-LOCAL_REJECTED_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ENOENT})
+LOCAL_REJECTED_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
+"""A name the local filesystem refuses; a vanished folder or mount is transient, not this."""
 LOCAL_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
-BOTO_DENIED_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+BOTO_DENIED_ERRORS = frozenset(
+    {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError"}
+)
+"""botocore errors raised before any request: missing credentials, an invalid bucket name."""
 S3_KEY_MAX_BYTES = 1_024
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 """Bounded waits: a store that stopped answering fails a call in seconds, and the caller's
@@ -80,11 +84,6 @@ class StorageError(RuntimeError):
     def __init__(self, message: str, kind: StorageErrorKind = "transient") -> None:
         super().__init__(message)
         self.kind: StorageErrorKind = kind
-
-    @property
-    def transient(self) -> bool:
-        """Whether the same operation may succeed later (everything but `rejected`)."""
-        return self.kind != "rejected"
 
 
 def _s3_error_code(error: BaseException) -> str | None:
@@ -180,14 +179,20 @@ class LakeStore:
         return posixpath.join(self.root, relative)
 
     @contextmanager
-    def _failures(self, action: str) -> Iterator[None]:
-        """Turn any exception of the block into a `StorageError` naming `action`."""
+    def _failures(self, action: str, *, reading: bool = False) -> Iterator[None]:
+        """Turn any exception of the block into a `StorageError` naming `action`.
+
+        Exceptions nobody classified are `transient`: the ingest then keeps the messages and
+        retries rather than losing them. Reading a file that does not exist is `rejected`.
+        """
         try:
             yield
         except StorageError:
             raise
         except Exception as error:
             kind = storage_error_kind(error)
+            if reading and isinstance(error, FileNotFoundError):
+                kind = "rejected"
             detail = str(error) or type(error).__name__
             for hidden in self._secrets:
                 detail = detail.replace(hidden, "***")
@@ -278,7 +283,8 @@ class LakeStore:
             raise ValueError("read_parquet needs at least one file")
         selected = list(columns) if columns is not None else None
         if self.is_local:
-            with self._failures(f"read {len(paths)} files below {self._shown(self.root)}"):
+            action = f"read {len(paths)} files below {self._shown(self.root)}"
+            with self._failures(action, reading=True):
                 return pl.read_parquet(paths, columns=selected, glob=False)
         bodies = self.read_many_bytes(relatives)
         return pl.concat([pl.read_parquet(io.BytesIO(body), columns=selected) for body in bodies])
@@ -286,7 +292,7 @@ class LakeStore:
     def read_bytes(self, relative: str) -> bytes:
         """The raw bytes of one file."""
         path = self.full_path(relative)
-        with self._failures(f"read {self._shown(path)}"):
+        with self._failures(f"read {self._shown(path)}", reading=True):
             return self.fs.cat_file(path)
 
     def read_many_bytes(self, relatives: Sequence[str]) -> list[bytes]:
@@ -294,15 +300,18 @@ class LakeStore:
         paths = [self.full_path(relative) for relative in relatives]
         if not paths:
             return []
-        with self._failures(f"read {len(paths)} files below {self._shown(self.root)}"):
+        action = f"read {len(paths)} files below {self._shown(self.root)}"
+        with self._failures(action, reading=True):
             return self.fs.cat_ranges(paths, None, None, on_error="raise")
 
     def delete(self, relatives: Iterable[str]) -> None:
-        """Remove files of the derived tiers; Bronze files can never be removed."""
+        """Remove files of the derived tiers, one by one by their exact names (fsspec's `rm`
+        would expand `[`, `*` or `?` in a path as a glob); a file already gone is no error.
+        Bronze files can never be removed."""
         paths = [self.full_path(_deletable(relative)) for relative in relatives]
-        if paths:
-            with self._failures(f"delete {len(paths)} files below {self._shown(self.root)}"):
-                self.fs.rm(paths)
+        for path in paths:
+            with self._failures(f"delete {self._shown(path)}"), suppress(FileNotFoundError):
+                self.fs.rm_file(path)
 
     def _shown(self, path: str) -> str:
         return path if self.is_local else f"s3://{path}"
