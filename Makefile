@@ -11,7 +11,7 @@ $(HOME)/.local/bin/uv:
 		|| python3 -m pip install --quiet --user --break-system-packages uv
 
 env: | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-extras
 	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 run: env
