@@ -16,11 +16,11 @@ import pytest
 
 from lake_platform.defs.bronze.reporting import instance_reporter
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import Commit, Written, commit
+from lake_platform.ingest.commit import REJECTED_QUARANTINE, Commit, Written, commit, report_entry
 from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.ingest.route import PulledMessages, RoutedMessages, route
 from lake_platform.settings import LakeSettings
-from lake_platform.storage import LakeStore
+from lake_platform.storage import LakeStore, StorageError
 from lake_platform_tests.samples import SAMPLES
 
 EARLIEST_NS = 1_704_067_200 * 10**9
@@ -186,12 +186,14 @@ def test_the_ledger_is_written_before_reporting_and_marked_once_reported(setting
 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        done = run_commit(store, buffers_of(settings, two_hours), Written(), reporter=reporter)
+        done = run_commit(store, buffers_of(settings, two_hours), Written())
+        assert done.entry is not None
+        entry = report_entry(store, done.entry, reporter)
         records = instance.fetch_materializations(
             dg.AssetKey(["bronze", "stocks", "trades"]), limit=10
         ).records
     assert seen_on_disk == [True]
-    assert done.entry is not None and done.entry.reported
+    assert entry.reported and not done.entry.reported
     assert [entry.reported for entry in ledger(root)] == [True]
     assert len({record.partition_key for record in records}) == 2
 
@@ -208,13 +210,109 @@ def test_a_reporting_failure_leaves_the_entry_unreported_for_the_sensor(settings
         for database in (tmp_path / "dagster").rglob("*.db"):
             database.unlink()
             database.mkdir()
+        store = LakeStore.from_settings(settings)
         done = run_commit(
-            LakeStore.from_settings(settings),
-            buffers_of(settings, routed("stocks.trades", ["SPY"], first_seq=1)),
-            Written(),
-            reporter=reporter,
+            store, buffers_of(settings, routed("stocks.trades", ["SPY"], first_seq=1)), Written()
         )
-    assert done.entry is not None and not done.entry.reported
+        assert done.entry is not None
+        entry = report_entry(store, done.entry, reporter)
+    assert not entry.reported
     assert len(done.replies) == 1
     assert [entry.reported for entry in ledger(root)] == [False]
     assert "cannot report entry" in caplog.text
+
+
+class AmbiguousStore(LakeStore):
+    """A real local store whose next Parquet write stores the file, then fails as a timed-out
+    S3 PUT or a failed folder sync does: the caller cannot tell whether the file exists."""
+
+    fail_next_write = True
+
+    def write_parquet(self, frame: pl.DataFrame, relative: str, **options) -> int:
+        size = super().write_parquet(frame, relative, **options)
+        if self.fail_next_write:
+            self.fail_next_write = False
+            raise StorageError(f"write {relative}: timed out", "transient")
+        return size
+
+
+def test_a_retry_after_an_ambiguous_failure_overwrites_the_same_file(settings):
+    root = Path(settings.data_root)
+    store = AmbiguousStore.from_settings(settings)
+    written = Written()
+    first = run_commit(
+        store, buffers_of(settings, routed("stocks.trades", ["SPY", "QQQ"], first_seq=1)), written
+    )
+    assert first.error is not None and first.entry is None
+    assert len(bronze_files(root)) == 1
+
+    second = run_commit(store, first.unwritten, written)
+    assert second.error is None and len(second.replies) == 2
+    assert_every_file_named_once(root, {1, 2})
+
+
+def quarantined_seqs(root: Path) -> list[int]:
+    """`stream_seq` of every quarantine record on disk, duplicates kept."""
+    files = sorted((root / "_quarantine").rglob("*.parquet"))
+    return sorted(pl.concat([pl.read_parquet(f) for f in files]).get_column("stream_seq"))
+
+
+def test_a_rejected_file_split_failing_part_way_is_retried_without_duplicates(settings):
+    """The rejected file's records of subject Y (the earlier event) are written, then those
+    of X fail (a file where X's quarantine folder should be); the retry writes Y's file
+    again, not a copy."""
+    root = Path(settings.data_root)
+    store = LakeStore.from_settings(settings)
+    blocker = root / "_quarantine" / "market.stocks.trades.X"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where a folder should be")
+    poison = with_symbol(routed("stocks.trades", ["X", "Y"], first_seq=1), "x" * 300)
+    written = Written()
+    first = run_commit(store, buffers_of(settings, poison), written)
+    assert first.error is not None and first.error.kind == "transient"
+    assert quarantined_seqs(root) == [2]
+
+    blocker.unlink()
+    second = run_commit(store, first.unwritten, written)
+    assert second.error is None and len(second.replies) == 2
+    assert quarantined_seqs(root) == [1, 2]
+    named = sorted(bad.path for entry in ledger(root) for bad in entry.quarantine)
+    on_disk = sorted(str(f.relative_to(root)) for f in (root / "_quarantine").rglob("*.parquet"))
+    assert named == on_disk
+
+
+def test_a_rejected_quarantine_file_goes_to_the_last_resort_folder_and_the_rest_lands(
+    tmp_path,
+):
+    """A lake root so deep that a long subject's quarantine path passes the filesystem's
+    path limit (ENAMETOOLONG, a real rejection) while `_quarantine/_rejected/` fits."""
+    deep = tmp_path / "d"
+    while len(str(deep).encode()) < 4096 - 200:
+        deep = deep / ("d" * min(200, 4096 - 200 - len(str(deep).encode())))
+    deep.mkdir(parents=True)
+    settings = LakeSettings(data_root=str(deep / "lake"))
+    root = Path(settings.data_root)
+    subject = "market.unknown." + "u" * 180
+    stray = route(
+        PulledMessages(
+            stream="MARKET",
+            subjects=[subject],
+            payloads=[b"{}"],
+            replies=["$JS.ACK.MARKET.lake-bronze.1.1.1.1.0"],
+            headers=[None],
+        ),
+        earliest_ns=EARLIEST_NS,
+        now_ns=time.time_ns(),
+    )
+    good = routed("stocks.trades", ["SPY"], first_seq=2)
+    quarantine, bronze = buffers_of(settings, good, stray)[::-1]
+    assert quarantine.key.is_quarantine
+    done = run_commit(LakeStore.from_settings(settings), [quarantine, bronze], Written())
+
+    assert done.error is None and done.unwritten == []
+    assert sorted(int(reply.split(".")[5]) for reply in done.replies) == [1, 2]
+    assert_every_file_named_once(root, {2})
+    (entry,) = ledger(root)
+    (bad,) = entry.quarantine
+    assert bad.path.startswith(f"{REJECTED_QUARANTINE}/date=") and bad.subject == subject
+    assert pl.read_parquet(root / bad.path).get_column("subject").to_list() == [subject]

@@ -37,9 +37,22 @@ class BufferKey:
         return dt.datetime.fromtimestamp(self.period_start_ns / 1e9, tz=dt.UTC)
 
 
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file's rows and its file name, chosen once: a retry after an ambiguous failure (the
+    object may be stored already) writes the same name again, so it overwrites, never adds."""
+
+    frame: pl.DataFrame
+    name: str
+
+
 @dataclass
 class Buffer:
-    """Rows waiting to be written, with their ack subjects in column `_reply`."""
+    """Rows waiting to be written, with their ack subjects in column `_reply`.
+
+    `planned` holds files a failed commit had cut and named, to be written as they are;
+    `frames` holds rows no file has been planned for yet.
+    """
 
     key: BufferKey
     max_events: int
@@ -47,10 +60,15 @@ class Buffer:
     opened_at: float = field(default_factory=time.monotonic)
     frames: list[pl.DataFrame] = field(default_factory=list)
     rows: int = 0
+    planned: list[PlannedFile] = field(default_factory=list)
 
     def add(self, frame: pl.DataFrame) -> None:
         self.frames.append(frame)
         self.rows += frame.height
+
+    def add_planned(self, planned: PlannedFile) -> None:
+        self.planned.append(planned)
+        self.rows += planned.frame.height
 
     def due(self, now: float) -> bool:
         return self.rows >= self.max_events or now - self.opened_at >= self.max_age_s
@@ -59,7 +77,8 @@ class Buffer:
         return pl.concat(self.frames, rechunk=True)
 
     def replies(self) -> list[str]:
-        return [reply for frame in self.frames for reply in frame.get_column(REPLY).to_list()]
+        frames = [*(planned.frame for planned in self.planned), *self.frames]
+        return [reply for frame in frames for reply in frame.get_column(REPLY).to_list()]
 
 
 class Buffers:
@@ -127,5 +146,6 @@ class Buffers:
             current = self._open.get(buffer.key)
             if current is not None:
                 buffer.frames.extend(current.frames)
+                buffer.planned.extend(current.planned)
                 buffer.rows += current.rows
             self._open[buffer.key] = buffer

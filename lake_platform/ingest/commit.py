@@ -5,13 +5,22 @@ are redelivered, and the duplicate rows this creates in Bronze are removed by Si
 Each file is a unit of its own, so one failing write never costs the others:
 - a write the store *rejects* (`StorageError.kind == "rejected"`: a name or an object it
   will never accept) turns that file's messages into quarantine records, and the commit goes on;
+  a rejected quarantine file goes to the last-resort folder `_quarantine/_rejected/`;
 - a *transient* or *denied* failure stops the commit there: the files already written are
-  kept in `Written` and committed (ledger entry, then acks), and only the rows not yet
-  written go back to the caller to be retried. A retry never writes a row twice, so a
-  failed commit leaves no file that no ledger entry names.
+  kept in `Written` and committed (ledger entry, then acks), and only the files not yet
+  written go back to the caller to be retried.
+
+Every file's name is chosen once, when its rows are cut into files, and kept with the rows
+left to retry: a retry after an ambiguous failure (an S3 PUT that timed out after the object
+was stored, a folder sync failing after the rename) overwrites the same object instead of
+adding a second copy that no ledger entry names.
+
+Order of a commit: files, ledger entry, acks (the caller), then the report to Dagster
+(`report_entry`, off the ingest's path and at least once).
 """
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
@@ -21,7 +30,7 @@ from dataclasses import dataclass, field
 import msgspec
 import polars as pl
 
-from lake_platform.ingest.buffers import DAY_NS, Buffer
+from lake_platform.ingest.buffers import DAY_NS, Buffer, PlannedFile
 from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id, write_entry
 from lake_platform.ingest.route import QUARANTINE_SCHEMA, REPLY, cached_schema_for_subject
@@ -31,8 +40,11 @@ from lake_platform.storage.paths import part_file_name, partition_folder, quaran
 
 log = logging.getLogger(__name__)
 
+REJECTED_QUARANTINE = "_quarantine/_rejected"
+"""Quarantine records whose own folder the store rejects, by day."""
+
 Reporter = Callable[[LedgerEntry], bool]
-"""Records an entry's materializations in Dagster after the ledger write; True when done."""
+"""Records an entry's materializations in Dagster after the acks; True when done."""
 
 
 @dataclass
@@ -67,13 +79,12 @@ def _seq_range(frame: pl.DataFrame, column: str) -> tuple[int | None, int | None
     return seqs.min(), seqs.max()  # type: ignore[return-value]
 
 
-def _write_bronze_file(
-    store: LakeStore, buffer: Buffer, frame: pl.DataFrame, now: dt.datetime
-) -> CommittedFile:
+def _write_bronze_file(store: LakeStore, buffer: Buffer, planned: PlannedFile) -> CommittedFile:
     schema = buffer.key.schema
     assert schema is not None
     folder = partition_folder(schema.partition_column, buffer.key.value, buffer.key.period_start)
-    path = f"bronze/{schema.table}/{folder}/{part_file_name(now)}"
+    path = f"bronze/{schema.table}/{folder}/{planned.name}"
+    frame = planned.frame
     size = store.write_parquet(frame.select(schema.bronze_schema.names()), path)
     first, last = _seq_range(frame, "_stream_seq")
     return CommittedFile(
@@ -89,13 +100,36 @@ def _write_bronze_file(
     )
 
 
+def rejected_quarantine_path(subject: str, day: dt.date, name: str) -> str:
+    """`_quarantine/_rejected/date=…/{name}-{hash}`: the last-resort place of quarantine records
+    whose own folder the store refuses; the records keep their subject in column `subject`.
+
+    The hash of the subject keeps the names of two subjects' files of one commit apart.
+    """
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    stem = name.removesuffix(".parquet")
+    return f"{REJECTED_QUARANTINE}/date={day:%Y-%m-%d}/{stem}-{digest}.parquet"
+
+
 def _write_quarantine_file(
-    store: LakeStore, subject: str, day_ns: int, frame: pl.DataFrame, now: dt.datetime
+    store: LakeStore, subject: str, day_ns: int, frame: pl.DataFrame, name: str
 ) -> CommittedFile:
     frame = frame.drop(REPLY).sort("stream_seq")
     day = dt.datetime.fromtimestamp(day_ns / 1e9, tz=dt.UTC).date()
-    path = f"{quarantine_folder(subject, day)}/{part_file_name(now)}"
-    size = store.write_parquet(frame, path)
+    path = f"{quarantine_folder(subject, day)}/{name}"
+    try:
+        size = store.write_parquet(frame, path)
+    except StorageError as error:
+        if error.kind != "rejected":
+            raise
+        log.error(
+            "the store rejected quarantine file %s (%s), writing it under %s",
+            path,
+            error,
+            REJECTED_QUARANTINE,
+        )
+        path = rejected_quarantine_path(subject, day, name)
+        size = store.write_parquet(frame, path)
     first, last = _seq_range(frame, "stream_seq")
     schema = cached_schema_for_subject(subject)
     return CommittedFile(
@@ -129,68 +163,103 @@ def rejected_records(schema: TableSchema, rows: pl.DataFrame, reason: str) -> pl
     ).cast({**QUARANTINE_SCHEMA, REPLY: pl.String()})  # type: ignore[arg-type]
 
 
-def _slices(buffer: Buffer) -> list[pl.DataFrame]:
-    """The buffer's rows as its files will hold them: Bronze sorted by event time, in files
-    of at most `max_events` rows; a quarantine buffer is one file."""
+def _slices(buffer: Buffer, now: dt.datetime) -> list[PlannedFile]:
+    """The buffer's files: those a failed commit planned, then its other rows, Bronze sorted
+    by event time in files of at most `max_events` rows, a quarantine buffer in one file.
+    Each new file gets its name here, once."""
+    planned = list(buffer.planned)
+    if not buffer.frames:
+        return planned
     if buffer.key.is_quarantine:
-        return [buffer.frame()]
-    rows = buffer.frame().sort(["ts_event_ns", "_stream_seq"])
-    return list(rows.iter_slices(buffer.max_events))
+        frames = [buffer.frame()]
+    else:
+        rows = buffer.frame().sort(["ts_event_ns", "_stream_seq"])
+        frames = list(rows.iter_slices(buffer.max_events))
+    return planned + [PlannedFile(frame, part_file_name(now)) for frame in frames]
 
 
-def _leftover(buffer: Buffer, frames: list[pl.DataFrame]) -> Buffer:
-    """A buffer of the same key and age holding only the rows not yet written."""
+def _leftover(buffer: Buffer, files: list[PlannedFile]) -> Buffer:
+    """A buffer of the same key and age holding only the files not yet written, named."""
     rest = Buffer(buffer.key, buffer.max_events, buffer.max_age_s, opened_at=buffer.opened_at)
-    for frame in frames:
-        rest.add(frame)
+    for planned in files:
+        rest.add_planned(planned)
     return rest
 
 
-def _write_slice(
-    store: LakeStore, buffer: Buffer, frame: pl.DataFrame, now: dt.datetime, written: Written
-) -> None:
-    """Write one file; a rejected Bronze file becomes quarantine records, written at once."""
-    try:
-        if buffer.key.is_quarantine:
-            day_ns = buffer.key.period_start_ns
-            written.quarantine.append(
-                _write_quarantine_file(store, buffer.key.value, day_ns, frame, now)
-            )
-        else:
-            written.files.append(_write_bronze_file(store, buffer, frame, now))
-    except StorageError as error:
-        if error.kind != "rejected" or buffer.key.schema is None:
-            raise
-        log.error("quarantining %d messages the store rejected: %s", frame.height, error)
-        records = rejected_records(buffer.key.schema, frame, f"storage rejected the file: {error}")
-        days = records.with_columns(_day=pl.col("received_ns") // DAY_NS * DAY_NS)
+def _quarantine_rejected(
+    store: LakeStore, schema: TableSchema, planned: PlannedFile, error: StorageError
+) -> list[CommittedFile]:
+    """Write a rejected Bronze file's rows as quarantine records, one file per subject and
+    day, all named after the planned file: a retry after a partial failure overwrites."""
+    log.error("quarantining %d messages the store rejected: %s", planned.frame.height, error)
+    records = rejected_records(schema, planned.frame, f"storage rejected the file: {error}")
+    days = records.with_columns(_day=pl.col("received_ns") // DAY_NS * DAY_NS)
+    return [
+        _write_quarantine_file(store, str(subject), int(day_ns), part.drop("_day"), planned.name)
         for (subject, day_ns), part in days.partition_by(
             ["subject", "_day"], as_dict=True, maintain_order=True
-        ).items():
-            written.quarantine.append(
-                _write_quarantine_file(store, str(subject), int(day_ns), part.drop("_day"), now)
+        ).items()
+    ]
+
+
+def _write_slice(store: LakeStore, buffer: Buffer, planned: PlannedFile, written: Written) -> None:
+    """Write one file; a rejected Bronze file becomes quarantine records, written at once."""
+    if buffer.key.is_quarantine:
+        day_ns = buffer.key.period_start_ns
+        written.quarantine.append(
+            _write_quarantine_file(store, buffer.key.value, day_ns, planned.frame, planned.name)
+        )
+    else:
+        try:
+            written.files.append(_write_bronze_file(store, buffer, planned))
+        except StorageError as error:
+            if error.kind != "rejected":
+                raise
+            assert buffer.key.schema is not None
+            written.quarantine.extend(
+                _quarantine_rejected(store, buffer.key.schema, planned, error)
             )
-    written.replies.extend(frame.get_column(REPLY).to_list())
+    written.replies.extend(planned.frame.get_column(REPLY).to_list())
 
 
 def _write_buffers(
     store: LakeStore, buffers: list[Buffer], written: Written
 ) -> tuple[list[Buffer], StorageError | None]:
-    """Write every buffer's files into `written`; on a failure, what is left to retry."""
+    """Write every buffer's files into `written`; what is left to retry, and why.
+
+    A file the store rejects even in the last-resort quarantine folder is left for the retry
+    and the other files go on; a transient or denied failure stops the writing there.
+    """
     now = dt.datetime.now(dt.UTC)
+    unwritten: list[Buffer] = []
+    rejected: StorageError | None = None
     for index, buffer in enumerate(buffers):
-        slices = _slices(buffer)
-        for position, frame in enumerate(slices):
+        files = _slices(buffer, now)
+        left: list[PlannedFile] = []
+        for position, planned in enumerate(files):
             try:
-                _write_slice(store, buffer, frame, now, written)
+                _write_slice(store, buffer, planned, written)
             except StorageError as error:
-                rest = _leftover(buffer, slices[position:])
-                return [rest, *buffers[index + 1 :]], error
-    return [], None
+                if error.kind == "rejected":
+                    log.error("the store rejected a quarantine file, retrying later: %s", error)
+                    left.append(planned)
+                    rejected = error
+                    continue
+                rest = _leftover(buffer, [*left, *files[position:]])
+                return [*unwritten, rest, *buffers[index + 1 :]], error
+        if left:
+            unwritten.append(_leftover(buffer, left))
+    return unwritten, rejected
 
 
-def _report(store: LakeStore, entry: LedgerEntry, reporter: Reporter) -> LedgerEntry:
-    """Report a written entry to Dagster, then mark it reported; on failure the sensor will."""
+def report_entry(store: LakeStore, entry: LedgerEntry, reporter: Reporter) -> LedgerEntry:
+    """Report a written entry to Dagster, then mark it reported; on failure the sensor will.
+
+    Called after the entry's messages are acked, so a slow or locked Dagster instance never
+    holds back the ingest. Reporting is at least once: a sensor tick that reads the entry
+    between the report and the mark reports it again, and a duplicate runless
+    materialization of the same partition is harmless.
+    """
     try:
         if not reporter(entry):
             return entry
@@ -213,9 +282,11 @@ def commit(
     written: Written,
     writer: str,
     unknown_field_messages: dict[str, int],
-    reporter: Reporter | None = None,
 ) -> Commit:
     """Write the buffers' files, then one ledger entry for everything in `written`.
+
+    The caller then acks the returned replies and, after the acks, reports the entry to
+    Dagster (`report_entry`).
 
     Never raises `StorageError`: a failure is returned with the buffers left unwritten, and
     `written` keeps the files of a ledger entry that could not be written, for the retry.
@@ -241,8 +312,6 @@ def commit(
     except StorageError as ledger_error:
         return Commit(None, [], unwritten, error or ledger_error)
     failpoint("after_ledger")
-    if reporter is not None:
-        entry = _report(store, entry, reporter)
     replies = written.replies
     written.files, written.quarantine, written.replies = [], [], []
     return Commit(entry, replies, unwritten, error)

@@ -2,7 +2,9 @@
 
 Pulling runs in one task per stream; committing runs in a worker thread (Polars and the
 Parquet writer release the GIL), so the next messages are pulled while a batch is written.
-Acks are sent only after the batch's files and ledger entry are durable.
+Acks are sent only after the batch's files and ledger entry are durable; the entry is
+reported to Dagster after its acks, by a task of its own that calls the reporter in a
+thread, so a slow or locked Dagster instance never holds back the acks or the commits.
 
 The tasks are supervised: when one fails, the service stops, commits what it holds, and
 raises `IngestFailedError`. Storage failures never stop it: transient ones are retried with
@@ -27,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import Reporter, Written, commit
+from lake_platform.ingest.commit import Reporter, Written, commit, report_entry
 from lake_platform.ingest.connection import connect
 from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.jetstream import (
@@ -52,6 +54,8 @@ TICK_S = 0.1
 MAX_BACKOFF_S = 30.0
 FLUSH_TIMEOUT_S = 5
 FINAL_COMMIT_ATTEMPTS = 3
+REPORT_DRAIN_S = 10.0
+"""How long a stopping service waits for pending reports; the sensor reports what is left."""
 IN_PROGRESS = b"+WPI"
 """JetStream's in-progress ack: restarts the message's `ack_wait` timer."""
 
@@ -79,10 +83,14 @@ class IngestStats:
         return self.messages / max(time.monotonic() - self.started, 1e-9)
 
     def line(self) -> str:
-        return (
+        """One status line; with storage errors, their count and the latest one."""
+        line = (
             f"{self.messages:,} events ({self.events_per_s:,.0f}/s), {self.files:,} files, "
             f"{self.rows:,} rows, {self.quarantined:,} quarantined"
         )
+        if self.storage_errors:
+            line += f", {self.storage_errors:,} storage errors (last: {self.last_error})"
+        return line
 
 
 def writer_name(kind: str) -> str:
@@ -101,12 +109,16 @@ class IngestService:
         writer: str,
         reporter: Reporter | None = None,
         on_status: Callable[[IngestStats], None] | None = None,
+        final_commit_attempts: int = FINAL_COMMIT_ATTEMPTS,
     ) -> None:
+        """`final_commit_attempts`: commits tried at shutdown while storage fails (a sensor
+        tick makes one, so a hanging store cannot carry it past the sensor timeout)."""
         self.settings = settings
         self.store = store
         self.writer = writer
         self.reporter = reporter
         self.on_status = on_status
+        self.final_commit_attempts = final_commit_attempts
         self.sizing = ConsumerSizing.for_settings(settings)
         self.stats = IngestStats()
         self.buffers = Buffers(settings)
@@ -121,6 +133,7 @@ class IngestService:
         self._committing: list[Buffer] = []
         self._written = Written()
         self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
+        self._reports: asyncio.Queue[LedgerEntry] = asyncio.Queue()
 
     async def run(
         self,
@@ -143,6 +156,7 @@ class IngestService:
         pulls: list[LeanPull] = []
         tasks: dict[asyncio.Task[None], str] = {}
         progress: asyncio.Task[None] | None = None
+        reporting: asyncio.Task[None] | None = None
         failure: str | None = None
         try:
             await ensure_streams(js, self.settings)
@@ -153,6 +167,8 @@ class IngestService:
             tasks = {asyncio.create_task(self._pull_loop(p)): f"pull {p.stream}" for p in pulls}
             progress = asyncio.create_task(self._progress_loop(ack_wait_s / 3))
             tasks[progress] = "in-progress acks"
+            if self.reporter is not None:
+                reporting = asyncio.create_task(self._report_loop(self.reporter))
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             next_status = time.monotonic() + 1.0
             while not stop.is_set():
@@ -182,6 +198,7 @@ class IngestService:
             failure = failure or _failed_task(tasks)
             try:
                 await self._final_commit()
+                await self._drain_reports(reporting)
             finally:
                 with contextlib.suppress(nats.errors.Error, TimeoutError):
                     for pull in pulls:
@@ -303,7 +320,6 @@ class IngestService:
                 written=self._written,
                 writer=self.writer,
                 unknown_field_messages=unknown,
-                reporter=self.reporter,
             )
         finally:
             self._committing_rows -= rows
@@ -335,7 +351,7 @@ class IngestService:
 
         Whatever still cannot be written stays unacked: JetStream redelivers it later.
         """
-        for attempt in range(FINAL_COMMIT_ATTEMPTS):
+        for attempt in range(self.final_commit_attempts):
             if attempt:
                 await asyncio.sleep(attempt)
             if await self._commit(self.buffers.take_all()):
@@ -346,14 +362,40 @@ class IngestService:
         )
 
     async def _acknowledge(self, entry: LedgerEntry, replies: list[str]) -> None:
+        """Ack the entry's messages, then queue it for reporting."""
         assert self._nc is not None
         for reply in replies:
             await self._nc.publish(reply, b"")
+        if self.reporter is not None:
+            self._reports.put_nowait(entry)
         self.stats.commits += 1
         self.stats.files += len(entry.files)
         self.stats.rows += sum(f.rows for f in entry.files)
         self.stats.quarantined += sum(f.rows for f in entry.quarantine)
         self.stats.bytes += sum(f.bytes for f in (*entry.files, *entry.quarantine))
+
+    async def _report_loop(self, reporter: Reporter) -> None:
+        """Report acked entries to Dagster one at a time, in a worker thread."""
+        while True:
+            entry = await self._reports.get()
+            try:
+                await asyncio.to_thread(report_entry, self.store, entry, reporter)
+            finally:
+                self._reports.task_done()
+
+    async def _drain_reports(self, reporting: asyncio.Task[None] | None) -> None:
+        """Wait a little for queued reports, then stop; the sensor reports what is left."""
+        if reporting is None:
+            return
+        try:
+            await asyncio.wait_for(self._reports.join(), REPORT_DRAIN_S)
+        except TimeoutError:
+            log.warning(
+                "Dagster reporting is slow: %d ledger entries left for the sensor to report",
+                self._reports.qsize(),
+            )
+        reporting.cancel()
+        await asyncio.gather(reporting, return_exceptions=True)
 
     async def _on_nats_error(self, error: Exception) -> None:
         log.warning("NATS: %s", error)
