@@ -20,6 +20,7 @@ SIZE_UNITS = {
     for suffix in ("", "b", "ib")
     if prefix or suffix != "ib"
 }
+MAX_PORT = 65_535
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 
@@ -44,6 +45,12 @@ def _positive(name: str, raw: str, kind: type[int] | type[float]) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
     return value
+
+
+def _port(name: str, raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PORT:
+        raise SettingsError(f"{name} must be a TCP port (1-{MAX_PORT}), got {raw!r}")
+    return int(raw)
 
 
 def _partition_start(raw: str) -> dt.datetime:
@@ -122,6 +129,8 @@ class LakeSettings:
     nats_stream_max_age_s: float = DEFAULT_STREAM_MAX_AGE_S
     nats_stream_max_bytes: int | None = None
     nats_stream_replicas: int = 1
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         is_s3_root = self.data_root.startswith("s3://")
@@ -181,6 +190,10 @@ class LakeSettings:
             values["nats_stream_max_bytes"] = size_bytes("NATS_STREAM_MAX_BYTES", raw)
         if raw := get("NATS_STREAM_REPLICAS"):
             values["nats_stream_replicas"] = _positive("NATS_STREAM_REPLICAS", raw, int)
+        if raw := get("LAKE_METRICS_PORT"):
+            values["metrics_port"] = _port("LAKE_METRICS_PORT", raw)
+        if raw := get("LAKE_METRICS_HOST"):
+            values["metrics_host"] = raw
         return cls(**values)  # type: ignore[arg-type]
 
     @property

@@ -138,3 +138,16 @@ def test_stream_retention_and_replicas():
 def test_invalid_retention_fails_with_a_clear_message(env, message):
     with pytest.raises(SettingsError, match=message):
         LakeSettings.from_env(env)
+
+
+def test_metrics_port_and_host():
+    default = LakeSettings.from_env({})
+    assert default.metrics_port is None and default.metrics_host == "0.0.0.0"
+    chosen = LakeSettings.from_env({"LAKE_METRICS_PORT": "9100", "LAKE_METRICS_HOST": "127.0.0.1"})
+    assert (chosen.metrics_port, chosen.metrics_host) == (9100, "127.0.0.1")
+
+
+@pytest.mark.parametrize("raw", ["0", "65536", "-1", "9100x", "http"])
+def test_invalid_metrics_port_fails_with_a_clear_message(raw):
+    with pytest.raises(SettingsError, match="LAKE_METRICS_PORT must be a TCP port"):
+        LakeSettings.from_env({"LAKE_METRICS_PORT": raw})
