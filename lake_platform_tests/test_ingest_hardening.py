@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -10,11 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import msgspec
 import nats
 import polars as pl
 import pytest
 
+from lake_platform.commands.dagster_runs import materialize_hours
+from lake_platform.defs.partitions import partition_key_for
+from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.ingest.failpoints import FAILPOINT_ENV
 from lake_platform.ingest.jetstream import DURABLE, ConsumerSizing, ensure_consumers, ensure_streams
 from lake_platform.ingest.ledger import LedgerEntry
@@ -27,9 +32,10 @@ from lake_platform_tests.samples import SAMPLES
 from lake_platform_tests.session import read_table
 
 
-def trade(symbol: str, seq: int) -> bytes:
+def trade(symbol: str, seq: int, hours_ago: int = 0) -> bytes:
+    ts = time.time_ns() - hours_ago * 3_600 * 10**9
     return json.dumps(
-        {**SAMPLES["stocks.trades"], "symbol": symbol, "seq": seq, "ts_event_ns": time.time_ns()}
+        {**SAMPLES["stocks.trades"], "symbol": symbol, "seq": seq, "ts_event_ns": ts}
     ).encode()
 
 
@@ -75,7 +81,10 @@ def test_poison_messages_are_quarantined_and_everything_else_lands(ingest_settin
         ("market.stocks.trades.SLASH", trade("/" * 128, 101), "escapes to 384 bytes"),
         (long_subject, trade("SPY", 102), "no schema for subject"),
     ]
-    good = [(f"market.stocks.trades.{s}", trade(s, i)) for i, s in enumerate(["SPY", "QQQ"] * 5)]
+    good = [
+        (f"market.stocks.trades.{s}", trade(s, i, hours_ago=i % 2))
+        for i, s in enumerate(["SPY", "QQQ", "IWM"] * 4)
+    ]
     good.append(("market.stocks.trades.A", trade("A[1]", 50)))
     messages = good[:5] + [(subject, payload) for subject, payload, _ in poison] + good[5:]
     asyncio.run(publish_all(url, messages))
@@ -103,6 +112,66 @@ def test_poison_messages_are_quarantined_and_everything_else_lands(ingest_settin
         len(Path(row["_file"]).parts[1].encode()) for row in quarantine.iter_rows(named=True)
     }
     assert max(folders) <= 200
+    assert_silver_holds_each_good_event_once(ingest_settings, good)
+
+
+def assert_silver_holds_each_good_event_once(
+    settings: LakeSettings, good: list[tuple[str, bytes]]
+) -> None:
+    """Silver of every hour the good events touch (two), materialized through Dagster:
+    each good event once, every check passed."""
+    hours = sorted(
+        {
+            partition_key_for(
+                dt.datetime.fromtimestamp(json.loads(p)["ts_event_ns"] / 1e9, tz=dt.UTC)
+            )
+            for _, p in good
+        }
+    )
+    assert len(hours) == 2
+    trades = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
+    with dg.instance_for_test() as instance:
+        result = materialize_hours([trades], instance, settings, hours[0], hours[-1])
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(check.passed for check in checks)
+    silver = read_table(settings.data_root, "silver/stocks/trades")
+    assert sorted(silver.get_column("seq").to_list()) == sorted(
+        json.loads(payload)["seq"] for _, payload in good
+    )
+    assert silver.get_column("symbol").to_list().count("A[1]") == 1
+
+
+def test_acks_go_out_before_reporting_and_a_failing_reporter_holds_nothing(ingest_settings):
+    """The reporter (a Dagster instance that is locked) runs only once its entry's messages
+    are acked: it waits for the consumer's ack floor to pass them, then fails."""
+    url, root = ingest_settings.nats_servers[0], ingest_settings.data_root
+    asyncio.run(publish_all(url, [("market.stocks.trades.SPY", trade("SPY", i)) for i in range(5)]))
+    acked_before_report: list[bool] = []
+
+    def locked_reporter(entry: LedgerEntry) -> bool:
+        last_seq = max(file.last_seq or 0 for file in entry.files)
+        deadline = time.monotonic() + 15
+        while (floor := asyncio.run(_ack_floor(url))) < last_seq and time.monotonic() < deadline:
+            time.sleep(0.1)
+        acked_before_report.append(floor >= last_seq)
+        raise RuntimeError("database is locked")
+
+    service = IngestService(
+        ingest_settings,
+        LakeStore.from_settings(ingest_settings),
+        writer=writer_name("test"),
+        reporter=locked_reporter,
+    )
+    asyncio.run(service.run(until_idle=True, max_seconds=60))
+    assert acked_before_report and all(acked_before_report)
+    assert asyncio.run(_pending(url)) == 0
+    assert [entry.reported for entry in ledger_entries(root)] == [False] * len(acked_before_report)
+
+
+async def _ack_floor(url: str) -> int:
+    info = (await consumer_infos(url))["MARKET"]
+    return info.ack_floor.stream_seq
 
 
 async def _pending(url: str) -> int:
