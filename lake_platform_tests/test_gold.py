@@ -145,8 +145,7 @@ def test_gold_is_byte_identical_on_rebuild_and_checks_pass(lake):
     first = gold_bytes(lake)
     assert len(first) == 3  # signals for SPY, bars for SPY and QQQ
     for table in (GOLD_SIGNALS, GOLD_BARS):
-        rebuild_hour(lake, table, HOUR)
-        outcomes = check_hour(lake, table, HOUR)
+        outcomes = check_hour(lake, table, rebuild_hour(lake, table, HOUR))
         assert all(outcome.passed for outcome in outcomes.values()), outcomes
     assert gold_bytes(lake) == first
 
@@ -194,11 +193,30 @@ CRAFTED = [
     ids=[c[2] + "/" + c[1].split("/")[2] for c in CRAFTED],
 )
 def test_each_gold_check_fails_on_a_crafted_file(lake, table, path, check, edit):
-    rebuild_hour(lake, table, HOUR)
+    rebuilt = rebuild_hour(lake, table, HOUR)
     lake.write_parquet(edit(lake.read_parquet([path])), path)
-    outcome = check_hour(lake, table, HOUR)[check]
+    outcome = check_hour(lake, table, rebuilt)[check]
     assert not outcome.passed, outcome
     assert path in outcome.message or "gold/" in outcome.message
+
+
+def test_bars_reconcile_with_the_silver_the_rebuild_read_after_silver_changes(lake):
+    """Silver is rewritten in place (same names) between Gold's rebuild and Gold's check."""
+    rebuilt = rebuild_hour(lake, GOLD_BARS, HOUR)
+    later = bronze_rows(TRADES, trades(100, seed=99), first_seq=50_000)
+    write_bronze(lake, TRADES, later)
+    silver = rebuild_hour(lake, SILVER_TABLES["stocks/trades"], HOUR)
+    assert silver.rows_written == 900 and set(rebuilt.inputs) == set(silver.inputs)
+    outcomes = check_hour(lake, GOLD_BARS, rebuilt)
+    assert all(outcome.passed for outcome in outcomes.values()), outcomes
+    lake.delete(lake.list_files("silver"))
+    assert check_hour(lake, GOLD_BARS, rebuilt)["volume_matches_silver"].passed
+    lake.write_parquet(
+        lake.read_parquet([BARS_FILE]).with_columns(volume=pl.col("volume") + 1), BARS_FILE
+    )
+    outcome = check_hour(lake, GOLD_BARS, rebuilt)["volume_matches_silver"]
+    assert not outcome.passed and "input files" in outcome.message, outcome
+    assert check_hour(lake, GOLD_BARS, rebuilt)["trade_count_matches_silver"].passed
 
 
 def test_materializing_silver_and_gold_for_an_hour(lake):

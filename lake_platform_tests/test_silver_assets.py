@@ -7,6 +7,7 @@ import fsspec
 import pytest
 
 from lake_platform.definitions import defs
+from lake_platform.defs.reporting import materialization_targets
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.hourly import files_digest
@@ -56,6 +57,7 @@ def test_materializing_an_hour_writes_silver_with_metadata_and_passing_checks(la
         assert metadata["inputs"].value == {
             KEY: {"files": len(bronze), "sha256": files_digest({"": bronze})}
         }
+        assert metadata["hour_rows_written"].value == 1_000
         checks = result.get_asset_check_evaluations()
         assert {c.check_name for c in checks} == set(SILVER.check_names)
         assert all(c.passed for c in checks)
@@ -79,11 +81,20 @@ def test_a_range_run_rebuilds_every_hour_in_one_run(lake):
             },
         )
         assert result.success
-        partitions = {
-            event.partition
-            for event in result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
-        }
+        events = result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
+        partitions = {event.partition for event in events}
         assert partitions == {"2025-12-16-14:00", "2025-12-16-15:00", "2025-12-16-16:00"}
+        written = {event.partition: event.metadata["hour_rows_written"].value for event in events}
+        assert written == {
+            "2025-12-16-14:00": 1_000,
+            "2025-12-16-15:00": 0,
+            "2025-12-16-16:00": 300,
+        }
+        for event in events:
+            assert list(event.metadata["inputs"].value) == [event.partition]
+            assert (
+                event.metadata["rows_written"].value == 1_300 and event.metadata["hours"].value == 3
+            )
         evaluations = result.get_asset_check_evaluations()
         assert all(c.passed for c in evaluations)
         assert sorted(c.partition for c in evaluations) == sorted(
@@ -91,6 +102,33 @@ def test_a_range_run_rebuilds_every_hour_in_one_run(lake):
         )
     hours = {path.split("/")[5] for path in lake.list_files("silver")}
     assert hours == {"hour=14", "hour=16"}
+
+
+def test_each_hours_checks_target_this_runs_materialization_of_it(lake):
+    """Another run materialized an hour after this run did: its checks still target this run's."""
+    with dg.instance_for_test() as instance:
+        later = bronze_rows(TRADES, trades(50, seed=9, hour=HOUR + dt.timedelta(hours=1)))
+        write_bronze(lake, TRADES, later, files=1)
+        run = materialize(
+            lake,
+            instance,
+            tags={
+                "dagster/asset_partition_range_start": KEY,
+                "dagster/asset_partition_range_end": "2025-12-16-15:00",
+            },
+        )
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=TRADES_SILVER.key, partition=KEY)
+        )
+        hours = [KEY, "2025-12-16-15:00"]
+        targets = materialization_targets(instance, run.run_id, TRADES_SILVER.key, hours)
+        mine = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=TRADES_SILVER.key), limit=10
+        ).records
+        expected = {r.partition_key: r.storage_id for r in mine if r.run_id == run.run_id}
+        assert len(mine) == 3 and len(expected) == 2
+        assert {p: t.storage_id for p, t in targets.items()} == expected
+        assert {t.run_id for t in targets.values()} == {run.run_id}
 
 
 def test_late_bronze_for_an_older_hour_triggers_silver_within_the_lookback():

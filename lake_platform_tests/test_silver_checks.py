@@ -4,7 +4,7 @@ import fsspec
 import polars as pl
 import pytest
 
-from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.hourly import HourResult, check_hour, rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
@@ -19,12 +19,16 @@ SPY_FILE = f"silver/stocks/trades/symbol=SPY/{hour_folder(HOUR)}/part-00000.parq
 def lake(tmp_path) -> LakeStore:
     store = LakeStore(str(tmp_path), fsspec.filesystem("file"))
     write_bronze(store, TRADES, bronze_rows(TRADES, trades(500)), files=3)
-    rebuild_hour(store, SILVER, HOUR)
     return store
 
 
-def test_all_checks_pass_on_rebuilt_files(lake):
-    outcomes = check_hour(lake, SILVER, HOUR)
+@pytest.fixture
+def rebuilt(lake) -> HourResult:
+    return rebuild_hour(lake, SILVER, HOUR)
+
+
+def test_all_checks_pass_on_rebuilt_files(lake, rebuilt):
+    outcomes = check_hour(lake, SILVER, rebuilt)
     assert set(outcomes) == set(SILVER.check_names)
     assert all(outcome.passed for outcome in outcomes.values()), outcomes
 
@@ -56,27 +60,27 @@ CRAFTED = {
 
 
 @pytest.mark.parametrize("name", sorted(CRAFTED))
-def test_check_fails_on_crafted_file(lake, name):
+def test_check_fails_on_crafted_file(lake, rebuilt, name):
     edit, expected = CRAFTED[name]
     replace_spy(lake, edit)
-    outcome = check_hour(lake, SILVER, HOUR)[name]
+    outcome = check_hour(lake, SILVER, rebuilt)[name]
     assert not outcome.passed
     assert expected in outcome.message
     if name != "reconciles_with_bronze":
         assert SPY_FILE in outcome.message
 
 
-def test_zstd_check_fails_on_a_snappy_file(lake):
+def test_zstd_check_fails_on_a_snappy_file(lake, rebuilt):
     replace_spy(lake, lambda rows: rows, compression="snappy")
-    outcome = check_hour(lake, SILVER, HOUR)["zstd_compressed"]
+    outcome = check_hour(lake, SILVER, rebuilt)["zstd_compressed"]
     assert not outcome.passed
     assert SPY_FILE in outcome.message and "SNAPPY" in outcome.message
 
 
-def test_partition_values_that_vanished_are_removed(lake, tmp_path):
+def test_partition_values_that_vanished_are_removed(lake, rebuilt):
     stale = f"silver/stocks/trades/symbol=GONE/{hour_folder(HOUR)}/part-00000.parquet"
     lake.write_parquet(lake.read_parquet([SPY_FILE]).head(1), stale)
     result = rebuild_hour(lake, SILVER, HOUR)
     assert result.removed_values == ["symbol=GONE"]
     assert stale not in lake.list_files("silver")
-    assert all(outcome.passed for outcome in check_hour(lake, SILVER, HOUR).values())
+    assert all(outcome.passed for outcome in check_hour(lake, SILVER, result).values())

@@ -12,7 +12,7 @@ import dagster as dg
 
 from lake_platform.defs.automation import DERIVED_AUTOMATION
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
-from lake_platform.defs.reporting import check_evaluations, materialization_metadata
+from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
 from lake_platform.defs.resources import LakeResource
 from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
 
@@ -61,8 +61,11 @@ def build_derived_asset(
                 f"{result.rows_written} written in {len(result.files)} files"
             )
             results[partition_key] = result
-            outcomes[partition_key] = check_hour(store, table, hour, result.inputs)
-        yield dg.MaterializeResult(metadata=materialization_metadata(results))
+            outcomes[partition_key] = check_hour(store, table, result)
+            context.add_asset_metadata(
+                hour_metadata(partition_key, result), partition_key=partition_key
+            )
+        yield dg.MaterializeResult(metadata=run_metadata(results))
         yield from check_evaluations(context, key, results, outcomes)
 
     return derived

@@ -31,10 +31,23 @@ def inputs_metadata(result: HourResult) -> dict[str, int | str]:
     return {"files": result.input_files, "sha256": files_digest(result.inputs)}
 
 
-def materialization_metadata(
-    results: Mapping[str, HourResult],
-) -> dict[str, dg.MetadataValue]:
-    """Counts summed over the run's hours, each hour's inputs, a preview of the first rows."""
+def hour_metadata(partition: str, result: HourResult) -> dict[str, dg.MetadataValue]:
+    """What one hour's rebuild read and wrote, attached to that hour's materialization only.
+
+    Key-level metadata is copied onto every partition's event of a range run, so per-hour
+    values set there would be stored hours × hours times; these are stored once per hour.
+    """
+    return {
+        "hour_rows_read": dg.MetadataValue.int(result.rows_read),
+        "hour_rows_written": dg.MetadataValue.int(result.rows_written),
+        "hour_files": dg.MetadataValue.int(len(result.files)),
+        "hour_bytes": dg.MetadataValue.int(result.bytes),
+        "inputs": dg.MetadataValue.json({partition: inputs_metadata(result)}),
+    }
+
+
+def run_metadata(results: Mapping[str, HourResult]) -> dict[str, dg.MetadataValue]:
+    """Counts summed over the run's hours and a preview of the first rows (a fixed size)."""
     hours = list(results.values())
     preview = next((r.preview for r in hours if r.preview is not None), None)
     metadata: dict[str, dg.MetadataValue] = {
@@ -45,30 +58,38 @@ def materialization_metadata(
         "files": dg.MetadataValue.int(sum(len(r.files) for r in hours)),
         "bytes": dg.MetadataValue.int(sum(r.bytes for r in hours)),
         "input_files": dg.MetadataValue.int(sum(r.input_files for r in hours)),
-        "inputs": dg.MetadataValue.json(
-            {partition: inputs_metadata(result) for partition, result in results.items()}
-        ),
     }
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(_markdown_table(preview))
     return metadata
 
 
-def _targets(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: Sequence[str]
+def materialization_targets(
+    instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey, partitions: Sequence[str]
 ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """This run's materialization of each partition, which each hour's evaluations check."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(partitions)),
-        limit=len(partitions),
-    ).records
-    return {
-        record.partition_key: AssetCheckEvaluationTargetMaterializationData(
-            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-        )
-        for record in records
-        if record.partition_key is not None and record.run_id == context.run.run_id
-    }
+    """Run `run_id`'s materialization of each of `partitions` of `key`, by partition.
+
+    The newest materializations of an hour may be another run's (a concurrent run that
+    materialized it later), so records are read newest first, page after page, until every
+    hour has this run's; their storage ids are the asset index's, as Dagster's own checks use.
+    """
+    records_filter = dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(partitions))
+    targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    cursor = None
+    while len(targets) < len(set(partitions)):
+        page = instance.fetch_materializations(records_filter, len(partitions), cursor)
+        for record in page.records:
+            if record.run_id == run_id and record.partition_key is not None:
+                targets.setdefault(
+                    record.partition_key,
+                    AssetCheckEvaluationTargetMaterializationData(
+                        storage_id=record.storage_id, run_id=run_id, timestamp=record.timestamp
+                    ),
+                )
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return targets
 
 
 def check_evaluations(
@@ -83,7 +104,7 @@ def check_evaluations(
     run would record one result for no partition; an `AssetCheckEvaluation` names its hour.
     Call after the materialization has been yielded: each evaluation targets it.
     """
-    targets = _targets(context, key, list(outcomes))
+    targets = materialization_targets(context.instance, context.run.run_id, key, list(outcomes))
     selected = [check for check in context.selected_asset_check_keys if check.asset_key == key]
     for partition, by_name in outcomes.items():
         inputs = inputs_metadata(results[partition])

@@ -34,17 +34,13 @@ HourFiles = Mapping[str, Sequence[str]]
 class Reconciliation:
     """A total of the derived hour that must equal a total of its input hour.
 
-    `derived` is aggregated over each derived file and `source` over each partition value's
-    input files (one value's rows at a time); both are summed.
+    `derived` is aggregated over each derived file when checking, `source` over each partition
+    value's input rows while rebuilding (the frame the transform reads); both are summed.
     """
 
     what: str
     derived: pl.Expr
     source: pl.Expr
-
-    def source_columns(self) -> list[str]:
-        """The input columns `source` reads (`event_id` when it only counts rows)."""
-        return self.source.meta.root_names() or ["event_id"]
 
 
 @dataclass(frozen=True)
@@ -61,11 +57,21 @@ class DerivedTable:
     extra_file_checks: dict[str, FileCheck] = field(default_factory=dict)
 
     @property
+    def sorted_check(self) -> str:
+        """Name of the order check: files (and a value-hour's files in name order) are sorted."""
+        return f"sorted_by_{self.order[0]}"
+
+    @property
+    def unique_check(self) -> str:
+        """Name of the uniqueness check of `unique_keys` over each value-hour's files."""
+        return f"{'_'.join(self.unique_keys)}_unique"
+
+    @property
     def check_names(self) -> tuple[str, ...]:
-        """Check names: `sorted_by_…`, `…_unique`, bounds, schema, ZSTD, then the table's own."""
+        """Check names: order, uniqueness, bounds, schema, ZSTD, then the table's own."""
         return (
-            f"sorted_by_{self.order[0]}",
-            f"{'_'.join(self.unique_keys)}_unique",
+            self.sorted_check,
+            self.unique_check,
             "within_partition_hour",
             "matches_declared_schema",
             "zstd_compressed",
@@ -75,10 +81,11 @@ class DerivedTable:
 
     def file_checks(self) -> dict[str, FileCheck]:
         """Every per-file check of this table, by name."""
-        sorted_name, unique_name = self.check_names[:2]
         return {
-            sorted_name: lambda frame, _, path, __: checks.sorted_by(frame, self.order, path),
-            unique_name: lambda frame, _, path, __: checks.unique(frame, self.unique_keys, path),
+            self.sorted_check: lambda frame, _, path, __: checks.sorted_by(frame, self.order, path),
+            self.unique_check: lambda frame, _, path, __: checks.unique(
+                frame, self.unique_keys, path
+            ),
             "within_partition_hour": lambda frame, _, path, hour: checks.within_hour(
                 frame, hour, path
             ),
@@ -98,10 +105,15 @@ def files_digest(files: HourFiles) -> str:
 
 @dataclass
 class HourResult:
-    """What rebuilding one hour read (`inputs`, the exact files) and wrote."""
+    """What rebuilding one hour read (`inputs`, the exact files) and wrote.
+
+    `source_totals` holds each reconciliation's total of the rows the rebuild read, so the
+    check compares with what the rebuild saw even after the inputs changed or vanished.
+    """
 
     hour: dt.datetime
     inputs: dict[str, list[str]] = field(default_factory=dict)
+    source_totals: dict[str, int | float] = field(default_factory=dict)
     rows_read: int = 0
     rows_written: int = 0
     files: list[WrittenFile] = field(default_factory=list)
@@ -135,8 +147,10 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
     """Replace the hour's files of `table` with the transform of its inputs."""
     inputs = hour_files(store, table.source, hour)
     result = HourResult(hour, inputs)
+    source_exprs = {name: r.source for name, r in table.reconciliations.items()}
     for value_folder, files in inputs.items():
         source = store.read_parquet(files)
+        _add(result.source_totals, source, source_exprs)
         output = table.transform(source)
         folder = f"{table.target}/{value_folder}/{hour_folder(hour)}"
         result.files.extend(replace_partition(store, folder, output))
@@ -165,29 +179,20 @@ def _add(totals: dict[str, int | float], frame: pl.DataFrame, exprs: dict[str, p
 
 
 def _reconcile(
-    store: LakeStore,
-    table: DerivedTable,
-    hour: dt.datetime,
-    derived: dict[str, int | float],
-    inputs: HourFiles,
+    table: DerivedTable, rebuilt: HourResult, derived: dict[str, int | float]
 ) -> dict[str, CheckOutcome]:
-    """Each reconciliation's derived total against the total of `inputs`, one value at a time."""
-    source: dict[str, int | float] = {}
-    columns = sorted({c for r in table.reconciliations.values() for c in r.source_columns()})
-    for files in inputs.values():
-        rows = store.read_parquet(files, columns=columns)
-        _add(source, rows, {name: r.source for name, r in table.reconciliations.items()})
-    where = f"{table.target} {hour:%Y-%m-%d %H}:00"
-    read = f"{sum(len(files) for files in inputs.values())} input files"
+    """Each reconciliation's derived total against the total of the rows the rebuild read."""
+    where = f"{table.target} {rebuilt.hour:%Y-%m-%d %H}:00"
+    read = f"{rebuilt.input_files} input files"
     outcomes = {}
     for name, reconciliation in table.reconciliations.items():
-        mine, theirs = derived.get(name, 0), source.get(name, 0)
+        mine, theirs = derived.get(name, 0), rebuilt.source_totals.get(name, 0)
         outcomes[name] = (
             CheckOutcome.ok(f"{where}: {reconciliation.what} {mine} ({read})")
             if mine == theirs
             else CheckOutcome(
                 False,
-                f"{where}: {reconciliation.what} is {mine} but its {read} give {theirs}",
+                f"{where}: {reconciliation.what} is {mine} but the rebuild's {read} give {theirs}",
             )
         )
     return outcomes
@@ -235,15 +240,16 @@ class _AcrossFiles:
 
 
 def check_hour(
-    store: LakeStore, table: DerivedTable, hour: dt.datetime, inputs: HourFiles | None = None
+    store: LakeStore, table: DerivedTable, rebuilt: HourResult
 ) -> dict[str, CheckOutcome]:
-    """Every check of the hour, on the files as they are in storage (each read once).
+    """Every check of the rebuilt hour, on the files as they are in storage (each read once).
 
-    Reconciliations compare with `inputs`, the exact files the rebuild read (the ingest may
-    have appended to the hour since); without them, with the input files there are now.
+    Reconciliations compare the derived totals with the totals of the rows the rebuild read
+    (`rebuilt.source_totals`): the inputs may have changed since (the ingest appends to Bronze,
+    a Silver rebuild rewrites Silver under the same names), and are not read again.
     """
+    hour = rebuilt.hour
     failures: dict[str, CheckOutcome] = {}
-    sorted_name, unique_name = table.check_names[:2]
     rows = files = 0
     derived_totals: dict[str, int | float] = {}
     derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
@@ -260,13 +266,11 @@ def check_hour(
                         failures[name] = outcome
             boundary = across.add(frame, path)
             if boundary is not None:
-                failures.setdefault(sorted_name, boundary)
+                failures.setdefault(table.sorted_check, boundary)
         repeated = across.unique()
         if repeated is not None:
-            failures.setdefault(unique_name, repeated)
-    if inputs is None:
-        inputs = hour_files(store, table.source, hour)
-    for name, outcome in _reconcile(store, table, hour, derived_totals, inputs).items():
+            failures.setdefault(table.unique_check, repeated)
+    for name, outcome in _reconcile(table, rebuilt, derived_totals).items():
         if not outcome.passed:
             failures[name] = outcome
     passed = CheckOutcome.ok(f"{files} files, {rows} rows in {hour:%Y-%m-%d %H}:00")

@@ -1,8 +1,9 @@
-"""Replacing the files of one derived partition (`part-00000.parquet`, …) safely.
+"""Replacing the files of one derived partition (`part-00000.parquet`, …).
 
-Every file is written atomically under its final name, so a concurrent reader sees either the
-old or the new file, never a partial one; files the new output no longer has are removed
-afterwards. Output is byte-reproducible: eager Polars writes with pinned row groups.
+Every file is written atomically under its final (contract) name, so a reader never sees a
+partial file; files the new output no longer has are removed afterwards. A replacement of
+several files is not atomic as a whole: see `replace_partition`. Output is byte-reproducible:
+eager Polars writes with pinned row groups.
 """
 
 import math
@@ -35,7 +36,17 @@ def file_slices(frame: pl.DataFrame) -> list[pl.DataFrame]:
 
 
 def replace_partition(store: LakeStore, folder: str, frame: pl.DataFrame) -> list[WrittenFile]:
-    """Write `frame` as the files of `folder`, then remove the folder's other Parquet files."""
+    """Write `frame` as the files of `folder`, then remove the folder's other Parquet files.
+
+    What a concurrent reader can see: each file is written atomically under its final name
+    (`part-00000.parquet`, `part-00001.parquet`, … overwritten in place), so every file it reads
+    is a whole old or a whole new file. A partition of one file before and after is therefore
+    seen entirely old or entirely new. With several files there is no such guarantee: a reader
+    listing or reading mid-replacement can see new files next to old ones (new `part-00000`,
+    old `part-00001`), and old files beyond the new count until they are removed at the end;
+    such a mixed set can repeat or miss rows. Only after this returns does the folder hold
+    exactly the new files.
+    """
     written = []
     for index, part in enumerate(file_slices(frame)):
         path = f"{folder}/{numbered_file_name(index)}"
