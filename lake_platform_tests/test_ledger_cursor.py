@@ -41,3 +41,20 @@ def test_capped_ticks_report_every_entry_once_even_when_commit_times_tie(tmp_pat
     assert [entry_id for tick in ticks for entry_id in tick] == sorted(ids)
     late = write_entry(store, NOW_NS - LATENESS_NS // 2, "late")  # a slow writer's entry
     assert drain(store, cursor, limit=7)[0] == [[late]]
+
+
+def test_stray_and_undecodable_files_under_the_ledger_are_skipped_with_a_warning(tmp_path, caplog):
+    store = LakeStore(str(tmp_path), fsspec.filesystem("file"))
+    good = write_entry(store, NOW_NS - 60 * 10**9, "0000000000aa")
+    folder = ledger_file(LedgerEntry(good, NOW_NS, "w", False, (), ()).committed, good)
+    folder = folder.rsplit("/", 1)[0]
+    store.write_bytes(b'{"note": "copied here by hand"}', f"{folder}/notes.json")
+    broken = f"{NOW_NS - 30 * 10**9:019d}-0000000000bb"
+    store.write_bytes(b'{"entry_id": "truncated', f"{folder}/{broken}.json")
+
+    entries, cursor = read_unreported(store, LedgerCursor(since_ns=NOW_NS - 3_600 * 10**9), NOW_NS)
+
+    assert [entry.entry_id for entry in entries] == [good]
+    assert good in cursor.seen
+    assert "notes.json under _ledger/: not a ledger entry's name" in caplog.text
+    assert f"skipping {folder}/{broken}.json: not a valid ledger entry" in caplog.text

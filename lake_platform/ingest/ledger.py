@@ -8,6 +8,8 @@ sequences. Entries are filed by commit hour: `_ledger/date=YYYY-MM-DD/hour=HH/{i
 """
 
 import datetime as dt
+import logging
+import re
 import secrets
 
 import msgspec
@@ -16,6 +18,11 @@ from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder, ledger_file
 
 HOUR_NS = 3_600 * 10**9
+ENTRY_ID = re.compile(r"[0-9]{19}-[0-9a-zA-Z]+")
+"""The shape of an entry's id (`new_entry_id`: commit time, a unique suffix); a file under
+`_ledger/` named otherwise is not an entry."""
+
+log = logging.getLogger(__name__)
 
 
 class CommittedFile(msgspec.Struct, frozen=True):
@@ -77,6 +84,9 @@ def list_entries(
         hour = dt.datetime.fromtimestamp(hour_ns / 1e9, tz=dt.UTC)
         for path in store.list_files(f"_ledger/{hour_folder(hour)}", suffix=".json"):
             entry_id = path.rsplit("/", 1)[-1].removesuffix(".json")
+            if not ENTRY_ID.fullmatch(entry_id):
+                log.warning("ignoring %s under _ledger/: not a ledger entry's name", path)
+                continue
             if entry_id not in known and committed_ns_of(entry_id) >= since_ns:
                 found.append((entry_id, path))
         hour_ns += HOUR_NS
@@ -84,9 +94,15 @@ def list_entries(
 
 
 def read_entry_files(store: LakeStore, paths: list[str]) -> list[LedgerEntry]:
-    """The entries stored at `paths`, in that order (read concurrently on S3)."""
-    bodies = store.read_many_bytes(paths)
-    return [msgspec.json.decode(body, type=LedgerEntry) for body in bodies]
+    """The entries stored at `paths`, in that order (read concurrently on S3); a file that
+    is not a valid entry is skipped with a warning, so one stray file never stops reporting."""
+    entries = []
+    for path, body in zip(paths, store.read_many_bytes(paths), strict=True):
+        try:
+            entries.append(msgspec.json.decode(body, type=LedgerEntry))
+        except msgspec.DecodeError as error:  # ValidationError is a DecodeError
+            log.warning("skipping %s: not a valid ledger entry: %s", path, error)
+    return entries
 
 
 def read_entries(
