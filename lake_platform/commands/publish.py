@@ -18,6 +18,7 @@ def run_publish(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise ValueError(f"no such file: {path}")
         messages = replay_file(path)
+        msg_id_prefix: str | None = None
     else:
         now = time.time_ns()
         spec = SessionSpec(
@@ -29,7 +30,9 @@ def run_publish(args: argparse.Namespace) -> int:
             end_ns=now + int(args.minutes * 60 * 10**9) if args.live else now,
         )
         messages = session(spec)
+        msg_id_prefix = f"sim-{spec.seed}-{spec.end_ns}"
     rate = args.rate if args.live else None
-    stats = asyncio.run(publish(settings, messages, rate=rate))
-    print(f"published {stats.total:,} messages")
+    stats = asyncio.run(publish(settings, messages, rate=rate, msg_id_prefix=msg_id_prefix))
+    retried = f" ({stats.retries:,} retries, {stats.duplicates:,} already stored)"
+    print(f"published {stats.total:,} messages{retried if stats.retries else ''}")
     return 0

@@ -1,13 +1,27 @@
-"""Publishing a session (simulated or replayed from JSON lines) to JetStream, with progress."""
+"""Publishing a session (simulated or replayed from JSON lines) to JetStream, with progress.
+
+Every message carries a `Nats-Msg-Id` unique to it (`{prefix}-{index}`). A publish whose
+PubAck does not come (timeout, no responders, 503 while a stream leader is elected, a client
+reconnecting) is sent again with the same id, with backoff, for up to `RETRY_FOR_S`: the
+stream's duplicate window stores it once, and a PubAck marked `duplicate` still counts the
+message once. The simulator's deliberate re-publishes are separate messages with ids of
+their own, so they still reach the stream.
+"""
 
 import asyncio
 import json
+import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from tqdm import tqdm
 
 from lake_platform.ingest.connection import connect
@@ -16,8 +30,30 @@ from lake_platform.schemas import schema_for_subject
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import Message
 
+log = logging.getLogger(__name__)
+
 IN_FLIGHT = 512
 """Publishes awaiting their JetStream ack at once."""
+ACK_TIMEOUT_S = 2.0
+RETRY_FOR_S = 60.0
+"""How long one message is retried; a leader election takes 4-7 s, a restart a few more."""
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 2.0
+MSG_ID_HEADER = "Nats-Msg-Id"
+RETRIABLE = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""No PubAck, for a reason that passes: the server restarts or a stream leader is elected."""
+
+
+class PublishFailedError(RuntimeError):
+    """A message got no PubAck within `RETRY_FOR_S`."""
 
 
 @dataclass
@@ -25,6 +61,9 @@ class PublishStats:
     """Messages published per schema (`None`: malformed on purpose or unknown subject)."""
 
     by_schema: Counter[str | None] = field(default_factory=Counter)
+    retries: int = 0
+    duplicates: int = 0
+    """Messages whose PubAck said `duplicate`: an earlier attempt had stored them."""
 
     @property
     def total(self) -> int:
@@ -48,14 +87,61 @@ def replay_file(path: Path) -> Iterator[Message]:
             yield Message(subject, json.dumps(data).encode(), schema.name if schema else None)
 
 
+async def publish_once(
+    js: JetStreamContext, message: Message, msg_id: str, stats: PublishStats
+) -> PubAck:
+    """Publish one message until JetStream acks it, counting it once in `stats`."""
+    deadline = time.monotonic() + RETRY_FOR_S
+    backoff_s = FIRST_BACKOFF_S
+    while True:
+        try:
+            ack = await js.publish(
+                message.subject,
+                message.payload,
+                timeout=ACK_TIMEOUT_S,
+                headers={MSG_ID_HEADER: msg_id},
+            )
+        except RETRIABLE as error:
+            if time.monotonic() + backoff_s > deadline:
+                raise PublishFailedError(
+                    f"no PubAck for {message.subject} within {RETRY_FOR_S:.0f}s: "
+                    f"{type(error).__name__}"
+                ) from None
+            log.debug("publish of %s not acked (%s), retrying", msg_id, type(error).__name__)
+            stats.retries += 1
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+            continue
+        stats.by_schema[message.schema] += 1
+        stats.duplicates += bool(ack.duplicate)
+        return ack
+
+
+async def _all_acked(pending: list[asyncio.Future]) -> None:
+    """Wait for every publish; when one fails, cancel the others before raising."""
+    try:
+        await asyncio.gather(*pending)
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise
+
+
 async def publish(
     settings: LakeSettings,
     messages: Iterable[Message],
     *,
     rate: float | None = None,
     progress: bool = True,
+    msg_id_prefix: str | None = None,
 ) -> PublishStats:
-    """Publish with JetStream acks, `IN_FLIGHT` at a time; paced at `rate`/s when given."""
+    """Publish with JetStream acks, `IN_FLIGHT` at a time; paced at `rate`/s when given.
+
+    Message `i` gets the id `{msg_id_prefix}-{i}` (a fresh random prefix when None): the same
+    prefix publishes the same ids, so only pass one that names this session.
+    """
+    prefix = msg_id_prefix or secrets.token_hex(8)
     nc = await connect(settings, name="lake-platform publish")
     stats = PublishStats()
     try:
@@ -69,13 +155,13 @@ async def publish(
                     delay = started + index / rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                pending.append(asyncio.ensure_future(js.publish(message.subject, message.payload)))
-                stats.by_schema[message.schema] += 1
+                sending = publish_once(js, message, f"{prefix}-{index}", stats)
+                pending.append(asyncio.ensure_future(sending))
                 if len(pending) >= IN_FLIGHT or rate is not None:
-                    await asyncio.gather(*pending)
+                    await _all_acked(pending)
                     bar.update(len(pending))
                     pending = []
-            await asyncio.gather(*pending)
+            await _all_acked(pending)
             bar.update(len(pending))
     finally:
         await nc.close()
