@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lake_platform.schemas import BY_NAME, SCHEMAS, decode_batch
-from lake_platform.schemas.decode import DecodedBatch
+from lake_platform.schemas.decode import DecodedBatch, bulk_array
 from lake_platform_tests.samples import SAMPLES, TS
 
 EARLIEST_NS = 1_704_067_200 * 10**9  # 2024-01-01T00:00Z
@@ -246,11 +246,19 @@ def _fragments() -> st.SearchStrategy[bytes]:
     )
 
 
+def _whitespace() -> st.SearchStrategy[bytes]:
+    """What may surround a payload: JSON whitespace, and a form feed JSON does not allow."""
+    return st.lists(st.sampled_from([b" ", b"\t", b"\n", b"\r", b"\x0c"]), max_size=3).map(b"".join)
+
+
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from([schema.name for schema in SCHEMAS]), data=st.data())
 def test_bulk_and_one_by_one_decoding_agree(name, data):
     good = _message_like(name) | st.just(encode(SAMPLES[name]))
-    pieces = st.binary(max_size=32) | _fragments() | good | st.sampled_from([b",", b"[", b"]"])
+    padded = st.tuples(_whitespace(), good, _whitespace()).map(b"".join)
+    pieces = (
+        st.binary(max_size=32) | _fragments() | good | padded | st.sampled_from([b",", b"[", b"]"])
+    )
     payloads = data.draw(st.lists(pieces, min_size=1, max_size=6))
     bulk = decode(name, payloads)
     singles = [decode(name, [payload]) for payload in payloads]
@@ -260,3 +268,12 @@ def test_bulk_and_one_by_one_decoding_agree(name, data):
         (i, r.reason) for i, single in enumerate(singles) for r in single.rejections
     ]
     assert bulk.rows.drop("ts_recv_ns").equals(rows.drop("ts_recv_ns"))
+
+
+def test_payloads_with_whitespace_around_them_keep_the_batch_on_the_bulk_path():
+    schema = BY_NAME["stocks.trades"]
+    sample = encode(SAMPLES["stocks.trades"])
+    assert bulk_array(schema, [sample, sample + b"\n", b" \r\n" + sample + b"\t"]) is not None
+    assert bulk_array(schema, [sample + b"," + sample]) is None
+    batch = decode("stocks.trades", [sample + b"\n", sample])
+    assert batch.rejections == [] and batch.rows.height == 2

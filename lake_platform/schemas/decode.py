@@ -28,6 +28,8 @@ from lake_platform.storage.paths import ESCAPED_VALUE_MAX_BYTES, HIVE_ESCAPED
 
 PARTITION_VALUE_MAX_CHARS = 128
 HOUR_NS = 3_600 * 10**9
+JSON_WHITESPACE = b" \t\n\r"
+"""The whitespace JSON allows around a value (RFC 8259)."""
 
 
 @dataclass(frozen=True)
@@ -188,18 +190,30 @@ def _decode_each(
     return messages, positions, rejections, unknown
 
 
-def _decode_messages(
-    decoders: _Decoders, payloads: Sequence[bytes]
-) -> tuple[list[Any], list[int], list[Rejection], int]:
-    """Decode the batch as one JSON array; fall back to one by one when any message is bad.
-
-    The array is trusted only when its raw values are exactly the payloads, one each (a
-    payload with surrounding whitespace also takes the slow path, which accepts it).
-    """
+def bulk_array(schema: TableSchema, payloads: Sequence[bytes]) -> bytes | None:
+    """The payloads as one JSON array, when its raw values are the payloads, one each:
+    exactly, or (checked only when the exact comparison fails) the payloads stripped of the
+    JSON whitespace around them, such as a trailing newline, which one-by-one decoding
+    accepts too. None otherwise (a payload is malformed, or fragments splice together)."""
     joined = b"[" + b",".join(payloads) + b"]"
     try:
-        if list(map(bytes, decoders.raw.decode(joined))) != list(payloads):
-            return _decode_each(decoders, payloads)
+        raws = list(map(bytes, _decoders(schema).raw.decode(joined)))
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if raws == list(payloads) or raws == [p.strip(JSON_WHITESPACE) for p in payloads]:
+        return joined
+    return None
+
+
+def _decode_messages(
+    schema: TableSchema, payloads: Sequence[bytes]
+) -> tuple[list[Any], list[int], list[Rejection], int]:
+    """Decode the batch as one JSON array; fall back to one by one when any message is bad."""
+    decoders = _decoders(schema)
+    joined = bulk_array(schema, payloads)
+    if joined is None:
+        return _decode_each(decoders, payloads)
+    try:
         messages = decoders.batch.decode(joined)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return _decode_each(decoders, payloads)
@@ -242,8 +256,7 @@ def decode_batch(
     JetStream stored timestamp). Events before `earliest_ns` (LAKE_PARTITIONS_START) or
     more than an hour after `now_ns` are rejected.
     """
-    decoders = _decoders(schema)
-    messages, positions, rejections, unknown = _decode_messages(decoders, payloads)
+    messages, positions, rejections, unknown = _decode_messages(schema, payloads)
     records = msgspec.to_builtins(messages, builtin_types=(dt.date,))
     frame = pl.from_arrow(pa.Table.from_pylist(records, schema=_wire_schema(schema)))
     assert isinstance(frame, pl.DataFrame)
