@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import s3fs
@@ -66,7 +67,7 @@ def find_binary(name: str) -> Path:
     )
 
 
-def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], log_path: Path, **popen: Any) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in a new session, appending stdout and stderr to ``log_path``."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -75,6 +76,7 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **popen,
         )
 
 
@@ -492,3 +494,466 @@ def _url_port(url: str) -> int:
     if port is None:
         raise ServerStartError(f"no port in listener URL {url!r}")
     return port
+
+
+# --- Free single ports ---------------------------------------------------------------------
+
+
+def _claim_ports(count: int) -> list[int]:
+    """Reserve ``count`` free ports on 127.0.0.1 for servers whose ports must be known before
+    they start (cluster routes, a Postgres port), from the same range and claim set as S3's."""
+    chosen: list[int] = []
+    with _port_lock:
+        for _ in range(1000):
+            port = _port_rng.randrange(*_HTTP_PORT_RANGE)
+            if port in _claimed_ports or port in chosen or not _port_is_free(port):
+                continue
+            chosen.append(port)
+            if len(chosen) == count:
+                _claimed_ports.update(chosen)
+                return chosen
+    raise ServerStartError(f"could not find {count} free ports on {HOST}")
+
+
+def _release_ports(ports: list[int]) -> None:
+    with _port_lock:
+        _claimed_ports.difference_update(ports)
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+POSTGRES_BIN_DIRS = "/usr/lib/postgresql/*/bin"
+"""Where Debian's `postgresql` package puts initdb and postgres (one folder per version)."""
+_POSTGRES_SERVICE_USER = "postgres"
+
+
+def find_postgres_bin() -> Path:
+    """The folder holding ``initdb`` and ``postgres``: the newest Debian install, else PATH.
+
+    Raises FileNotFoundError naming the package to install when PostgreSQL is missing.
+    """
+    installed = sorted(
+        Path("/").glob(POSTGRES_BIN_DIRS.lstrip("/")),
+        key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+    )
+    for folder in reversed(installed):
+        if (folder / "initdb").is_file():
+            return folder
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise FileNotFoundError(
+        "PostgreSQL server binaries (initdb, postgres) not found in "
+        f"{POSTGRES_BIN_DIRS} nor on PATH; install them (Debian: apt-get install postgresql)"
+    )
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """The account the server runs as: ``postgres`` when we are root (initdb refuses root)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    @classmethod
+    def for_current_user(cls) -> _RunAs:
+        if os.geteuid() != 0:
+            return cls()
+        import pwd
+
+        try:
+            account = pwd.getpwnam(_POSTGRES_SERVICE_USER)
+        except KeyError:
+            raise FileNotFoundError(
+                f"running as root needs the {_POSTGRES_SERVICE_USER!r} account to run "
+                "PostgreSQL (initdb refuses root); install the postgresql package"
+            ) from None
+        return cls(account.pw_uid, account.pw_gid)
+
+    def own(self, path: Path) -> None:
+        if self.uid is not None and self.gid is not None:
+            os.chown(path, self.uid, self.gid)
+
+    def popen_kwargs(self) -> dict[str, object]:
+        if self.uid is None:
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+@dataclass
+class PostgresServer(_ManagedServer):
+    """A PostgreSQL server on 127.0.0.1 with password (SCRAM) authentication.
+
+    ``postgres`` (the postmaster) is this object's own child in its own process group, run as
+    the ``postgres`` account when we are root, so it is stopped by its pid like the other
+    servers (no ``pg_ctl`` daemon to chase). The data folder lives in a private temporary
+    folder that account can reach (pytest's folders are root-only) and is removed by ``stop``;
+    the server log stays in ``workdir``.
+    """
+
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+    workdir: Path
+    log_path: Path
+    data_dir: Path
+    _private_dir: Path = field(repr=False)
+    _process: subprocess.Popen[bytes] = field(repr=False)
+    _stopped: bool = field(default=False, init=False, repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        user: str = "dagster",
+        database: str = "dagster",
+        password: str | None = None,
+    ) -> PostgresServer:
+        """initdb a fresh cluster, start it on a free port and create ``database``."""
+        bin_dir = find_postgres_bin()
+        run_as = _RunAs.for_current_user()
+        workdir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / "postgres.log"
+        private = Path(tempfile.mkdtemp(prefix="lake-postgres-"))
+        try:
+            password = password or secrets.token_urlsafe(18)
+            data_dir = _init_cluster(bin_dir, run_as, private, user, password, log_path)
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
+        for attempt in itertools.count(1):
+            (port,) = _claim_ports(1)
+            command = _postgres_command(bin_dir, data_dir, private / "socket", port)
+            server = cls(
+                port=port,
+                user=user,
+                password=password,
+                database=database,
+                workdir=workdir,
+                log_path=log_path,
+                data_dir=data_dir,
+                _private_dir=private,
+                _process=_spawn(command, log_path, **run_as.popen_kwargs()),
+            )
+            try:
+                _wait_until_ready(server._process, "postgres", log_path, server._accepts)
+                server._create_database(bin_dir)
+            except ServerStartError:
+                # A port taken between the check and the bind: retry on another one.
+                retry = attempt < _PORT_ATTEMPTS and "could not bind" in _log_tail(log_path)
+                server._release(remove_data=not retry)
+                if retry:
+                    continue
+                raise
+            except BaseException:
+                server.stop()
+                raise
+            return server
+
+    @property
+    def url(self) -> str:
+        """A SQLAlchemy/psycopg2 URL of the database (holds the password)."""
+        return (
+            f"postgresql+psycopg2://{self.user}:{self.password}@{HOST}:{self.port}/{self.database}"
+        )
+
+    def _accepts(self) -> bool:
+        # `pg_isready` would need the binary path; the startup log line is as reliable.
+        text = _log_tail(self.log_path, lines=20)
+        return "database system is ready to accept connections" in text and _accepts_tcp(self.port)
+
+    def _create_database(self, bin_dir: Path) -> None:
+        command = [
+            str(bin_dir / "createdb"), "-h", HOST, "-p", str(self.port), "-U", self.user,
+            self.database,
+        ]  # fmt: skip
+        env = {**os.environ, "PGPASSWORD": self.password}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServerStartError(f"createdb {self.database} failed: {result.stderr.strip()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Fast shutdown (SIGINT: connections are closed, not waited for; SIGTERM would wait
+        for every client to leave), SIGKILL after ``timeout``; then remove the data folder."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGINT)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self._process, signal.SIGKILL)
+                self._process.wait()
+        self._release(remove_data=True)
+
+    def _release(self, remove_data: bool) -> None:
+        """Stop the process, free the port and (once, at the end) delete the data folder."""
+        terminate_group(self._process, STOP_TIMEOUT_S)
+        _release_ports([self.port])
+        if remove_data and not self._stopped:
+            self._stopped = True
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+
+
+def _accepts_tcp(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _init_cluster(
+    bin_dir: Path, run_as: _RunAs, private: Path, user: str, password: str, log_path: Path
+) -> Path:
+    """initdb a cluster in ``private/data`` with ``user`` as its password-protected superuser."""
+    run_as.own(private)
+    private.chmod(0o700)
+    socket_dir = private / "socket"
+    socket_dir.mkdir()
+    run_as.own(socket_dir)
+    password_file = private / "password"
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    run_as.own(password_file)
+    data_dir = private / "data"
+    command = [
+        str(bin_dir / "initdb"), "-D", str(data_dir), "-U", user,
+        f"--pwfile={password_file}", "-A", "scram-sha-256", "-E", "UTF8", "--no-sync",
+    ]  # fmt: skip
+    try:
+        with log_path.open("ab") as log:
+            result = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                **run_as.popen_kwargs(),  # type: ignore[arg-type]
+            )
+    finally:
+        password_file.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise ServerStartError(
+            f"initdb exited with code {result.returncode}; log tail ({log_path}):\n"
+            f"{_log_tail(log_path)}"
+        )
+    return data_dir
+
+
+def _postgres_command(bin_dir: Path, data_dir: Path, socket_dir: Path, port: int) -> list[str]:
+    return [
+        str(bin_dir / "postgres"),
+        "-D", str(data_dir),
+        "-p", str(port),
+        "-c", f"listen_addresses={HOST}",
+        "-c", f"unix_socket_directories={socket_dir}",
+        "-c", "fsync=off",  # a throwaway test database: durability buys nothing here
+        "-c", "max_connections=200",  # Dagster's daemon, webserver and run workers each pool
+    ]  # fmt: skip
+
+
+# --- NATS JetStream cluster ----------------------------------------------------------------
+
+
+@dataclass
+class NatsNode:
+    """One server of a `NatsCluster`: its name (``server_name``), ports and store dir."""
+
+    name: str
+    port: int
+    cluster_port: int
+    monitor_port: int
+    config_path: Path
+    store_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def launch(self, binary: Path) -> subprocess.Popen[bytes]:
+        """Start the node's process (its own process group) from its config file."""
+        self.process = _spawn([str(binary), "-c", str(self.config_path)], self.log_path)
+        return self.process
+
+    def monitor(self, endpoint: str) -> dict[str, Any]:
+        """The JSON of a monitoring endpoint (``jsz?streams=true``) of this node."""
+        url = f"http://{HOST}:{self.monitor_port}/{endpoint}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)
+
+    def healthy(self) -> bool:
+        """JetStream of this node is up and current with the cluster (its streams and
+        consumers caught up): what ``/healthz`` reports."""
+        return _http_status(f"http://{HOST}:{self.monitor_port}/healthz") == 200
+
+
+@dataclass
+class NatsCluster:
+    """A JetStream cluster of ``nats-server`` processes on 127.0.0.1, routed to each other.
+
+    Nodes are named ``{prefix}-1`` … (``nats-1`` like the compose services); each runs in its
+    own process group, so `kill` of one node is a real crash of that node only. `restart`
+    reuses the node's ports, config and store dir, so it rejoins and catches up.
+
+        with NatsCluster.start(tmp_path / "nats") as cluster:
+            cluster.urls  # every client URL, for NATS_URL
+            cluster.kill(cluster.stream_leader("MARKET"))
+    """
+
+    workdir: Path
+    nodes: list[NatsNode]
+    _binary: Path = field(repr=False)
+
+    @classmethod
+    def start(
+        cls, workdir: Path, size: int = 3, prefix: str = "nats", name: str = "lake"
+    ) -> NatsCluster:
+        """Start ``size`` routed nodes on free ports; return once every node is healthy and
+        the cluster has elected a JetStream meta leader."""
+        binary = find_binary("nats-server")
+        workdir.mkdir(parents=True, exist_ok=True)
+        for attempt in itertools.count(1):
+            ports = _claim_ports(3 * size)
+            nodes = [
+                _nats_node(workdir, f"{prefix}-{index + 1}", *ports[3 * index : 3 * index + 3])
+                for index in range(size)
+            ]
+            _write_cluster_configs(nodes, name)
+            cluster = cls(workdir, nodes, binary)
+            try:
+                for node in nodes:
+                    node.launch(binary)
+                cluster.wait_healthy()
+            except ServerStartError:
+                cluster.stop()
+                logs = "".join(_log_tail(node.log_path) for node in cluster.nodes)
+                if attempt < _PORT_ATTEMPTS and "address already in use" in logs:
+                    continue
+                raise
+            except BaseException:
+                cluster.stop()
+                raise
+            return cluster
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def node(self, name: str) -> NatsNode:
+        """The node whose ``server_name`` is ``name``."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node named {name!r} in {[node.name for node in self.nodes]}")
+
+    def stream_leader(self, stream: str, account: str = "$G") -> NatsNode:
+        """The node leading ``stream``'s raft group, as a running node reports it."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                jsz = node.monitor(f"jsz?streams=true&acc={account}")
+                for detail in jsz.get("account_details") or []:
+                    for info in detail.get("stream_detail") or []:
+                        leader = (info.get("cluster") or {}).get("leader")
+                        if info.get("name") == stream and leader:
+                            return self.node(leader)
+        raise LookupError(f"no running node reports a leader of stream {stream!r}")
+
+    def kill(self, node: NatsNode) -> None:
+        """SIGKILL one node (a crash: no clean JetStream shutdown)."""
+        if node.process is not None:
+            _signal_group(node.process, signal.SIGKILL)
+            node.process.wait()
+
+    def restart(self, node: NatsNode) -> None:
+        """Stop ``node`` if running, start it on the same ports and store dir, and wait until
+        it is healthy again (rejoined and caught up)."""
+        if node.process is not None:
+            terminate_group(node.process, STOP_TIMEOUT_S)
+        process = node.launch(self._binary)
+        _wait_until_ready(process, node.name, node.log_path, node.healthy)
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until every running node is healthy and agrees on a meta leader."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            if node.process is None:
+                raise ServerStartError(f"{node.name} was never started")
+            remaining = max(deadline - time.monotonic(), 1.0)
+            _wait_until_ready(node.process, node.name, node.log_path, node.healthy, remaining)
+        while not self._meta_leader_elected():
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"no JetStream meta leader after {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def _meta_leader_elected(self) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            leaders = {
+                (node.monitor("jsz").get("meta_cluster") or {}).get("leader")
+                for node in self.nodes
+                if node.running
+            }
+            return len(leaders) == 1 and None not in leaders and "" not in leaders
+        return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop every node by its process group (SIGTERM, SIGKILL after ``timeout``)."""
+        for node in self.nodes:
+            if node.process is not None:
+                terminate_group(node.process, timeout)
+        _release_ports(
+            [port for n in self.nodes for port in (n.port, n.cluster_port, n.monitor_port)]
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _nats_node(workdir: Path, name: str, client: int, route: int, monitor: int) -> NatsNode:
+    folder = workdir / name
+    store_dir = folder / "jetstream"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    return NatsNode(
+        name=name,
+        port=client,
+        cluster_port=route,
+        monitor_port=monitor,
+        config_path=folder / f"{name}.conf",
+        store_dir=store_dir,
+        log_path=folder / "nats-server.log",
+    )
+
+
+def _write_cluster_configs(nodes: list[NatsNode], cluster_name: str) -> None:
+    """One config per node (the layout of docker/nats/nats-N.conf, on loopback ports)."""
+    routes = ", ".join(f"nats-route://{HOST}:{node.cluster_port}" for node in nodes)
+    for node in nodes:
+        node.config_path.write_text(
+            f"server_name: {node.name}\n"
+            f"listen: {HOST}:{node.port}\n"
+            f"http: {HOST}:{node.monitor_port}\n"
+            f'jetstream {{ store_dir: "{node.store_dir}" }}\n'
+            f"cluster {{\n  name: {cluster_name}\n  listen: {HOST}:{node.cluster_port}\n"
+            f"  routes: [{routes}]\n}}\n"
+        )
