@@ -14,6 +14,7 @@ from lake_platform.ingest.jetstream import ConsumerConfigError
 from lake_platform.ingest.service import IngestFailedError
 from lake_platform.schemas import SCHEMAS
 from lake_platform.settings import LakeSettings, SettingsError
+from lake_platform.simulate.publisher import PublishFailedError
 from lake_platform.storage import StorageError
 
 EXIT_FAILURE = 1
@@ -64,6 +65,13 @@ def _demo(args: argparse.Namespace) -> int:
     from lake_platform.commands.demo import run_demo
 
     return run_demo(minutes=args.minutes, rate=args.rate, seed=args.seed)
+
+
+def _init(_: argparse.Namespace) -> int:
+    """Idempotent deployment set-up: lake bucket, streams, consumers, Dagster storage."""
+    from lake_platform.commands.init import run_init
+
+    return run_init()
 
 
 def _date(raw: str) -> dt.date:
@@ -126,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=_positive_seconds, default=100.0, help="events per second")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.set_defaults(handler=_demo)
+    init = commands.add_parser(
+        "init",
+        help="set up a deployment once (idempotent): S3 bucket, streams with their replicas "
+        "and retention, durable consumers, `dagster instance migrate`",
+    )
+    init.set_defaults(handler=_init)
     return parser
 
 
@@ -143,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         NatsUnavailableError,
         ConsumerConfigError,
         IngestFailedError,
+        PublishFailedError,
         OSError,
         ValueError,
     ) as error:

@@ -1,0 +1,130 @@
+"""`lake-platform init`: the idempotent set-up a deployment runs once before its services.
+
+It creates what is missing and leaves what exists as it is, printing one line per thing:
+`created …` or `exists …` (`migrated …` when the Dagster storage schema was upgraded). The
+streams and consumers are made by the same functions the ingest uses, so `init` and a
+first ingest make identical ones. A second run prints only `exists` lines.
+"""
+
+import asyncio
+import contextlib
+import io
+import os
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from lake_platform.ingest.connection import connect
+from lake_platform.ingest.jetstream import (
+    DURABLE,
+    ConsumerSizing,
+    ensure_consumers,
+    ensure_streams,
+)
+from lake_platform.schemas import STREAMS
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore
+
+COMPUTE_LOG_BUCKET_ENV = "DAGSTER_COMPUTE_LOG_BUCKET"
+AWS_DEFAULT_REGION = "us-east-1"
+Say = Callable[[str], None]
+
+
+def run_init(say: Say = print) -> int:
+    """Set up the lake, the streams and consumers, and the Dagster storage."""
+    settings = LakeSettings.from_env()
+    init_lake(settings, say)
+    asyncio.run(init_nats(settings, say))
+    init_dagster(say)
+    return 0
+
+
+def _state(existed: bool) -> str:
+    return "exists" if existed else "created"
+
+
+def init_lake(settings: LakeSettings, say: Say) -> None:
+    """The lake folder, or on S3 the lake's bucket and `DAGSTER_COMPUTE_LOG_BUCKET`."""
+    store = LakeStore.from_settings(settings)
+    if store.is_local:
+        existed = os.path.isdir(store.root)
+        store.check_access()
+        say(f"{_state(existed)} lake folder {store.root}")
+        return
+    buckets = [store.root.split("/", 1)[0]]
+    if (logs := os.environ.get(COMPUTE_LOG_BUCKET_ENV, "").strip()) and logs not in buckets:
+        buckets.append(logs)
+    for bucket in buckets:
+        existed = store.fs.exists(bucket)
+        if not existed:
+            _create_bucket(store, bucket, settings.s3_region)
+        say(f"{_state(existed)} bucket {bucket} at {store.endpoint}")
+    store.check_access()
+
+
+def _create_bucket(store: LakeStore, bucket: str, region: str | None) -> None:
+    """Create `bucket`; AWS refuses a location constraint naming its default region."""
+    params: dict[str, object] = {"Bucket": bucket}
+    if region and region != AWS_DEFAULT_REGION:
+        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    store.fs.call_s3("create_bucket", **params)
+    store.fs.invalidate_cache(bucket)
+
+
+async def init_nats(settings: LakeSettings, say: Say) -> None:
+    """The streams (replicas and retention of the settings) and the durable consumers."""
+    nc = await connect(settings, name="lake-platform init")
+    try:
+        js = nc.jetstream()
+        streams_before = {name: await _stream_exists(js, name) for name in STREAMS}
+        await ensure_streams(js, settings)
+        for name, existed in streams_before.items():
+            config = (await js.stream_info(name)).config
+            max_bytes = "unlimited" if (config.max_bytes or -1) < 0 else f"{config.max_bytes} B"
+            say(
+                f"{_state(existed)} stream {name} (replicas {config.num_replicas}, "
+                f"max age {config.max_age:.0f} s, max bytes {max_bytes})"
+            )
+        consumers_before = {name: await _consumer_exists(js, name) for name in STREAMS}
+        await ensure_consumers(js, ConsumerSizing.for_settings(settings))
+        for name, existed in consumers_before.items():
+            say(f"{_state(existed)} consumer {name}/{DURABLE}")
+    finally:
+        await nc.close()
+
+
+async def _stream_exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def _consumer_exists(js: JetStreamContext, stream: str) -> bool:
+    try:
+        await js.consumer_info(stream, DURABLE)
+    except NotFoundError:
+        return False
+    return True
+
+
+def init_dagster(say: Say) -> None:
+    """`dagster instance migrate` for the instance of `DAGSTER_HOME` (nothing when unset).
+
+    Opening the instance creates missing tables at the latest schema; `upgrade` migrates an
+    older schema. Its progress lines are not shown: only whether the schema changed.
+    """
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        say("skipped dagster storage: DAGSTER_HOME is not set")
+        return
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        before = instance.schema_str()
+        with contextlib.redirect_stdout(io.StringIO()):  # SQLite storages print progress
+            instance.upgrade()
+        changed = instance.schema_str() != before
+    say(f"{'migrated' if changed else 'exists'} dagster storage of {home} (schema up to date)")
