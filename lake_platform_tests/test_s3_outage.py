@@ -151,3 +151,40 @@ def test_unreachable_s3_endpoint_is_retried_until_stopped(s3_server, ingest_sett
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stderr
     assert "ingested 5 events" in result.stdout
+
+
+def test_sensor_tick_with_s3_down_skips_in_one_line_and_keeps_its_cursor(
+    own_s3_server, nats_server, monkeypatch
+):
+    import dagster as dg
+
+    from lake_platform.definitions import defs
+    from lake_platform.defs.bronze.reporting import LedgerCursor
+    from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
+
+    own_s3_server.create_bucket("down")
+    settings = s3_settings(own_s3_server, "down")
+    env = {
+        "DATA_ROOT": settings.data_root,
+        "USE_S3": "1",
+        "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_ACCESS_KEY": settings.s3_access_key,
+        "S3_SECRET_KEY": settings.s3_secret_key,
+        "S3_REGION": settings.s3_region,
+        "NATS_URL": nats_server.url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cursor = LedgerCursor(since_ns=time.time_ns() - HOUR_NS).dump()
+    own_s3_server.kill()
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            resources=defs.get_repository_def().get_top_level_resources(),
+        )
+        result = bronze_ingest_sensor(context)
+    assert isinstance(result, dg.SkipReason), result
+    assert result.skip_message.startswith("cannot read the ledger: ")
+    assert "\n" not in result.skip_message
+    assert context.cursor == cursor
