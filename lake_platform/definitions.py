@@ -3,7 +3,11 @@
 import dagster as dg
 
 from lake_platform.defs.automation import automation_sensor
-from lake_platform.defs.bronze.assets import BRONZE_ASSETS
+from lake_platform.defs.bronze.assets import (
+    BRONZE_ASSETS,
+    BRONZE_FRESHNESS_CHECKS,
+    bronze_freshness_sensor,
+)
 from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.resources import LakeResource
@@ -11,6 +15,7 @@ from lake_platform.defs.silver.assets import SILVER_ASSETS
 
 defs = dg.Definitions(
     assets=[*BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS],
-    sensors=[bronze_ingest_sensor, automation_sensor],
+    asset_checks=BRONZE_FRESHNESS_CHECKS,
+    sensors=[bronze_ingest_sensor, automation_sensor, bronze_freshness_sensor],
     resources={"lake": LakeResource()},
 )

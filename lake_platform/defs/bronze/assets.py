@@ -2,7 +2,15 @@
 
 They have no materialize button: a Bronze partition exists because events were ingested,
 and the ingest reports each committed batch as a runless materialization.
+
+Each has Dagster's built-in freshness check, evaluated by `bronze_freshness_sensor`: it fails
+when the asset got no materialization (of any hour) within `FRESHNESS_LOWER_BOUND`, so the UI
+shows an ingest that stopped. The sensor re-runs a failed check as soon as the asset is
+materialized again, and a passed one once it can be overdue.
 """
+
+import datetime as dt
+import warnings
 
 import dagster as dg
 
@@ -25,3 +33,21 @@ BRONZE_ASSETS = [
     )
     for schema in SCHEMAS
 ]
+
+FRESHNESS_LOWER_BOUND = dt.timedelta(hours=2)
+"""An hourly table not updated for two hours means the ingest (or its publishers) stopped."""
+FRESHNESS_SENSOR_INTERVAL_S = 60
+
+with warnings.catch_warnings():
+    # Dagster marks these superseded by `FreshnessPolicy`, which needs the instance's opt-in
+    # freshness daemon and shows no check results: the checks work on every instance.
+    warnings.simplefilter("ignore", dg.SupersessionWarning)
+    BRONZE_FRESHNESS_CHECKS = dg.build_last_update_freshness_checks(
+        assets=[spec.key for spec in BRONZE_ASSETS], lower_bound_delta=FRESHNESS_LOWER_BOUND
+    )
+    bronze_freshness_sensor = dg.build_sensor_for_freshness_checks(
+        freshness_checks=BRONZE_FRESHNESS_CHECKS,
+        name="bronze_freshness_sensor",
+        minimum_interval_seconds=FRESHNESS_SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
