@@ -57,7 +57,7 @@ def test_materializing_an_hour_writes_silver_with_metadata_and_passing_checks(la
         assert metadata["inputs"].value == {
             KEY: {"files": len(bronze), "sha256": files_digest({"": bronze})}
         }
-        assert metadata["hour_rows_written"].value == 1_000
+        assert metadata["hour_written_rows"].value == 1_000
         checks = result.get_asset_check_evaluations()
         assert {c.check_name for c in checks} == set(SILVER.check_names)
         assert all(c.passed for c in checks)
@@ -84,7 +84,7 @@ def test_a_range_run_rebuilds_every_hour_in_one_run(lake):
         events = result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
         partitions = {event.partition for event in events}
         assert partitions == {"2025-12-16-14:00", "2025-12-16-15:00", "2025-12-16-16:00"}
-        written = {event.partition: event.metadata["hour_rows_written"].value for event in events}
+        written = {event.partition: event.metadata["hour_written_rows"].value for event in events}
         assert written == {
             "2025-12-16-14:00": 1_000,
             "2025-12-16-15:00": 0,

@@ -36,12 +36,13 @@ def hour_metadata(partition: str, result: HourResult) -> dict[str, dg.MetadataVa
 
     Key-level metadata is copied onto every partition's event of a range run, so per-hour
     values set there would be stored hours × hours times; these are stored once per hour.
+    Their names contain none of the run-level names (`rows_written` is the run's total).
     """
     return {
-        "hour_rows_read": dg.MetadataValue.int(result.rows_read),
-        "hour_rows_written": dg.MetadataValue.int(result.rows_written),
-        "hour_files": dg.MetadataValue.int(len(result.files)),
-        "hour_bytes": dg.MetadataValue.int(result.bytes),
+        "hour_read_rows": dg.MetadataValue.int(result.rows_read),
+        "hour_written_rows": dg.MetadataValue.int(result.rows_written),
+        "hour_output_files": dg.MetadataValue.int(len(result.files)),
+        "hour_output_bytes": dg.MetadataValue.int(result.bytes),
         "inputs": dg.MetadataValue.json({partition: inputs_metadata(result)}),
     }
 
