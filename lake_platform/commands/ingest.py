@@ -46,13 +46,16 @@ async def _run(service: IngestService, until_idle: bool, max_seconds: float | No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    return await service.run(until_idle=until_idle, max_seconds=max_seconds, stop=stop)
+    return await service.run(
+        until_idle=until_idle, max_seconds=max_seconds, stop=stop, check_access=False
+    )
 
 
 def run_ingest(until_idle: bool, max_seconds: float | None) -> int:
     """Ingest until idle, a time limit or a signal; flushes and acks everything first."""
     settings = LakeSettings.from_env()
     store = LakeStore.from_settings(settings)
+    store.check_access()  # wrong credentials or a missing bucket: one clear line, exit 1
     reporter = dagster_reporter()
     if reporter is None:
         print(

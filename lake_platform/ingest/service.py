@@ -141,14 +141,18 @@ class IngestService:
         until_idle: bool = False,
         max_seconds: float | None = None,
         stop: asyncio.Event | None = None,
+        check_access: bool = True,
     ) -> IngestStats:
         """Ingest until `stop` is set, `max_seconds` pass, or (`until_idle`) nothing is pending.
 
         With `until_idle`, buffers are committed as soon as both streams are drained instead
         of waiting for their max age. Everything pulled is committed and acked before returning.
+        Wrong credentials or a missing bucket fail at once (`check_access`; False when the
+        caller has checked already).
         """
         stop = stop or asyncio.Event()
-        await asyncio.to_thread(self.store.check_access)
+        if check_access:
+            await asyncio.to_thread(self.store.check_access)
         nc = self._nc = await connect(
             self.settings, name=f"lake-platform {self.writer}", error_cb=self._on_nats_error
         )
