@@ -84,4 +84,5 @@ def test_init_fails_in_one_line_on_wrong_credentials(deployment_env, monkeypatch
     captured = capsys.readouterr()
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert f"cannot create bucket {deployment_env['lake']}" in captured.err
     assert "not-the-secret" not in captured.err

@@ -23,8 +23,9 @@ from lake_platform.ingest.jetstream import (
     ensure_streams,
 )
 from lake_platform.schemas import STREAMS
-from lake_platform.settings import LakeSettings
-from lake_platform.storage import LakeStore
+from lake_platform.settings import SECRET_MASK, LakeSettings
+from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage.store import storage_error_kind
 
 COMPUTE_LOG_BUCKET_ENV = "DAGSTER_COMPUTE_LOG_BUCKET"
 AWS_DEFAULT_REGION = "us-east-1"
@@ -56,9 +57,18 @@ def init_lake(settings: LakeSettings, say: Say) -> None:
     if (logs := os.environ.get(COMPUTE_LOG_BUCKET_ENV, "").strip()) and logs not in buckets:
         buckets.append(logs)
     for bucket in buckets:
-        existed = store.fs.exists(bucket)
-        if not existed:
-            _create_bucket(store, bucket, settings.s3_region)
+        try:
+            existed = store.fs.exists(bucket)
+            if not existed:
+                _create_bucket(store, bucket, settings.s3_region)
+        except Exception as error:
+            detail = str(error) or type(error).__name__
+            for hidden in (settings.s3_secret_key, settings.s3_access_key):
+                detail = detail.replace(hidden, SECRET_MASK) if hidden else detail
+            raise StorageError(
+                f"cannot create bucket {bucket} at {store.endpoint}: {detail}",
+                storage_error_kind(error),
+            ) from None
         say(f"{_state(existed)} bucket {bucket} at {store.endpoint}")
     store.check_access()
 
