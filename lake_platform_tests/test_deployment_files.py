@@ -49,6 +49,15 @@ NATS_CLUSTER_PORT = 6222
 # Variables read by software other than ours, as the deployment brief documents them.
 BOTO3_CREDENTIALS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 POSTGRES_IMAGE_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+DAGSTER_INSTANCE_VARS = {
+    "DAGSTER_POSTGRES_HOST",
+    "DAGSTER_POSTGRES_PORT",
+    "DAGSTER_POSTGRES_USER",
+    "DAGSTER_POSTGRES_PASSWORD",
+    "DAGSTER_POSTGRES_DB",
+    "DAGSTER_COMPUTE_LOG_BUCKET",
+    "DAGSTER_COMPUTE_LOG_PREFIX",
+}
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-[^}]*)?\}")
 SECRET_LITERAL = re.compile(r"--from-literal=([A-Z][A-Z0-9_]*)=")
 
@@ -222,18 +231,32 @@ def test_platform_variables_are_the_contract_ones(compose, k8s):
     assert platform <= settings_names, f"not read by LakeSettings: {platform - settings_names}"
 
 
+def _referenced_env_names(compose, k8s, helm) -> dict[str, set[str]]:
+    """Every variable name each deployment file sets or reads."""
+    compose_text = (DOCKER / "compose.yaml").read_text()
+    services = [name for name, spec in compose["services"].items() if "environment" in spec]
+    container = _k8s_container(k8s, "Deployment")
+    return {
+        "compose.yaml": set(INTERPOLATION.findall(compose_text))
+        | {key for name in services for key in _service_env(compose, name)},
+        "dagster.yaml": set(_dagster_env_refs(_yaml("dagster.yaml"))),
+        "helm/values.yaml": set(_dagster_env_refs(helm)),
+        "k8s/ingest.yaml": set(k8s["ConfigMap"]["data"])
+        | {env["name"] for env in container["env"]}
+        | _k8s_secret_keys(),
+    }
+
+
+def test_every_referenced_variable_is_known(compose, k8s, helm, env_example):
+    known = _settings_env_names() | _contract_env_names() | set(env_example)
+    known |= DAGSTER_INSTANCE_VARS | BOTO3_CREDENTIALS | POSTGRES_IMAGE_VARS
+    for path, names in _referenced_env_names(compose, k8s, helm).items():
+        assert names <= known, f"{path} uses unknown variables {names - known}"
+
+
 def test_dagster_instance_variables_are_set_everywhere_it_loads(compose, k8s):
     refs = set(_dagster_env_refs(_yaml("dagster.yaml")))
-    assert refs >= {
-        "DAGSTER_POSTGRES_HOST",
-        "DAGSTER_POSTGRES_PORT",
-        "DAGSTER_POSTGRES_USER",
-        "DAGSTER_POSTGRES_PASSWORD",
-        "DAGSTER_POSTGRES_DB",
-        "DAGSTER_COMPUTE_LOG_BUCKET",
-        "DAGSTER_COMPUTE_LOG_PREFIX",
-        "S3_ENDPOINT",
-    }
+    assert refs >= {*DAGSTER_INSTANCE_VARS, "S3_ENDPOINT"}
     for name in OUR_SERVICES:
         assert refs <= set(_service_env(compose, name)), name
     k8s_env = set(k8s["ConfigMap"]["data"]) | _k8s_secret_keys()
@@ -413,7 +436,7 @@ def test_k8s_ingest_probes_and_scrapes_the_metrics_port(k8s):
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
-def test_helm_values_for_the_official_chart(helm):
+def test_helm_values_for_the_official_chart(helm, k8s):
     assert helm["postgresql"]["enabled"] is False
     assert helm["postgresql"]["postgresqlHost"]
     assert helm["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
@@ -424,6 +447,10 @@ def test_helm_values_for_the_official_chart(helm):
     assert deployment["port"] == CODE_SERVER_PORT
     assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
     assert helm["computeLogManager"]["type"] == "S3ComputeLogManager"
+    assert isinstance(helm["computeLogManager"]["config"]["s3ComputeLogManager"]["region"], str)
+    image = deployment["image"]
+    for container in (_k8s_container(k8s, "Deployment"), _k8s_container(k8s, "Job")):
+        assert container["image"] == f"{image['repository']}:{image['tag']}"
     limits = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     instance = _yaml("dagster.yaml")["run_coordinator"]["config"]
     assert limits["tagConcurrencyLimits"] == instance["tag_concurrency_limits"]
