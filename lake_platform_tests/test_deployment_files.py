@@ -169,7 +169,7 @@ def test_compose_declares_the_contract_services(compose):
 def test_compose_health_checks_and_start_order(compose):
     services = compose["services"]
     healthy = {"nats-1", "nats-2", "nats-3", "seaweedfs", "postgres", "code-server"}
-    healthy |= {"webserver", "ingest"}
+    healthy |= {"webserver", "daemon", "ingest"}
     for name in healthy:
         assert services[name]["healthcheck"]["test"], name
     for name in ("code-server", "daemon", "ingest", "simulator"):
@@ -349,6 +349,7 @@ def test_dagster_commands_parse_with_the_contract_ports(compose, helm):
     webserver = _parse_click(dagster_webserver_cli, services["webserver"]["command"][1:])
     assert webserver["port"] == WEBSERVER_PORT
     daemon = _parse_click(dagster_daemon_cli, services["daemon"]["command"][1:])
+    _parse_click(dagster_daemon_cli, services["daemon"]["healthcheck"]["test"][2:])
     assert webserver["workspace"] == daemon["workspace"] == (str(DOCKER / "workspace.yaml"),)
     (deployment,) = helm["dagster-user-deployments"]["deployments"]
     grpc_args = ["api", "grpc", *deployment["dagsterApiGrpcArgs"], "-p", str(deployment["port"])]
@@ -477,6 +478,14 @@ def test_dockerfile_installs_the_locked_environment_as_non_root():
     assert copies["/opt/dagster/workspace.yaml"] == DOCKER / "workspace.yaml"
     exposed = set(re.findall(r"^EXPOSE (.*)$", dockerfile, flags=re.MULTILINE)[0].split())
     assert exposed == {str(port) for port in (WEBSERVER_PORT, CODE_SERVER_PORT, METRICS_PORT)}
+
+
+def test_build_context_keeps_what_the_image_copies():
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "*" in ignore  # everything excluded, then re-included
+    kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    sources = re.findall(r"^COPY (?!--from)(.+) \S+$", _dockerfile(), flags=re.MULTILINE)
+    assert {source for line in sources for source in line.split()} == kept
 
 
 def test_lock_pairs_the_dagster_integrations_with_dagster():
