@@ -499,7 +499,7 @@ def _url_port(url: str) -> int:
 # --- Free single ports ---------------------------------------------------------------------
 
 
-def _claim_ports(count: int) -> list[int]:
+def claim_ports(count: int) -> list[int]:
     """Reserve ``count`` free ports on 127.0.0.1 for servers whose ports must be known before
     they start (cluster routes, a Postgres port), from the same range and claim set as S3's."""
     chosen: list[int] = []
@@ -515,7 +515,7 @@ def _claim_ports(count: int) -> list[int]:
     raise ServerStartError(f"could not find {count} free ports on {HOST}")
 
 
-def _release_ports(ports: list[int]) -> None:
+def release_ports(ports: list[int]) -> None:
     with _port_lock:
         _claimed_ports.difference_update(ports)
 
@@ -623,7 +623,7 @@ class PostgresServer(_ManagedServer):
             shutil.rmtree(private, ignore_errors=True)
             raise
         for attempt in itertools.count(1):
-            (port,) = _claim_ports(1)
+            (port,) = claim_ports(1)
             command = _postgres_command(bin_dir, data_dir, private / "socket", port)
             server = cls(
                 port=port,
@@ -689,7 +689,7 @@ class PostgresServer(_ManagedServer):
     def _release(self, remove_data: bool) -> None:
         """Stop the process, free the port and (once, at the end) delete the data folder."""
         terminate_group(self._process, STOP_TIMEOUT_S)
-        _release_ports([self.port])
+        release_ports([self.port])
         if remove_data and not self._stopped:
             self._stopped = True
             shutil.rmtree(self._private_dir, ignore_errors=True)
@@ -825,7 +825,7 @@ class NatsCluster:
         binary = find_binary("nats-server")
         workdir.mkdir(parents=True, exist_ok=True)
         for attempt in itertools.count(1):
-            ports = _claim_ports(3 * size)
+            ports = claim_ports(3 * size)
             nodes = [
                 _nats_node(workdir, f"{prefix}-{index + 1}", *ports[3 * index : 3 * index + 3])
                 for index in range(size)
@@ -914,7 +914,7 @@ class NatsCluster:
         for node in self.nodes:
             if node.process is not None:
                 terminate_group(node.process, timeout)
-        _release_ports(
+        release_ports(
             [port for n in self.nodes for port in (n.port, n.cluster_port, n.monitor_port)]
         )
 
