@@ -209,7 +209,14 @@ def serving_metrics(
         yield None
         return
     metrics.is_running = is_running
-    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), _handler(metrics))
+    address = (settings.metrics_host, settings.metrics_port)
+    try:
+        server = ThreadingHTTPServer(address, _handler(metrics))
+    except OSError as error:
+        raise OSError(
+            f"cannot serve metrics on {address[0]}:{address[1]} (LAKE_METRICS_PORT): "
+            f"{error.strerror or error}"
+        ) from None
     server.daemon_threads = True
     serving = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     watcher = ConsumerWatcher(settings, metrics)
