@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import kubernetes
 import pytest
 import sqlalchemy
 import yaml
@@ -28,6 +29,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._daemon.cli import cli as dagster_daemon_cli
 from dagster._serdes import ConfigurableClassData, class_from_code_pointer
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
+from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
 from dagster_postgres.utils import get_conn_string
 from dagster_webserver.cli import cli as dagster_webserver_cli
 
@@ -435,6 +437,20 @@ def test_k8s_ingest_probes_and_scrapes_the_metrics_port(k8s):
     }
     assert deployment["spec"]["replicas"] >= 2
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def _k8s_model(kind: str, manifest: Mapping[str, Any]) -> object:
+    """``manifest`` as the Kubernetes client's model: unknown fields or wrong types raise."""
+    model_class = getattr(kubernetes.client, f"V1{kind}")
+    return k8s_model_from_dict(model_class, k8s_snake_case_dict(model_class, manifest))
+
+
+def test_k8s_manifests_match_the_kubernetes_api(k8s, helm):
+    assert set(k8s) == {"ConfigMap", "Job", "Deployment"}
+    for kind, manifest in k8s.items():
+        _k8s_model(kind, manifest)
+    (deployment,) = helm["dagster-user-deployments"]["deployments"]
+    _k8s_model("SecurityContext", deployment["securityContext"])
 
 
 def test_helm_values_for_the_official_chart(helm, k8s):
