@@ -72,7 +72,7 @@ def _env_file(path: Path) -> dict[str, str]:
     """`KEY=value` lines of a compose env file; comments and blank lines skipped."""
     lines = (line.strip() for line in path.read_text().splitlines())
     pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
-    return {key: value for key, value in pairs}
+    return dict(pairs)
 
 
 def _dagster_env_refs(node: object) -> Iterator[str]:
