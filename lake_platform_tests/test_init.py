@@ -86,3 +86,14 @@ def test_init_fails_in_one_line_on_wrong_credentials(deployment_env, monkeypatch
     assert len(captured.err.strip().splitlines()) == 1, captured.err
     assert f"cannot create bucket {deployment_env['lake']}" in captured.err
     assert "not-the-secret" not in captured.err
+
+
+def test_init_on_a_local_lake_without_dagster_home(monkeypatch, capsys, nats_server, tmp_path):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("NATS_URL", nats_server.url)
+    first = run_init(capsys)
+    assert first[0] == f"created lake folder {tmp_path / 'lake'}"
+    assert first[-1] == "skipped dagster storage: DAGSTER_HOME is not set"
+    assert (tmp_path / "lake").is_dir()
+    assert run_init(capsys)[:-1] == [line.replace("created", "exists") for line in first[:-1]]

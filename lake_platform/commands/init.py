@@ -46,7 +46,8 @@ def _state(existed: bool) -> str:
 
 
 def init_lake(settings: LakeSettings, say: Say) -> None:
-    """The lake folder, or on S3 the lake's bucket and `DAGSTER_COMPUTE_LOG_BUCKET`."""
+    """The lake folder, or on S3 the lake's bucket and `DAGSTER_COMPUTE_LOG_BUCKET` (made with
+    the lake's S3 endpoint and credentials; ignored with a local lake)."""
     store = LakeStore.from_settings(settings)
     if store.is_local:
         existed = os.path.isdir(store.root)
