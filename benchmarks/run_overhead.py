@@ -2,27 +2,32 @@
 
 Builds one small Bronze hour of every table (the simulator's market session, decoded and
 written as the ingest would), then materializes the six Silver and two Gold assets of that
-hour (with their blocking checks) two ways, on the same lake and machine:
+hour (with their blocking checks) three ways, in turns, on the same lake and machine:
 
-* in process: `dg.materialize(...)` of the derived assets in this process (imports done,
-  Dagster's in-memory instance), the cost of the work itself;
-* queued: a real deployment on a temporary `DAGSTER_HOME` (SQLite storage,
-  `QueuedRunCoordinator`): `dagster code-server start`, `dagster-webserver` and
-  `dagster-daemon run` as separate processes; the run is launched through the webserver's
+* in process, in-memory instance: `dg.materialize(...)` in this process (imports done), the
+  cost of the work itself;
+* in process, on the deployment's instance: the same, recording every event in the
+  deployment's storage (as `dagster asset materialize` or `lake-platform` commands do);
+* queued: a real deployment on a temporary `DAGSTER_HOME` (PostgreSQL storage as in
+  docker/dagster.yaml, or SQLite with `--storage sqlite`; `QueuedRunCoordinator` dequeuing
+  every `--dequeue-interval` s): `dagster code-server start`, `dagster-webserver` and
+  `dagster-daemon run` as separate processes. The run is launched through the webserver's
   GraphQL API (as the UI launches it) and timed from the launch until the webserver reports
-  SUCCESS. The daemon dequeues it, the code server spawns the run worker, the code location's
-  executor runs the steps.
+  SUCCESS: the daemon dequeues it, the code server spawns the run worker, the code
+  location's executor runs the steps.
 
-Both clear Silver and Gold first, so they do the same work. The code location is
+Each run first clears Silver and Gold, so all do the same work. The code location is
 `lake_platform.definitions` as committed (`--executor definitions`, the default), or the same
 `Definitions` with another executor (`in_process`, `multiprocess` = Dagster's default, spawn
 per step, `forkserver` = multiprocess with `lake_platform.definitions` preloaded). The
-sensors are stopped before the runs so that their ticks do not compete for the cores. The
-queued run's own event log gives where its time went: queue wait, run worker start (process
-start and code location load), steps, and the end of the run.
+sensors are stopped before the runs so that their ticks do not compete for the cores. Each
+run's own event log tells where its time went: run creation, queue wait, run worker start,
+code location load, steps (the sum of the steps' own durations alongside), run end. Prints
+medians and the ratios; asserts nothing.
 
     uv run python benchmarks/run_overhead.py [--events 20000] [--repeat 3]
         [--executor definitions|in_process|multiprocess|forkserver]
+        [--storage postgres|sqlite] [--dequeue-interval 1]
 """
 
 import argparse
@@ -54,6 +59,7 @@ from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.local_servers import PostgresServer
 from lake_platform.schemas import BY_NAME, decode_batch
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import SessionSpec, session
@@ -105,10 +111,32 @@ query Sensors($selector: RepositorySelector!) {
     ... on Sensors { results { name sensorState { id status } } }
   }
 }"""
+POSTGRES_YAML = """\
+storage:
+  postgres:
+    postgres_db:
+      username: {server.user}
+      password: {server.password}
+      hostname: 127.0.0.1
+      port: {server.port}
+      db_name: {server.database}
+      scheme: postgresql+psycopg2
+"""
 STOP_SENSOR = """
 mutation Stop($id: String!) {
   stopSensor(id: $id) { __typename ... on PythonError { message } }
 }"""
+
+
+@contextmanager
+def instance_yaml(storage: str, folder: Path, dequeue_s: int) -> Iterator[str]:
+    """The deployment's dagster.yaml; with `postgres`, a PostgreSQL server runs meanwhile."""
+    queued = INSTANCE_YAML.format(dequeue_s=dequeue_s)
+    if storage == "sqlite":
+        yield queued
+        return
+    with PostgresServer.start(folder / "postgres") as server:
+        yield queued + POSTGRES_YAML.format(server=server)
 
 
 def variant_definitions(executor: str) -> dg.Definitions:
@@ -319,14 +347,15 @@ def commands(executor: str, grpc_port: int, web_port: int, workspace: Path) -> d
 
 
 @contextmanager
-def deployment(folder: Path, lake_root: str, executor: str, dequeue_s: int) -> Iterator[Deployment]:
-    """Code server, webserver and daemon on a temporary SQLite instance, sensors stopped."""
+def deployment(folder: Path, lake_root: str, executor: str, config: str) -> Iterator[Deployment]:
+    """Code server, webserver and daemon on a temporary instance (`config` is its
+    dagster.yaml), sensors stopped."""
     from dagster_graphql import DagsterGraphQLClient  # not in the code location's imports
 
     home, logs = folder / "home", folder / "logs"
     home.mkdir()
     logs.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML.format(dequeue_s=dequeue_s))
+    (home / "dagster.yaml").write_text(config)
     grpc_port, web_port = free_port(), free_port()
     workspace = folder / "workspace.yaml"
     workspace.write_text(WORKSPACE_YAML.format(port=grpc_port, location=LOCATION))
@@ -498,18 +527,26 @@ def main() -> int:
     parser.add_argument(
         "--dequeue-interval", type=int, default=1, help="QueuedRunCoordinator dequeue seconds"
     )
+    parser.add_argument("--storage", choices=("postgres", "sqlite"), default="postgres")
     args = parser.parse_args()
     if min(args.events, args.repeat, args.dequeue_interval) <= 0:
         parser.error("--events, --repeat and --dequeue-interval must be positive")
     executor = executor_name(args.executor)
-    print(f"code location: {args.executor} (executor {executor}); hour {PARTITION}", flush=True)
+    print(
+        f"code location: {args.executor} (executor {executor}); {args.storage} storage; "
+        f"hour {PARTITION}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-run-overhead-") as tmp:
         folder = Path(tmp)
         store = LakeStore.from_settings(LakeSettings(data_root=str(folder / "lake")))
         rows = build_bronze(store, args.events, args.seed)
         print(f"bronze hour: {sum(rows.values()):,} rows ({json.dumps(rows)})", flush=True)
         runs: dict[str, list[Outcome]] = {way: [] for way in WAYS}
-        with deployment(folder, store.root, args.executor, args.dequeue_interval) as running:
+        with (
+            instance_yaml(args.storage, folder, args.dequeue_interval) as config,
+            deployment(folder, store.root, args.executor, config) as running,
+        ):
             for attempt in range(1, args.repeat + 1):
                 with dg.DagsterInstance.ephemeral() as memory:
                     runs["memory"].append(in_process(store, memory))
