@@ -1,21 +1,31 @@
 """`/healthz` and Prometheus `/metrics` of an ingest worker, on real servers."""
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import nats
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lake_platform.ingest.jetstream import ConsumerSizing, ensure_consumers, ensure_streams
 from lake_platform.ingest.metrics import IngestMetrics, serving_metrics
 from lake_platform.ingest.service import IngestStats
 from lake_platform.settings import LakeSettings
+from lake_platform.simulate.market import SessionSpec, session
+from lake_platform.simulate.publisher import publish
+from lake_platform_tests.conftest import settings_env
 
 HOST = "127.0.0.1"
+LAKE_PLATFORM = Path(sys.executable).with_name("lake-platform")
 WAIT_S = 60.0
 
 
@@ -95,6 +105,75 @@ def test_health_follows_the_service_and_metrics_follow_stats_and_consumers(nats_
         assert get(port, "/nothing")[0] == 404
 
 
+def test_a_port_in_use_fails_in_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        settings = LakeSettings(metrics_port=taken.getsockname()[1], metrics_host=HOST)
+        with (
+            pytest.raises(OSError, match=r"cannot serve metrics on .* \(LAKE_METRICS_PORT\)"),
+            serving_metrics(settings, IngestMetrics(), is_running=lambda: True),
+        ):
+            pass
+
+
 def test_no_port_no_server():
     with serving_metrics(LakeSettings(), IngestMetrics(), is_running=lambda: True) as server:
         assert server is None
+
+
+def ingest_env(settings: LakeSettings, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    return {
+        **env,
+        **settings_env(settings),
+        "LAKE_METRICS_PORT": str(port),
+        "LAKE_METRICS_HOST": HOST,
+    }
+
+
+@pytest.mark.slow
+def test_the_ingest_command_serves_health_and_metrics_of_what_it_ingested(
+    ingest_settings, tmp_path
+):
+    port = free_port()
+    messages = list(session(SessionSpec(minutes=0.2, rate=100, seed=4, end_ns=time.time_ns())))
+    malformed = sum(message.schema is None for message in messages)
+    with (tmp_path / "ingest.log").open("wb") as log:
+        ingest = subprocess.Popen(
+            [LAKE_PLATFORM, "ingest"],
+            env=ingest_env(ingest_settings, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: ingest.poll() is None and health(port) == 200, "a healthy worker")
+        asyncio.run(publish(ingest_settings, messages, progress=False))
+
+        def caught_up() -> bool:
+            samples = scrape(port)
+            return samples.get("lake_ingest_events_total") == len(messages) and all(
+                samples.get(f"lake_ingest_{name}{{stream={stream}}}") == 0
+                for name in ("consumer_lag", "unacked_in_flight")
+                for stream in ("MARKET", "SIGNALS")
+            )
+
+        wait_for(caught_up, "every published message ingested and acked")
+        samples = scrape(port)
+        assert samples["lake_ingest_quarantined_total"] == malformed
+        assert samples["lake_ingest_commit_seconds_count"] >= 1
+        assert samples["lake_ingest_storage_retries_total"] == 0
+        assert health(port) == 200
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        returncode = ingest.wait(WAIT_S)
+    assert returncode == 0, (tmp_path / "ingest.log").read_text()[-2000:]
+    assert health(port) is None  # the server went with the worker
+
+
+def health(port: int) -> int | None:
+    try:
+        return get(port, "/healthz")[0]
+    except OSError:
+        return None

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from lake_platform.ingest.commit import Reporter
+from lake_platform.ingest.metrics import IngestMetrics, serving_metrics
 from lake_platform.ingest.service import IngestService, IngestStats, writer_name
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
@@ -63,14 +64,22 @@ def run_ingest(until_idle: bool, max_seconds: float | None) -> int:
             "by bronze_ingest_sensor when the daemon runs",
             file=sys.stderr,
         )
+    metrics, show = IngestMetrics(), status_printer()
+
+    def on_status(stats: IngestStats) -> None:
+        show(stats)
+        metrics.update(stats)
+
     service = IngestService(
         settings,
         store,
         writer=writer_name("service"),
         reporter=reporter,
-        on_status=status_printer(),
+        on_status=on_status,
+        on_commit=metrics.observe_commit,
     )
-    stats = asyncio.run(_run(service, until_idle, max_seconds))
+    with serving_metrics(settings, metrics, is_running=lambda: service.running):
+        stats = asyncio.run(_run(service, until_idle, max_seconds))
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(f"ingested {stats.line()} into {store.url}")

@@ -109,15 +109,18 @@ class IngestService:
         writer: str,
         reporter: Reporter | None = None,
         on_status: Callable[[IngestStats], None] | None = None,
+        on_commit: Callable[[float], None] | None = None,
         final_commit_attempts: int = FINAL_COMMIT_ATTEMPTS,
     ) -> None:
         """`final_commit_attempts`: commits tried at shutdown while storage fails (a sensor
-        tick makes one, so a hanging store cannot carry it past the sensor timeout)."""
+        tick makes one, so a hanging store cannot carry it past the sensor timeout).
+        `on_commit`: called with the duration (s) of every commit, failed ones included."""
         self.settings = settings
         self.store = store
         self.writer = writer
         self.reporter = reporter
         self.on_status = on_status
+        self.on_commit = on_commit
         self.final_commit_attempts = final_commit_attempts
         self.sizing = ConsumerSizing.for_settings(settings)
         self.stats = IngestStats()
@@ -134,6 +137,11 @@ class IngestService:
         self._written = Written()
         self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
         self._reports: asyncio.Queue[LedgerEntry] = asyncio.Queue()
+
+    @property
+    def running(self) -> bool:
+        """From connecting to NATS until it starts stopping (a signal, the end, a failed task)."""
+        return self._nc is not None and not self._stopping
 
     async def run(
         self,
@@ -316,6 +324,7 @@ class IngestService:
         rows = sum(buffer.rows for buffer in buffers)
         self._committing_rows += rows
         self._committing = buffers
+        started = time.monotonic()
         try:
             done = await asyncio.to_thread(
                 commit,
@@ -329,6 +338,8 @@ class IngestService:
             self._committing_rows -= rows
             self._committing = []
             self._unrecorded_rows = len(self._written.replies)
+        if self.on_commit is not None:
+            self.on_commit(time.monotonic() - started)
         self.buffers.put_back(done.unwritten)
         if done.entry is None:
             self._unknown_fields.update(unknown)
