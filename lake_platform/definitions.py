@@ -9,6 +9,7 @@ from lake_platform.defs.bronze.assets import (
     bronze_freshness_sensor,
 )
 from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
+from lake_platform.defs.executor import DERIVED_EXECUTOR
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
@@ -18,4 +19,5 @@ defs = dg.Definitions(
     asset_checks=BRONZE_FRESHNESS_CHECKS,
     sensors=[bronze_ingest_sensor, automation_sensor, bronze_freshness_sensor],
     resources={"lake": LakeResource()},
+    executor=DERIVED_EXECUTOR,
 )
