@@ -50,8 +50,10 @@ SESSION = {"--minutes": "0.75", "--rate": "40", "--seed": "2"}
 hours late (three event-time hours), ~40 re-published, 3 malformed."""
 WORKER_KILL_AT_S = 12.0
 LEADER_KILL_AT_S = 24.0
-SETTLE_TIMEOUT_S = 360.0
-"""Bound of the wait for automation: queued runs cost tens of seconds each here."""
+SETTLE_TIMEOUT_S = 540.0
+"""Bound of the wait for automation. It settled 288 s after the session with the multiprocess
+executor on a 2-core machine shared with other test suites (load ~12; a run 149 s median),
+and missed 360 s at load ~25: a healthy machine needs a fraction of it."""
 HOUR_NS = 3_600 * 10**9
 IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
