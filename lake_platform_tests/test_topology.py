@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import re
 import threading
 import time
@@ -58,8 +59,16 @@ HOUR_NS = 3_600 * 10**9
 IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
+RUN_TOPOLOGY_ENV = "LAKE_RUN_TOPOLOGY"
+
+
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
+    if os.environ.get(RUN_TOPOLOGY_ENV) != "1":
+        pytest.skip(
+            f"{RUN_TOPOLOGY_ENV}=1 runs the compose topology end to end; it is not yet part of "
+            "CI: automation can leave gold/levels/signals behind a later Bronze report (issue 10)"
+        )
     require_postgres()
     with Topology.start(tmp_path, SETTINGS) as running:
         yield running

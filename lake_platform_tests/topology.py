@@ -59,7 +59,8 @@ THIRD_PARTY = {"nats": 4222, "seaweedfs": 8333, "postgres": 5432}
 STOP_ORDER = ("simulator", "ingest", "daemon", "webserver", "code-server", "init")
 """Ours stop before the servers they use (a code server outliving Postgres hangs)."""
 STOP_TIMEOUT_S = 30.0
-HEALTHCHECK_TIMEOUT_S = 30.0
+HEALTHCHECK_TIMEOUT_S = 120.0
+"""Local health checks share the machine with everything else: no container CPU budget."""
 
 
 def require_postgres() -> None:
@@ -215,7 +216,8 @@ class Rewriter:
 
     def environment(self, env: Mapping[str, str]) -> dict[str, str]:
         """``X_HOST`` naming a service (with its ``X_PORT``) points at that service's local
-        port; a ``*_PORT`` without a ``_HOST`` that is a port of this instance is mapped."""
+        port; ``X_HOST=0.0.0.0`` becomes loopback; an ``X_PORT`` this instance listens on
+        (see `own_ports`) becomes its local port."""
         hosts = {host for host, _ in self.remote}
         rewritten = {key: self.text(value) for key, value in env.items()}
         for key, value in env.items():
@@ -224,29 +226,29 @@ class Rewriter:
                 rewritten[key] = HOST
                 if (port := env.get(f"{prefix}_PORT", "")).isdigit():
                     rewritten[f"{prefix}_PORT"] = str(self.remote[value, int(port)])
-            elif (
-                key.endswith("_PORT")
-                and f"{prefix}_HOST" not in env
-                and value.isdigit()
-                and int(value) in self.own
-            ):
+            elif key.endswith("_HOST") and value in _LOCAL_NAMES:
+                rewritten[key] = HOST
+            elif _listens_on(key, env) and int(value) in self.own:
                 rewritten[key] = str(self.own[int(value)])
         return rewritten
 
 
+def _listens_on(key: str, env: Mapping[str, str]) -> bool:
+    """``key`` is a port the service itself listens on: an ``X_PORT`` whose ``X_HOST`` is
+    unset or a local address (LAKE_METRICS_PORT), not the port of another service."""
+    host = env.get(f"{key.removesuffix('_PORT')}_HOST")
+    return key.endswith("_PORT") and env[key].isdigit() and (host is None or host in _LOCAL_NAMES)
+
+
 def own_ports(service: ComposeService, env: Mapping[str, str]) -> list[int]:
-    """Container ports ``service`` listens on: ``-p N`` of its command, and ``*_PORT``
-    variables without a matching ``*_HOST`` (LAKE_METRICS_PORT)."""
+    """Container ports ``service`` listens on: ``-p N`` of its command, and ``X_PORT``
+    variables of its own (LAKE_METRICS_PORT)."""
     ports = [
         int(arg)
         for flag, arg in zip(service.command, service.command[1:], strict=False)
         if flag in _PORT_FLAGS and arg.isdigit()
     ]
-    ports += [
-        int(value)
-        for key, value in env.items()
-        if key.endswith("_PORT") and value.isdigit() and f"{key[:-5]}_HOST" not in env
-    ]
+    ports += [int(value) for key, value in env.items() if _listens_on(key, env)]
     return sorted(set(ports))
 
 
