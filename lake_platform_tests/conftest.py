@@ -66,8 +66,8 @@ def ingest_settings(nats_server: NatsServer, tmp_path: Path) -> LakeSettings:
 
 
 def settings_env(settings: LakeSettings) -> dict[str, str]:
-    """The environment variables that give `settings` (local lakes)."""
-    return {
+    """The environment variables that give `settings` (local or S3 lakes)."""
+    env = {
         "DATA_ROOT": settings.data_root,
         "NATS_URL": ",".join(settings.nats_servers),
         "BRONZE_MAX_AGE_S": str(settings.bronze_max_age_s),
@@ -75,3 +75,12 @@ def settings_env(settings: LakeSettings) -> dict[str, str]:
         "BRONZE_MAX_EVENTS": str(settings.bronze_max_events),
         "GOLD_MAX_EVENTS": str(settings.gold_max_events),
     }
+    if settings.use_s3:
+        env |= {
+            "USE_S3": "1",
+            "S3_ENDPOINT": settings.s3_endpoint or "",
+            "S3_ACCESS_KEY": settings.s3_access_key or "",
+            "S3_SECRET_KEY": settings.s3_secret_key or "",
+            "S3_REGION": settings.s3_region or "",
+        }
+    return env

@@ -1,6 +1,7 @@
 """`bronze_ingest_sensor` with a real Dagster instance and a real nats-server."""
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import time
@@ -146,15 +147,7 @@ def test_a_backlog_on_s3_is_reported_over_several_bounded_ticks(
     s3_server.create_bucket(bucket)
     settings = s3_settings(s3_server, bucket)
     store = LakeStore.from_settings(settings)
-    env = {
-        "DATA_ROOT": settings.data_root,
-        "USE_S3": "1",
-        "S3_ENDPOINT": settings.s3_endpoint,
-        "S3_ACCESS_KEY": settings.s3_access_key,
-        "S3_SECRET_KEY": settings.s3_secret_key,
-        "S3_REGION": settings.s3_region,
-        "NATS_URL": nats_server.url,
-    }
+    env = settings_env(dataclasses.replace(settings, nats_servers=(nats_server.url,)))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     backlog = write_backlog(store, 2_000, time.time_ns())

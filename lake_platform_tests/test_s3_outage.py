@@ -21,7 +21,7 @@ from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.local_servers import HOST, S3Server
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
-from lake_platform_tests.conftest import s3_settings
+from lake_platform_tests.conftest import s3_settings, settings_env
 from lake_platform_tests.samples import SAMPLES
 
 pytestmark = pytest.mark.slow
@@ -164,15 +164,7 @@ def test_sensor_tick_with_s3_down_skips_in_one_line_and_keeps_its_cursor(
 
     own_s3_server.create_bucket("down")
     settings = s3_settings(own_s3_server, "down")
-    env = {
-        "DATA_ROOT": settings.data_root,
-        "USE_S3": "1",
-        "S3_ENDPOINT": settings.s3_endpoint,
-        "S3_ACCESS_KEY": settings.s3_access_key,
-        "S3_SECRET_KEY": settings.s3_secret_key,
-        "S3_REGION": settings.s3_region,
-        "NATS_URL": nats_server.url,
-    }
+    env = settings_env(dataclasses.replace(settings, nats_servers=(nats_server.url,)))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     cursor = LedgerCursor(since_ns=time.time_ns() - HOUR_NS).dump()
