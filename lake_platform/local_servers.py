@@ -144,8 +144,26 @@ def _http_status(url: str) -> int | None:
         return None
 
 
-class _ManagedServer:
-    """Process ownership shared by the servers: pid, stop and context-manager support."""
+class StopsOnExit:
+    """`with` support for anything that owns processes: leaving the block calls `stop()`."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _ManagedServer(StopsOnExit):
+    """Process ownership shared by the servers: pid and stop."""
 
     _process: subprocess.Popen[bytes]
 
@@ -160,17 +178,6 @@ class _ManagedServer:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Gracefully stop the server (SIGTERM, SIGKILL after ``timeout``). Idempotent."""
         terminate_group(self._process, timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --- S3 (SeaweedFS `weed mini`) ------------------------------------------------------------
@@ -800,7 +807,7 @@ class NatsNode:
 
 
 @dataclass
-class NatsCluster:
+class NatsCluster(StopsOnExit):
     """A JetStream cluster of ``nats-server`` processes on 127.0.0.1, routed to each other.
 
     Nodes are named ``{prefix}-1`` … (``nats-1`` like the compose services); each runs in its
@@ -917,17 +924,6 @@ class NatsCluster:
         release_ports(
             [port for n in self.nodes for port in (n.port, n.cluster_port, n.monitor_port)]
         )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _nats_node(workdir: Path, name: str, client: int, route: int, monitor: int) -> NatsNode:

@@ -30,7 +30,6 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import pytest
@@ -41,6 +40,7 @@ from lake_platform.local_servers import (
     NatsCluster,
     PostgresServer,
     S3Server,
+    StopsOnExit,
     claim_ports,
     find_postgres_bin,
     release_ports,
@@ -374,7 +374,7 @@ def processes_with_marker(marker: str) -> list[int]:
 
 
 @dataclass
-class Topology:
+class Topology(StopsOnExit):
     """The compose deployment on 127.0.0.1: third-party servers from real binaries, and
     our services as local processes made from compose.yaml."""
 
@@ -541,17 +541,6 @@ class Topology:
         self.nats.stop()
         self.s3.stop()
         release_ports(self._claimed)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _service_of(instance: ServiceProcess) -> str:
