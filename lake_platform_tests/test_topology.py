@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import re
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+import polars as pl
 import psycopg2
 import pytest
 from nats.js import api as js_api
@@ -56,19 +56,12 @@ SETTLE_TIMEOUT_S = 540.0
 executor on a 2-core machine shared with other test suites (load ~12; a run 149 s median),
 and missed 360 s at load ~25: a healthy machine needs a fraction of it."""
 HOUR_NS = 3_600 * 10**9
+GOLD_SIGNALS_SOURCE = "levels/signals"
 IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
-
-
-RUN_TOPOLOGY_ENV = "LAKE_RUN_TOPOLOGY"
 
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    if os.environ.get(RUN_TOPOLOGY_ENV) != "1":
-        pytest.skip(
-            f"{RUN_TOPOLOGY_ENV}=1 runs the compose topology end to end; it is not yet part of "
-            "CI: automation can leave gold/levels/signals behind a later Bronze report (issue 10)"
-        )
     require_postgres()
     with Topology.start(tmp_path, SETTINGS) as running:
         yield running
@@ -87,6 +80,8 @@ class Published:
     """Bronze table -> partition keys of its good events."""
     bad: set[tuple[str, int]] = field(default_factory=set)
     """(stream, stream sequence) of every malformed message."""
+    signals_with_levels: set[str] = field(default_factory=set)
+    """Event ids of the level signals that have levels: those Gold flattens into rows."""
     messages: int = 0
 
 
@@ -137,6 +132,9 @@ def published(urls: list[str], earliest_ns: int) -> Published:
         result.hours.setdefault(schema.table, set()).update(
             partition_key(ts) for ts in batch.rows.get_column("ts_event_ns")
         )
+        if schema.table == GOLD_SIGNALS_SOURCE:
+            with_levels = batch.rows.filter(pl.col("levels").list.len() > 0)
+            result.signals_with_levels.update(with_levels.get_column("event_id"))
     return result
 
 
@@ -386,6 +384,7 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
     )
     assert sent.messages == count, "the streams hold each published message once"
     assert sent.bad, "the session has malformed messages"
+    assert sent.signals_with_levels, "the session has level signals for Gold"
     assert len({hour for hours in sent.hours.values() for hour in hours}) >= 2, sent.hours
 
     expected = expected_partitions(sent.hours)
@@ -401,6 +400,7 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
                 set(event_ids(store, f"silver/{table}")) == sent.good[table]
                 for table in silver_tables
             )
+            and set(event_ids(store, "gold/levels/signals")) == sent.signals_with_levels
         )
 
     try:
@@ -414,6 +414,7 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
     for table in silver_tables:
         silver = event_ids(store, f"silver/{table}")
         assert set(silver) == sent.good[table] and set(silver.values()) == {1}, table
+    assert set(event_ids(store, "gold/levels/signals")) == sent.signals_with_levels
     assert quarantined(store) == sent.bad
     assert consumers_drained(topology)
 

@@ -1,33 +1,115 @@
 """How Silver and Gold follow their upstream, and the sensor that evaluates it.
 
-`eager()` alone only looks at the latest hour, so a late Bronze batch for an older hour would
-never re-run it: the time window is widened to LAKE_AUTOMATION_LOOKBACK_H (default 48 h).
-A failed blocking check still leaves a partition "materialized", so downstream assets also
-wait for their upstream's blocking checks to pass.
+A derived hour is requested when an upstream hour was materialized after the latest run
+planned for it, within LAKE_AUTOMATION_LOOKBACK_H (default 48 h), with no run of it or of its
+upstream in progress and every upstream blocking check passing.
+
+Why not `AutomationCondition.eager()`: it remembers "an upstream changed" until the asset is
+updated, and Dagster 1.13 forgets that memory in two ordinary cases of a live ingest, leaving
+the hour stale for good: a Bronze batch reported while the hour's run is already running (the
+run read Bronze before it; its materialization then clears the trigger), and a Bronze batch
+reported within the same sensor interval as the hour's materialization (reset and trigger
+in one evaluation: the reset wins, because `|` drops the timing that would order them).
+Comparing event-log storage ids instead is stateless: Bronze is reported after its files are
+committed and a run is planned before it lists Bronze, so an upstream materialization with a
+storage id below the run's planned event was in that run's input. One later than the plan
+(possibly missed) makes the hour stale again once that run ends.
 """
 
 import datetime as dt
+import warnings
 
 import dagster as dg
 
 from lake_platform.settings import LakeSettings
 
 
+class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
+    """Partitions whose upstream partition was materialized after this asset's latest
+    planned run of it (or which were never planned).
+
+    An upstream event from the very run planned for the partition is no news: a run of
+    Silver and Gold together materializes Silver after planning Gold, and Gold read it."""
+
+    @property
+    def name(self) -> str:
+        return "upstream_newer_than_latest_plan"
+
+    def evaluate(  # ty: ignore[invalid-method-override]
+        self, context: dg.AutomationContext[dg.AssetKey]
+    ) -> dg.AutomationResult[dg.AssetKey]:
+        candidates = context.candidate_subset
+        partitions = set(candidates.expensively_compute_partition_keys())
+        if not partitions:
+            return dg.AutomationResult(context, true_subset=candidates)
+        instance = context.asset_graph_view.instance
+        planned = instance.event_log_storage.get_latest_storage_id_by_partition(
+            context.key, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, partitions
+        )
+        newer: list[tuple[str, int]] = []  # (partition, upstream event after its plan)
+        for upstream in context.asset_graph.get(context.key).parent_keys:
+            updated = instance.event_log_storage.get_latest_storage_id_by_partition(
+                upstream, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
+            )
+            newer += [
+                (p, storage_id)
+                for p, storage_id in updated.items()
+                if storage_id > planned.get(p, 0)
+            ]
+        plans = {planned[p] for p, _ in newer if p in planned}
+        run_ids = _run_ids(instance, [*plans, *(storage_id for _, storage_id in newer)])
+        stale = {
+            partition
+            for partition, storage_id in newer
+            if partition not in planned
+            or run_ids.get(storage_id) != run_ids.get(planned[partition])
+        }
+        return dg.AutomationResult(
+            context, true_subset=candidates.compute_intersection_with_partition_keys(stale)
+        )
+
+
+def _run_ids(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, str]:
+    """Storage id -> run id of those events (materializations and plans), one query each."""
+    return (
+        {
+            record.storage_id: record.event_log_entry.run_id
+            for event_type in (
+                dg.DagsterEventType.ASSET_MATERIALIZATION,
+                dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            )
+            for record in instance.event_log_storage.get_event_records(
+                dg.EventRecordsFilter(event_type, storage_ids=storage_ids)
+            )
+        }
+        if storage_ids
+        else {}
+    )
+
+
 def follows_upstream(lookback_hours: int) -> dg.AutomationCondition:
-    """Run a partition when its upstream changed, within the look-back, checks passing."""
+    """Run a partition when its upstream changed after its latest plan (see the module)."""
     window = dg.AutomationCondition.in_latest_time_window(dt.timedelta(hours=lookback_hours))
     return (
-        dg.AutomationCondition.eager().replace("in_latest_time_window", window)
+        window
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & UpstreamNewerThanPlan()
         & dg.AutomationCondition.all_deps_blocking_checks_passed()
-    )
+    ).with_label("follows upstream")
 
 
 DERIVED_AUTOMATION = follows_upstream(LakeSettings.from_env().automation_lookback_hours)
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "lake_automation_sensor",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=15,
-    description="Materializes Silver and Gold partitions whose upstream changed.",
-)
+with warnings.catch_warnings():
+    # Evaluating our own condition needs the code location: `use_user_code_server` is beta.
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "lake_automation_sensor",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+        use_user_code_server=True,
+        description="Materializes Silver and Gold partitions whose upstream changed.",
+    )
