@@ -554,7 +554,11 @@ def _class_config(data: ConfigurableClassData) -> Mapping[str, Any]:
 
 
 def test_instance_uses_postgres_through_psycopg2(instance_ref):
-    assert instance_ref.storage_data.class_name == "DagsterPostgresStorage"
+    storage = instance_ref.storage_data
+    assert (storage.module_name, storage.class_name) == (
+        "lake_platform.instance_storage",
+        "PooledPostgresStorage",
+    )
     db = _class_config(instance_ref.storage_data)["postgres_db"]
     assert (db["hostname"], db["port"]) == ("postgres", 5432)
     url = get_conn_string(

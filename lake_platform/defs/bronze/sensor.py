@@ -15,9 +15,6 @@ import dagster as dg
 
 from lake_platform.defs.bronze.reporting import LedgerCursor, materializations, read_unreported
 from lake_platform.defs.resources import LakeResource
-from lake_platform.ingest.connection import NatsUnavailableError
-from lake_platform.ingest.jetstream import ConsumerConfigError
-from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.storage import StorageError
 
 TICK_PULL_S = 20.0
@@ -35,6 +32,12 @@ sensor timeout)."""
 def bronze_ingest_sensor(
     context: dg.SensorEvaluationContext, lake: LakeResource
 ) -> dg.SensorResult | dg.SkipReason:
+    # Imported here: the NATS client is ~0.4 s of imports that every run process loading this
+    # code location would pay, and only this sensor uses it.
+    from lake_platform.ingest.connection import NatsUnavailableError
+    from lake_platform.ingest.jetstream import ConsumerConfigError
+    from lake_platform.ingest.service import IngestService, writer_name
+
     settings = lake.settings()
     store = lake.store()
     service = IngestService(settings, store, writer=writer_name("sensor"), final_commit_attempts=1)
