@@ -4,6 +4,7 @@ binaries, run as the `postgres` account when we are root) and a 3-node NATS JetS
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import nats
@@ -12,7 +13,9 @@ import pytest
 from nats.js import api as js_api
 from nats.js.errors import NoStreamResponseError
 
+from lake_platform.ingest.jetstream import ConsumerSizing, ensure_consumers, ensure_streams
 from lake_platform.local_servers import NatsCluster, PostgresServer
+from lake_platform.settings import LakeSettings
 from lake_platform_tests.test_servers import _accepts_connections, _listening_addresses, _pid_alive
 from lake_platform_tests.topology import require_postgres
 
@@ -98,3 +101,45 @@ def test_nats_cluster_survives_the_stream_leader_crash(tmp_path: Path) -> None:
         pids = [node.pid for node in cluster.nodes]
     assert not any(map(_pid_alive, pids))
     assert not any(_accepts_connections(node.port) for node in cluster.nodes)
+
+
+async def _set_up_while_quorum_returns(cluster: NatsCluster, lost: list) -> float:
+    """`ensure_streams` and `ensure_consumers` through the one node left, while the two
+    others come back; returns the consumers' ack wait."""
+    nc = await nats.connect(cluster.nodes[0].url)
+    try:
+        js = nc.jetstream()
+        settings = LakeSettings(nats_stream_replicas=3)
+        returning = asyncio.create_task(
+            asyncio.to_thread(lambda: [cluster.restart(node) for node in lost])
+        )
+        await ensure_streams(js, settings)
+        ack_wait = await ensure_consumers(js, ConsumerSizing.for_settings(settings))
+        await returning
+        return ack_wait
+    finally:
+        await nc.close()
+
+
+def test_ingest_set_up_waits_for_a_cluster_without_quorum(tmp_path: Path, caplog) -> None:
+    """A worker starting while the cluster elects a leader waits instead of exiting: with two
+    of three nodes down no JetStream request is answered until they are back."""
+    with NatsCluster.start(tmp_path / "nats") as cluster:
+        lost = cluster.nodes[1:]
+        for node in lost:
+            cluster.kill(node)
+        with caplog.at_level(logging.WARNING, logger="lake_platform.ingest.jetstream"):
+            ack_wait = asyncio.run(_set_up_while_quorum_returns(cluster, lost))
+        assert ack_wait > 0
+        assert "no answer from JetStream" in caplog.text
+        state = asyncio.run(_stream_info(cluster.urls, "MARKET"))
+        assert state.config.num_replicas == 3
+        assert state.cluster.leader in {node.name for node in cluster.nodes}
+
+
+async def _stream_info(urls: list[str], stream: str) -> js_api.StreamInfo:
+    nc = await nats.connect(servers=urls)
+    try:
+        return await nc.jetstream().stream_info(stream)
+    finally:
+        await nc.close()

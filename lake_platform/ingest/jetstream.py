@@ -12,12 +12,22 @@ a smaller existing `ack_wait` only costs a warning.
 
 Streams get the retention of the settings (`NATS_STREAM_MAX_AGE`, `NATS_STREAM_MAX_BYTES`,
 `NATS_STREAM_REPLICAS`) when they are created: JetStream is a buffer, Bronze is the archive.
+
+Every JetStream API request here is retried for up to `API_RETRY_S` on the errors of a
+cluster that is electing a stream leader (4-7 s) or restarting a node: a process starting at
+that moment waits instead of exiting.
 """
 
+import asyncio
 import datetime as dt
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
@@ -32,6 +42,49 @@ DUPLICATE_WINDOW = dt.timedelta(minutes=2)
 MAX_ACK_PENDING = 100_000
 """Unacked messages the consumer allows across all ingest processes."""
 MIN_ACK_WAIT_S = 15.0
+API_RETRY_S = 60.0
+"""How long a JetStream request is retried; a leader election takes 4-7 s, a restart more."""
+FIRST_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 2.0
+PASSING_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""No answer from JetStream, for a reason that passes: a node restarts or a leader is elected."""
+
+T = TypeVar("T")
+
+
+async def retrying(
+    what: str,
+    request: Callable[..., Awaitable[T]],
+    *args: object,
+    on_retry: Callable[[str, BaseException], None] | None = None,
+    **kwargs: object,
+) -> T:
+    """`await request(*args, **kwargs)`, retried with backoff on `PASSING_ERRORS` for
+    `API_RETRY_S` (then the last error is raised). `on_retry(what, error)` is told of each
+    retry; by default it is logged as a warning."""
+    deadline = time.monotonic() + API_RETRY_S
+    backoff = FIRST_BACKOFF_S
+    while True:
+        try:
+            return await request(*args, **kwargs)
+        except PASSING_ERRORS as error:
+            if time.monotonic() + backoff > deadline:
+                raise
+            (on_retry or _warn_retry)(what, error)
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, MAX_BACKOFF_S)
+
+
+def _warn_retry(what: str, error: BaseException) -> None:
+    log.warning("%s: no answer from JetStream (%s), retrying", what, type(error).__name__)
 
 
 class ConsumerConfigError(RuntimeError):
@@ -64,7 +117,7 @@ async def ensure_streams(js: JetStreamContext, settings: LakeSettings | None = N
     settings = settings or LakeSettings()
     for name, subjects in STREAMS.items():
         try:
-            await js.stream_info(name)
+            await retrying(f"stream {name}", js.stream_info, name)
             continue
         except NotFoundError:
             pass
@@ -78,9 +131,9 @@ async def ensure_streams(js: JetStreamContext, settings: LakeSettings | None = N
             num_replicas=settings.nats_stream_replicas,
         )
         try:
-            await js.add_stream(config)
+            await retrying(f"creating stream {name}", js.add_stream, config)
         except BadRequestError:
-            await js.stream_info(name)
+            await retrying(f"stream {name}", js.stream_info, name)
 
 
 async def ensure_consumers(js: JetStreamContext, sizing: ConsumerSizing) -> float:
@@ -88,10 +141,12 @@ async def ensure_consumers(js: JetStreamContext, sizing: ConsumerSizing) -> floa
     `ack_wait` (s) of the consumers. Existing consumers are used as they are (see above)."""
     ack_waits = []
     for stream in STREAMS:
+        what = f"consumer {stream}/{DURABLE}"
         try:
-            actual = (await js.consumer_info(stream, DURABLE)).config
+            actual = (await retrying(what, js.consumer_info, stream, DURABLE)).config
         except NotFoundError:
-            actual = (await js.add_consumer(stream, _consumer_config(sizing))).config
+            config = _consumer_config(sizing)
+            actual = (await retrying(what, js.add_consumer, stream, config)).config
         if actual.ack_policy != js_api.AckPolicy.EXPLICIT:
             raise ConsumerConfigError(
                 f"consumer {stream}/{DURABLE} acks with {actual.ack_policy}; it must be explicit"

@@ -2,7 +2,7 @@
 
 Every message carries a `Nats-Msg-Id` unique to it (`{prefix}-{index}`). A publish whose
 PubAck does not come (timeout, no responders, 503 while a stream leader is elected, a client
-reconnecting) is sent again with the same id, with backoff, for up to `RETRY_FOR_S`: the
+reconnecting) is sent again with the same id, with backoff, for up to `API_RETRY_S`: the
 stream's duplicate window stores it once, and a PubAck marked `duplicate` still counts the
 message once. The simulator's deliberate re-publishes are separate messages with ids of
 their own, so they still reach the stream.
@@ -18,14 +18,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nats.errors
-import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from tqdm import tqdm
 
 from lake_platform.ingest.connection import connect
-from lake_platform.ingest.jetstream import ensure_streams
+from lake_platform.ingest.jetstream import API_RETRY_S, PASSING_ERRORS, ensure_streams, retrying
 from lake_platform.schemas import schema_for_subject
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import Message
@@ -35,25 +33,11 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 512
 """Publishes awaiting their JetStream ack at once."""
 ACK_TIMEOUT_S = 2.0
-RETRY_FOR_S = 60.0
-"""How long one message is retried; a leader election takes 4-7 s, a restart a few more."""
-FIRST_BACKOFF_S = 0.25
-MAX_BACKOFF_S = 2.0
 MSG_ID_HEADER = "Nats-Msg-Id"
-RETRIABLE = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.js.errors.NoStreamResponseError,
-    nats.js.errors.ServiceUnavailableError,
-)
-"""No PubAck, for a reason that passes: the server restarts or a stream leader is elected."""
 
 
 class PublishFailedError(RuntimeError):
-    """A message got no PubAck within `RETRY_FOR_S`."""
+    """A message got no PubAck within `API_RETRY_S`."""
 
 
 @dataclass
@@ -91,30 +75,28 @@ async def publish_once(
     js: JetStreamContext, message: Message, msg_id: str, stats: PublishStats
 ) -> PubAck:
     """Publish one message until JetStream acks it, counting it once in `stats`."""
-    deadline = time.monotonic() + RETRY_FOR_S
-    backoff_s = FIRST_BACKOFF_S
-    while True:
-        try:
-            ack = await js.publish(
-                message.subject,
-                message.payload,
-                timeout=ACK_TIMEOUT_S,
-                headers={MSG_ID_HEADER: msg_id},
-            )
-        except RETRIABLE as error:
-            if time.monotonic() + backoff_s > deadline:
-                raise PublishFailedError(
-                    f"no PubAck for {message.subject} within {RETRY_FOR_S:.0f}s: "
-                    f"{type(error).__name__}"
-                ) from None
-            log.debug("publish of %s not acked (%s), retrying", msg_id, type(error).__name__)
-            stats.retries += 1
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
-            continue
-        stats.by_schema[message.schema] += 1
-        stats.duplicates += bool(ack.duplicate)
-        return ack
+
+    def count_retry(what: str, error: BaseException) -> None:
+        log.debug("%s not acked (%s), retrying", what, type(error).__name__)
+        stats.retries += 1
+
+    try:
+        ack = await retrying(
+            f"publish of {msg_id}",
+            js.publish,
+            message.subject,
+            message.payload,
+            timeout=ACK_TIMEOUT_S,
+            headers={MSG_ID_HEADER: msg_id},
+            on_retry=count_retry,
+        )
+    except PASSING_ERRORS as error:
+        raise PublishFailedError(
+            f"no PubAck for {message.subject} within {API_RETRY_S:.0f}s: {type(error).__name__}"
+        ) from None
+    stats.by_schema[message.schema] += 1
+    stats.duplicates += bool(ack.duplicate)
+    return ack
 
 
 async def _all_acked(pending: list[asyncio.Future]) -> None:
