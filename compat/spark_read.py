@@ -35,8 +35,6 @@ from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value
 
 INFERENCE = "spark.sql.sources.partitionColumnTypeInference.enabled"
-CHANGED_BY_INFERENCE: dict[str, object] = {}
-"""Published value → the value Spark's default inference gives, over every table checked."""
 Key = tuple[str, str, str]
 """(partition value as published, date, hour) of a folder."""
 
@@ -81,8 +79,11 @@ def wrong_event_hours(frame: DataFrame) -> int:
     ).count()
 
 
-def check_table(spark: SparkSession, root: Path, folder: str, column: str) -> list[str] | None:
-    """One result row for a table folder (None when the lake has no such table)."""
+def check_table(
+    spark: SparkSession, root: Path, folder: str, column: str
+) -> tuple[list[str], dict[str, object]] | None:
+    """One result row for a table folder, and the values Spark's default inference changes
+    (published value → Spark's) when a folder is read alone; None without such a table."""
     table_dir = root / folder
     footers, per_folder, files = footer_rows(table_dir)
     if not files:
@@ -105,8 +106,7 @@ def check_table(spark: SparkSession, root: Path, folder: str, column: str) -> li
         for folder, value in inferred.items()
         if value != folder_partition_value(folder)
     }
-    CHANGED_BY_INFERENCE.update(changed)
-    return [
+    row = [
         f"`{folder}`",
         str(files),
         str(sum(footers.values())),
@@ -116,6 +116,7 @@ def check_table(spark: SparkSession, root: Path, folder: str, column: str) -> li
         f"{exact_alone} of {len(per_folder)}",
         f"{len(changed)} of {len(per_folder)}",
     ]
+    return row, changed
 
 
 def read_alone(spark: SparkSession, table_dir: Path, value_folder: str) -> tuple[object, int]:
@@ -166,16 +167,18 @@ def main() -> int:
         spark.sparkContext.setLogLevel("ERROR")
         version = spark.version
         try:
-            rows = [
-                row
+            results = [
+                result
                 for folder, column in table_folders().items()
-                if (row := check_table(spark, root.resolve(), folder, column)) is not None
+                if (result := check_table(spark, root.resolve(), folder, column)) is not None
             ]
         finally:
             spark.stop()
+    rows = [row for row, _ in results]
+    changed = {value: spark_value for _, values in results for value, spark_value in values.items()}
     print(f"Spark {version} (local mode), lake {root if args.lake else 'tricky_lake.py'}")
     print(markdown(rows))
-    changes = ", ".join(f"`{k}` → `{v!r}`" for k, v in sorted(CHANGED_BY_INFERENCE.items()))
+    changes = ", ".join(f"`{k}` → `{v!r}`" for k, v in sorted(changed.items()))
     print(f"\nSpark's default inference, a value folder read alone: {changes or 'nothing'}")
     exact = all(
         row[4] == row[5] == "yes" and row[6].split()[0] == row[6].split()[-1] for row in rows
