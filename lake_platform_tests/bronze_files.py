@@ -56,9 +56,19 @@ def trades(
 
 
 def write_bronze(
-    store: LakeStore, schema: TableSchema, rows: pl.DataFrame, files: int = 1
+    store: LakeStore,
+    schema: TableSchema,
+    rows: pl.DataFrame,
+    files: int = 1,
+    *,
+    old_layout: bool = False,
 ) -> list[str]:
-    """Write `rows` as Bronze files of their partition values and hours, `files` per folder."""
+    """Write `rows` as Bronze files of their partition values and hours, `files` per folder.
+
+    Files hold the columns the ingest writes; with `old_layout`, the partition column too, as
+    Bronze files written before it moved out of the files (issue 13).
+    """
+    columns = (schema.bronze_schema if old_layout else schema.bronze_file_schema).names()
     written = []
     hour_ns = 3_600 * 10**9
     keyed = rows.with_columns(_hour=pl.col("ts_event_ns") // hour_ns)
@@ -70,7 +80,7 @@ def write_bronze(
         chunk = max(1, -(-part.height // files))
         for piece in part.drop("_hour").iter_slices(chunk):
             path = f"{folder}/{part_file_name(start)}"
-            store.write_parquet(piece, path)
+            store.write_parquet(piece.select(columns), path)
             written.append(path)
     return written
 

@@ -11,6 +11,7 @@ import polars as pl
 
 from lake_platform.ingest.jetstream import ensure_streams
 from lake_platform.schemas import BY_NAME, decode_batch
+from lake_platform.storage.paths import unescape_partition_value
 from lake_platform_tests.samples import SAMPLES
 
 HOUR_NS = 3_600 * 10**9
@@ -31,7 +32,14 @@ class Session:
 
     def expected_event_ids(self) -> dict[str, set[str]]:
         """Event ids per table of the good messages."""
-        ids: dict[str, set[str]] = {}
+        return {
+            table: {event_id for event_id, _ in pairs}
+            for table, pairs in self.expected_partition_values().items()
+        }
+
+    def expected_partition_values(self) -> dict[str, set[tuple[str, str]]]:
+        """(event id, partition value) per table of the good messages."""
+        ids: dict[str, set[tuple[str, str]]] = {}
         for name in {name for name, _, _ in self.good}:
             payloads = [payload for n, _, payload in self.good if n == name]
             rows = decode_batch(
@@ -41,7 +49,8 @@ class Session:
                 earliest_ns=EARLIEST_NS,
                 now_ns=time.time_ns(),
             ).rows
-            ids[BY_NAME[name].table] = set(rows.get_column("event_id").to_list())
+            pairs = rows.select("event_id", BY_NAME[name].partition_column).iter_rows()
+            ids[BY_NAME[name].table] = set(pairs)  # type: ignore[arg-type]
         return ids
 
     def good_count(self, table: str) -> int:
@@ -110,18 +119,40 @@ async def publish(url: str, session: Session) -> None:
 
 
 def read_files(root: str, folder: str) -> dict[str, pl.DataFrame]:
-    """The rows of every Parquet file under `{root}/{folder}`, by path relative to `root`."""
+    """The rows of every Parquet file under `{root}/{folder}` as stored, by path relative to
+    `root`."""
     return {
         str(path.relative_to(root)): pl.read_parquet(path)
         for path in sorted(Path(root, folder).rglob("*.parquet"))
     }
 
 
+def path_partition_values(path: str) -> dict[str, str]:
+    """The partition column and value of a lake path's `{col}={value}` folder (not `date` or
+    `hour`), decoded as a Hive-aware reader does."""
+    folders = (folder.split("=", 1) for folder in path.split("/") if "=" in folder)
+    return {
+        column: unescape_partition_value(value)
+        for column, value in folders
+        if column not in ("date", "hour")
+    }
+
+
 def read_table(root: str, folder: str) -> pl.DataFrame:
-    """Every row under `{root}/{folder}` (one table), with the file each came from."""
+    """Every row under `{root}/{folder}` (one table) with its partition column from the path,
+    as a Hive-aware reader sees it, and the file each came from."""
     files = read_files(root, folder)
     return (
-        pl.concat([rows.with_columns(_file=pl.lit(path)) for path, rows in files.items()])
+        pl.concat(
+            [
+                rows.with_columns(
+                    pl.lit(value, pl.String()).alias(column)
+                    for column, value in path_partition_values(path).items()
+                ).with_columns(_file=pl.lit(path))
+                for path, rows in files.items()
+            ],
+            how="diagonal",
+        )
         if files
         else pl.DataFrame()
     )

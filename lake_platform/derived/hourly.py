@@ -3,6 +3,9 @@
 A `DerivedTable` names its input folder, its output folder and its pure transform; every
 derived table (Silver and Gold) is rebuilt and checked by the same two functions. Memory holds
 at most one partition value's hour of input, never the whole hour of a table.
+
+The partition column lives in the path only (`symbol=SPY/…`), as in Hive and Spark tables:
+files are read with it added from their folder, and written without it.
 """
 
 import datetime as dt
@@ -21,7 +24,7 @@ from lake_platform.derived.partition_files import (
     replace_partition,
 )
 from lake_platform.storage import LakeStore
-from lake_platform.storage.paths import hour_folder
+from lake_platform.storage.paths import folder_partition_value, hour_folder
 
 PREVIEW_ROWS = 5
 
@@ -45,10 +48,17 @@ class Reconciliation:
 
 @dataclass(frozen=True)
 class DerivedTable:
-    """A derived table: where it reads, where it writes, how it transforms, what it checks."""
+    """A derived table: where it reads, where it writes, how it transforms, what it checks.
+
+    `source_columns` are the columns read from the input files (without the partition
+    column); `schema` is a row as the checks see it: the file's columns, then
+    `partition_column`, added from the folder, last.
+    """
 
     source: str
     target: str
+    partition_column: str
+    source_columns: tuple[str, ...]
     transform: Callable[[pl.DataFrame], pl.DataFrame]
     schema: pl.Schema
     order: tuple[str, ...]
@@ -95,6 +105,17 @@ class DerivedTable:
             "zstd_compressed": lambda _, metadata, path, __: checks.zstd_compressed(metadata, path),
             **self.extra_file_checks,
         }
+
+
+def with_partition_value(frame: pl.DataFrame, column: str, value_folder: str) -> pl.DataFrame:
+    """`frame` (rows of files in `value_folder`) with the partition column from the folder
+    name, last, as a string exactly as published.
+
+    A file that holds the column itself keeps it in its own position, so the declared-schema
+    check (which expects it last) names such a file.
+    """
+    value = folder_partition_value(value_folder)
+    return frame.with_columns(pl.lit(value, dtype=pl.String()).alias(column))
 
 
 def files_digest(files: HourFiles) -> str:
@@ -149,11 +170,14 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
     result = HourResult(hour, inputs)
     source_exprs = {name: r.source for name, r in table.reconciliations.items()}
     for value_folder, files in inputs.items():
-        source = store.read_parquet(files)
+        source = with_partition_value(
+            store.read_parquet(files, table.source_columns), table.partition_column, value_folder
+        )
         _add(result.source_totals, source, source_exprs)
         output = table.transform(source)
         folder = f"{table.target}/{value_folder}/{hour_folder(hour)}"
-        result.files.extend(replace_partition(store, folder, output))
+        stored = output.drop(table.partition_column)
+        result.files.extend(replace_partition(store, folder, stored))
         result.rows_read += source.height
         result.rows_written += output.height
         if result.preview is None:
@@ -256,7 +280,8 @@ def check_hour(
     for value_folder, paths in hour_files(store, table.target, hour).items():
         across = _AcrossFiles(table, f"{table.target}/{value_folder}/{hour_folder(hour)}")
         for path in paths:
-            frame, metadata = read_with_metadata(store, path)
+            stored, metadata = read_with_metadata(store, path)
+            frame = with_partition_value(stored, table.partition_column, value_folder)
             rows, files = rows + frame.height, files + 1
             _add(derived_totals, frame, derived_exprs)
             for name, check in table.file_checks().items():

@@ -6,7 +6,8 @@ import polars as pl
 
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
-from lake_platform.schemas import SCHEMAS, TableSchema
+from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
+from lake_platform.schemas.registry import partition_column_last, without_column
 from lake_platform.transforms.gold import (
     BARS_ORDER,
     GOLD_BARS_SCHEMA,
@@ -27,8 +28,10 @@ def silver_table(schema: TableSchema) -> DerivedTable:
     return DerivedTable(
         source=f"bronze/{schema.table}",
         target=f"silver/{schema.table}",
+        partition_column=schema.partition_column,
+        source_columns=tuple(schema.bronze_file_schema.names()),
         transform=deduplicate,
-        schema=schema.stored_schema,
+        schema=partition_column_last(schema.stored_schema, schema.partition_column),
         order=SILVER_ORDER,
         unique_keys=("event_id",),
         reconciliations={"reconciles_with_bronze": SILVER_RECONCILES},
@@ -45,11 +48,14 @@ SIGNALS_RECONCILE = Reconciliation(
 )
 
 
+SIGNALS = BY_NAME["levels.signals"]
 GOLD_SIGNALS = DerivedTable(
     source="bronze/levels/signals",
     target="gold/levels/signals",
+    partition_column=SIGNALS.partition_column,
+    source_columns=tuple(SIGNALS.bronze_file_schema.names()),
     transform=flatten_signals,
-    schema=GOLD_SIGNALS_SCHEMA,
+    schema=partition_column_last(GOLD_SIGNALS_SCHEMA, SIGNALS.partition_column),
     order=SIGNALS_ORDER,
     unique_keys=("event_id", "level_index"),
     reconciliations={"reconciles_with_bronze": SIGNALS_RECONCILE},
@@ -74,11 +80,14 @@ def _ohlc_consistent(frame: pl.DataFrame, _: object, path: str, __: dt.datetime)
     )
 
 
+TRADES = BY_NAME["stocks.trades"]
 GOLD_BARS = DerivedTable(
     source="silver/stocks/trades",
     target="gold/stocks/bars_1m",
+    partition_column=TRADES.partition_column,
+    source_columns=tuple(without_column(TRADES.stored_schema, TRADES.partition_column).names()),
     transform=bars_1m,
-    schema=GOLD_BARS_SCHEMA,
+    schema=partition_column_last(GOLD_BARS_SCHEMA, TRADES.partition_column),
     order=BARS_ORDER,
     unique_keys=("symbol", "ts_event_ns"),
     extra_file_checks={"ohlc_consistent": _ohlc_consistent},

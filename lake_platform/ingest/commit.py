@@ -85,7 +85,7 @@ def _write_bronze_file(store: LakeStore, buffer: Buffer, planned: PlannedFile) -
     folder = partition_folder(schema.partition_column, buffer.key.value, buffer.key.period_start)
     path = f"bronze/{schema.table}/{folder}/{planned.name}"
     frame = planned.frame
-    size = store.write_parquet(frame.select(schema.bronze_schema.names()), path)
+    size = store.write_parquet(frame.select(schema.bronze_file_schema.names()), path)
     first, last = _seq_range(frame, "_stream_seq")
     return CommittedFile(
         path=path,

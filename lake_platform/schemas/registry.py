@@ -70,6 +70,27 @@ class TableSchema:
         """Columns of a Bronze row: the stored columns plus provenance."""
         return pl.Schema({**self.stored_schema, **BRONZE_PROVENANCE})
 
+    @property
+    def bronze_file_schema(self) -> pl.Schema:
+        """Columns of a Bronze file: a Bronze row without its partition column.
+
+        The partition value is in the file's path (`{col}={value}/…`), as Hive and Spark lay
+        out tables: a Hive-aware reader (pandas, PyArrow, Polars, DuckDB, Spark) adds the
+        column from the path, and refuses a file that also holds it with another type.
+        """
+        return without_column(self.bronze_schema, self.partition_column)
+
+
+def without_column(schema: pl.Schema, column: str) -> pl.Schema:
+    """`schema` without `column` (the others in order)."""
+    return pl.Schema({name: dtype for name, dtype in schema.items() if name != column})
+
+
+def partition_column_last(schema: pl.Schema, column: str) -> pl.Schema:
+    """`schema` with `column` moved to the end: the file's columns, then the one from the path
+    (where Hive-aware readers put it)."""
+    return pl.Schema({**without_column(schema, column), column: schema[column]})
+
 
 _TRADE_CORE = (req("price", F64), req("size", I32))
 _OPTION_CONTRACT = (

@@ -37,6 +37,11 @@ def unescape_partition_value(segment: str) -> str:
     return unquote(segment)
 
 
+def folder_partition_value(folder: str) -> str:
+    """The partition value of a `{col}={escaped value}` folder name, as it was published."""
+    return unescape_partition_value(folder.partition("=")[2])
+
+
 def hour_folder(hour: dt.datetime) -> str:
     """`date=YYYY-MM-DD/hour=HH` of a UTC hour."""
     return f"date={hour:%Y-%m-%d}/hour={hour:%H}"

@@ -274,9 +274,12 @@ class LakeStore:
     def read_parquet(
         self, relatives: Sequence[str], columns: Sequence[str] | None = None
     ) -> pl.DataFrame:
-        """The rows of several Parquet files (all with the same schema), in the order given.
+        """The rows of several Parquet files, in the order given.
 
-        Paths are taken literally: `[`, `*` or `?` in a partition value is never a glob.
+        Without `columns` every file must have the same schema; with them, a file may hold
+        other columns too (Bronze files written before the partition column moved out of the
+        files still hold it), which are not read. Paths are taken literally: `[`, `*` or `?`
+        in a partition value is never a glob.
         """
         paths = [self.full_path(relative) for relative in relatives]
         if not paths:
@@ -285,7 +288,10 @@ class LakeStore:
         if self.is_local:
             action = f"read {len(paths)} files below {self._shown(self.root)}"
             with self._failures(action, reading=True):
-                return pl.read_parquet(paths, columns=selected, glob=False)
+                if selected is None:
+                    return pl.read_parquet(paths, glob=False)
+                scan = pl.scan_parquet(paths, glob=False, extra_columns="ignore")
+                return scan.select(selected).collect()
         bodies = self.read_many_bytes(relatives)
         return pl.concat([pl.read_parquet(io.BytesIO(body), columns=selected) for body in bodies])
 
