@@ -205,7 +205,8 @@ def write_table(store: LakeStore, name: str, messages: list[tuple[str, bytes]], 
     ).select(list(schema.bronze_schema))
     for (value,), part in rows.partition_by(schema.partition_column, as_dict=True).items():
         folder = f"bronze/{schema.table}/{partition_folder(schema.partition_column, value, HOUR)}"
-        store.write_parquet(part, f"{folder}/{part_file_name(HOUR)}")
+        file = part.select(schema.bronze_file_schema.names())  # as the ingest writes it
+        store.write_parquet(file, f"{folder}/{part_file_name(HOUR)}")
     return rows.height
 
 
