@@ -1,9 +1,11 @@
-"""Silver under faults: a rebuild SIGKILLed mid-replacement, two rebuilds of one hour at once.
+"""Silver under faults: a rebuild SIGKILLed mid-replacement, two rebuilds of one hour at once,
+an unreadable Bronze file.
 
 The rebuilds run as real processes (`lake_platform_tests.derived_child`) on a local lake;
 the kill points are chosen by a seeded random generator among the files the rebuild writes.
 """
 
+import datetime as dt
 import os
 import random
 import shutil
@@ -12,18 +14,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+import fsspec
 import polars as pl
 import pytest
 
+from lake_platform.commands.dagster_runs import materialize_hours
+from lake_platform.defs.partitions import partition_key_for
+from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.hourly import check_hour, rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
-from lake_platform.storage import LakeStore
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
 
 TABLE = SILVER_TABLES["stocks/trades"]
 SYMBOLS = tuple(f"S{i:02d}" for i in range(24))
 SEED = int(os.environ.get("LAKE_FAULT_SEED", "20251216"))
+
+
+def local_store(root: Path) -> LakeStore:
+    return LakeStore(str(root), fsspec.filesystem("file"))
 
 
 def child(root: Path, *options: str) -> subprocess.Popen[str]:
@@ -43,24 +55,18 @@ def add_bronze(store: LakeStore, count: int, symbols: tuple[str, ...], seed: int
     write_bronze(store, TRADES, bronze_rows(TRADES, messages))
 
 
-def silver_files(store: LakeStore) -> dict[str, bytes]:
+def silver_files(store: LakeStore, hour: dt.datetime = HOUR) -> dict[str, bytes]:
     """Every Silver file of the hour a reader can see (hidden temporaries excluded)."""
     paths = store.list_files("silver")
-    return {path: store.read_bytes(path) for path in paths if hour_folder(HOUR) in path}
+    return {path: store.read_bytes(path) for path in paths if hour_folder(hour) in path}
 
 
 def clean_rebuild(root: Path, work: Path) -> dict[str, bytes]:
     """Silver of the hour rebuilt from a copy of the current Bronze, in one undisturbed run."""
     shutil.copytree(root / "bronze", work / "bronze")
-    store = LakeStore(str(work), LakeStore(str(root), _fs()).fs)
+    store = local_store(work)
     rebuild_hour(store, TABLE, HOUR)
     return silver_files(store)
-
-
-def _fs():
-    import fsspec
-
-    return fsspec.filesystem("file")
 
 
 def event_ids(files: dict[str, bytes]) -> pl.Series:
@@ -91,7 +97,7 @@ def test_a_rebuild_killed_mid_replacement_leaves_whole_files_and_the_next_run_re
     Silver, and one more run gives exactly the Silver of a clean rebuild."""
     rng = random.Random(SEED)
     root = tmp_path / "lake"
-    store = LakeStore(str(root), _fs())
+    store = local_store(root)
     add_bronze(store, 600, SYMBOLS, seed=1)
     rebuild_hour(store, TABLE, HOUR)
     old = silver_files(store)
@@ -120,7 +126,7 @@ def test_a_rebuild_killed_mid_replacement_leaves_whole_files_and_the_next_run_re
 @pytest.mark.slow
 def test_two_rebuilds_of_the_same_hour_at_once_end_with_the_clean_result(tmp_path):
     root = tmp_path / "lake"
-    store = LakeStore(str(root), _fs())
+    store = local_store(root)
     add_bronze(store, 600, SYMBOLS, seed=1)
     first, second = child(root), child(root)
     for process in (first, second):
@@ -136,7 +142,7 @@ def test_a_rebuild_overtaken_by_a_newer_one_does_not_undo_it(tmp_path):
     it used to overwrite B's newer file with its older one (events missing) and delete B's
     files of the value it never saw as stale (a whole value missing)."""
     root = tmp_path / "lake"
-    store = LakeStore(str(root), _fs())
+    store = local_store(root)
     add_bronze(store, 200, SYMBOLS[:4], seed=1)
     held = child(root, "--pause-before-first-write")
     assert held.stdout is not None and held.stdin is not None
@@ -151,3 +157,47 @@ def test_a_rebuild_overtaken_by_a_newer_one_does_not_undo_it(tmp_path):
     silver = silver_files(store)
     assert silver == clean_rebuild(root, tmp_path / "clean")
     assert event_ids(silver).len() == 300
+
+
+def corrupt(store: LakeStore, path: str, how: str) -> None:
+    body = store.read_bytes(path)
+    if how == "truncated":
+        damaged = body[: len(body) // 2]
+    else:  # the data pages overwritten, the footer intact
+        damaged = body[:4] + b"\xff" * (len(body) // 2) + body[4 + len(body) // 2 :]
+    store.write_bytes(damaged, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten"])
+def test_an_unreadable_bronze_file_is_named(lake: LakeStore, how):
+    paths = write_bronze(lake, TRADES, bronze_rows(TRADES, trades(40, symbols=("SPY",))), files=3)
+    corrupt(lake, paths[1], how)
+    with pytest.raises(StorageError) as raised:
+        lake.read_parquet(paths)
+    assert raised.value.kind == "rejected"
+    assert f"{paths[1]}: not a readable Parquet file" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_corrupt_bronze_file_fails_its_hour_by_name_and_the_other_hour_is_rebuilt(tmp_path):
+    """One Dagster run over two hours, one with a truncated Bronze file: the run fails naming
+    the file and the hour; the other hour is rebuilt all the same, and its own run passes."""
+    store = local_store(tmp_path / "lake")
+    later = HOUR + dt.timedelta(hours=1)
+    rows = bronze_rows(TRADES, trades(60) + trades(60, seed=3, hour=later))
+    paths = write_bronze(store, TRADES, rows, files=2)
+    bad = next(path for path in paths if hour_folder(HOUR) in path and "SPY" in path)
+    corrupt(store, bad, "truncated")
+    settings = LakeSettings(data_root=str(tmp_path / "lake"))
+    asset = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
+    hours = partition_key_for(HOUR), partition_key_for(later)
+    with dg.instance_for_test() as instance:
+        both = materialize_hours([asset], instance, settings, *hours)
+        alone = materialize_hours([asset], instance, settings, hours[1], hours[1])
+    assert not both.success
+    (failure,) = [event for event in both.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "1 of 2 hours failed" in message and f"{hours[0]}: cannot read" in message
+    assert f"{bad}: not a readable Parquet file" in message
+    assert alone.success and all(c.passed for c in alone.get_asset_check_evaluations())
+    assert event_ids(silver_files(store, later)).len() == 60
