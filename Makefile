@@ -18,12 +18,12 @@ run: env
 	.venv/bin/python -m lake_platform.commands.run
 
 test: env
-	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks compat
+	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks compat fuzz
 	.venv/bin/pytest
 
 test-quick: env
 	.venv/bin/pytest -m "not slow" -x -q
 
 lint: env
-	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks compat
-	.venv/bin/ruff format --check lake_platform lake_platform_tests benchmarks compat
+	.venv/bin/ruff check lake_platform lake_platform_tests benchmarks compat fuzz
+	.venv/bin/ruff format --check lake_platform lake_platform_tests benchmarks compat fuzz

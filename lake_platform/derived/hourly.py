@@ -27,6 +27,8 @@ from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value, hour_folder
 
 PREVIEW_ROWS = 5
+MAX_VALUE_REBUILDS = 3
+"""Rebuilds of one value-hour in a run when its inputs keep changing (see `_rebuild_value`)."""
 
 FileCheck = Callable[[pl.DataFrame, pq.FileMetaData, str, dt.datetime], CheckOutcome]
 HourFiles = Mapping[str, Sequence[str]]
@@ -165,28 +167,71 @@ def hour_files(store: LakeStore, base: str, hour: dt.datetime) -> dict[str, list
 
 
 def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> HourResult:
-    """Replace the hour's files of `table` with the transform of its inputs."""
+    """Replace the hour's files of `table` with the transform of its inputs.
+
+    Two runs of the same hour at once (`dagster asset materialize` bypasses the instance's
+    per-partition run limit) end with the output of the newest inputs: see `_rebuild_value`
+    and `_has_inputs`. Each value-hour of one file is seen whole old or whole new throughout.
+    """
     inputs = hour_files(store, table.source, hour)
     result = HourResult(hour, inputs)
     source_exprs = {name: r.source for name, r in table.reconciliations.items()}
     for value_folder, files in inputs.items():
-        source = with_partition_value(
-            store.read_parquet(files, table.source_columns), table.partition_column, value_folder
-        )
-        _add(result.source_totals, source, source_exprs)
-        output = table.transform(source)
-        folder = f"{table.target}/{value_folder}/{hour_folder(hour)}"
-        stored = output.drop(table.partition_column)
-        result.files.extend(replace_partition(store, folder, stored))
-        result.rows_read += source.height
-        result.rows_written += output.height
+        value = _rebuild_value(store, table, hour, value_folder, files)
+        inputs[value_folder] = value.inputs
+        _add(result.source_totals, value.source, source_exprs)
+        result.files.extend(value.files)
+        result.rows_read += value.source.height
+        result.rows_written += value.output.height
         if result.preview is None:
-            result.preview = output.head(PREVIEW_ROWS)
+            result.preview = value.output.head(PREVIEW_ROWS)
     for value_folder, stale in hour_files(store, table.target, hour).items():
-        if value_folder not in inputs:
+        if value_folder not in inputs and not _has_inputs(store, table, hour, value_folder):
             store.delete(stale)
             result.removed_values.append(value_folder)
     return result
+
+
+@dataclass(frozen=True)
+class _RebuiltValue:
+    inputs: list[str]
+    source: pl.DataFrame
+    output: pl.DataFrame
+    files: list[WrittenFile]
+
+
+def _rebuild_value(
+    store: LakeStore, table: DerivedTable, hour: dt.datetime, value_folder: str, files: list[str]
+) -> _RebuiltValue:
+    """Replace one value-hour's files; again when its inputs changed while it was rebuilt.
+
+    Bronze only gains files, so inputs unchanged after the write mean the output holds every
+    input file that existed before it was written: a concurrent run of the same hour that read
+    fewer files and wrote later (overwriting a newer output with an older one) sees the new
+    files here and rewrites. After `MAX_VALUE_REBUILDS` the last output stays: the newer
+    inputs make the hour stale, and the automation requests it again.
+    """
+    source_folder = f"{table.source}/{value_folder}/{hour_folder(hour)}"
+    folder = f"{table.target}/{value_folder}/{hour_folder(hour)}"
+    for _ in range(MAX_VALUE_REBUILDS):
+        source = with_partition_value(
+            store.read_parquet(files, table.source_columns), table.partition_column, value_folder
+        )
+        output = table.transform(source)
+        stored = output.drop(table.partition_column)
+        rebuilt = _RebuiltValue(files, source, output, replace_partition(store, folder, stored))
+        files = store.list_files(source_folder)
+        if files == rebuilt.inputs:
+            break
+    return rebuilt
+
+
+def _has_inputs(
+    store: LakeStore, table: DerivedTable, hour: dt.datetime, value_folder: str
+) -> bool:
+    """Whether the value-hour has input files now: a concurrent run may have rebuilt a value
+    this run never saw, whose output is then not stale."""
+    return bool(store.list_files(f"{table.source}/{value_folder}/{hour_folder(hour)}"))
 
 
 def _add(totals: dict[str, int | float], frame: pl.DataFrame, exprs: dict[str, pl.Expr]) -> None:

@@ -4,8 +4,8 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 
-import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from lake_platform.settings import LakeSettings, redact_url
 
@@ -15,6 +15,28 @@ FIRST_CONNECT_S = 10.0
 
 class NatsUnavailableError(ConnectionError):
     """No NATS server of the configured list answered."""
+
+
+class LenientSubjectClient(Client):
+    """A client that reads a subject that is not UTF-8 with U+FFFD for each invalid byte.
+
+    The server stores any subject bytes but whitespace; nats-py decodes them strictly, and a
+    raw publisher's `market.stocks.trades.\\xff` failed its read loop on every delivery, so
+    that message and every message pulled after it stayed pending. The ingest then routes it
+    by its tokens like any other (docs/contract.md §2).
+    """
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> Msg:
+        return self.msg_class(
+            subject=subject.decode(errors="replace"),
+            reply=reply.decode(errors="replace"),
+            data=data,
+            headers=headers,
+            _client=self,
+            _sid=sid,
+        )
 
 
 async def connect(
@@ -52,8 +74,9 @@ async def connect(
     if settings.nats_tls_ca:
         options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca)
     options["error_cb"] = on_error
+    client = LenientSubjectClient()
     try:
-        client = await asyncio.wait_for(nats.connect(**options), FIRST_CONNECT_S)  # type: ignore[arg-type]
+        await asyncio.wait_for(client.connect(**options), FIRST_CONNECT_S)  # type: ignore[arg-type]
     except Exception as error:
         servers = ", ".join(redact_url(url) for url in settings.nats_servers)
         reason = last_error[0] if last_error else error

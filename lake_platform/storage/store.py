@@ -287,13 +287,35 @@ class LakeStore:
         selected = list(columns) if columns is not None else None
         if self.is_local:
             action = f"read {len(paths)} files below {self._shown(self.root)}"
-            with self._failures(action, reading=True):
-                if selected is None:
-                    return pl.read_parquet(paths, glob=False)
-                scan = pl.scan_parquet(paths, glob=False, extra_columns="ignore")
-                return scan.select(selected).collect()
+            try:
+                with self._failures(action, reading=True):
+                    if selected is None:
+                        return pl.read_parquet(paths, glob=False)
+                    scan = pl.scan_parquet(paths, glob=False, extra_columns="ignore")
+                    return scan.select(selected).collect()
+            except StorageError as error:
+                if isinstance(error.__cause__, pl.exceptions.PolarsError):
+                    for path in paths:  # which one: read again one by one, only on this path
+                        self._parquet(path, path, selected)
+                raise
         bodies = self.read_many_bytes(relatives)
-        return pl.concat([pl.read_parquet(io.BytesIO(body), columns=selected) for body in bodies])
+        return pl.concat(
+            [
+                self._parquet(io.BytesIO(body), path, selected)
+                for body, path in zip(bodies, paths, strict=True)
+            ]
+        )
+
+    def _parquet(
+        self, source: str | io.BytesIO, path: str, columns: list[str] | None
+    ) -> pl.DataFrame:
+        """One file's rows, or a `rejected` error naming the file when it is not valid Parquet
+        (truncated, corrupt): retrying cannot help, and the name says which file to repair."""
+        try:
+            return pl.read_parquet(source, columns=columns, glob=False)
+        except pl.exceptions.PolarsError as error:
+            message = f"cannot read {self._shown(path)}: not a readable Parquet file: {error}"
+            raise StorageError(message, "rejected") from error
 
     def read_bytes(self, relative: str) -> bytes:
         """The raw bytes of one file."""

@@ -1,0 +1,50 @@
+"""A derived rebuild of one hour in its own process, for tests that kill it or race two.
+
+    python -m lake_platform_tests.derived_child ROOT TABLE HOUR [--pause-before-first-write]
+
+The store is a real local LakeStore that prints `writing <path>` before and `wrote <path>`
+after each Parquet file (so a test can SIGKILL it at a chosen point of the replacement) and,
+with `--pause-before-first-write`, waits for a line on stdin before its first file: the
+rebuild has read its inputs by then, so a test can change Bronze under it.
+"""
+
+import argparse
+import datetime as dt
+import sys
+
+import fsspec
+import polars as pl
+
+from lake_platform.derived.hourly import rebuild_hour
+from lake_platform.derived.tables import SILVER_TABLES
+from lake_platform.storage import LakeStore
+
+
+class AnnouncingStore(LakeStore):
+    pause_before_first_write = False
+
+    def write_parquet(self, frame: pl.DataFrame, relative: str, **options) -> int:
+        print(f"writing {relative}", flush=True)
+        if self.pause_before_first_write:
+            self.pause_before_first_write = False
+            sys.stdin.readline()
+        size = super().write_parquet(frame, relative, **options)
+        print(f"wrote {relative}", flush=True)
+        return size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root")
+    parser.add_argument("table")
+    parser.add_argument("hour", type=dt.datetime.fromisoformat)
+    parser.add_argument("--pause-before-first-write", action="store_true")
+    args = parser.parse_args()
+    store = AnnouncingStore(args.root, fsspec.filesystem("file"))
+    store.pause_before_first_write = args.pause_before_first_write
+    result = rebuild_hour(store, SILVER_TABLES[args.table], args.hour)
+    print(f"done {result.rows_written} rows in {len(result.files)} files", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Silver under faults: a rebuild SIGKILLed mid-replacement, two rebuilds of one hour at once,
+an unreadable Bronze file.
+
+The rebuilds run as real processes (`lake_platform_tests.derived_child`) on a local lake;
+the kill points are chosen by a seeded random generator among the files the rebuild writes.
+"""
+
+import datetime as dt
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import polars as pl
+import pytest
+
+from lake_platform.commands.dagster_runs import materialize_hours
+from lake_platform.defs.partitions import partition_key_for
+from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.tables import SILVER_TABLES
+from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage.paths import hour_folder
+from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+
+TABLE = SILVER_TABLES["stocks/trades"]
+SYMBOLS = tuple(f"S{i:02d}" for i in range(24))
+SEED = int(os.environ.get("LAKE_FAULT_SEED", "20251216"))
+KILLS = int(os.environ.get("LAKE_FAULT_KILLS", "3"))
+"""Kills of the mid-replacement test: at most 25 (one per file started, the last excluded)."""
+
+
+def local_store(root: Path) -> LakeStore:
+    return LakeStore(str(root), fsspec.filesystem("file"))
+
+
+def child(root: Path, *options: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "lake_platform_tests.derived_child", str(root)]
+    return subprocess.Popen(
+        [*command, "stocks/trades", HOUR.isoformat(), *options],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def add_bronze(store: LakeStore, count: int, symbols: tuple[str, ...], seed: int) -> None:
+    messages = trades(count, symbols=symbols, seed=seed)
+    for i, message in enumerate(messages):
+        message["seq"] = seed * 100_000 + i
+    write_bronze(store, TRADES, bronze_rows(TRADES, messages))
+
+
+def silver_files(store: LakeStore, hour: dt.datetime = HOUR) -> dict[str, bytes]:
+    """Every Silver file of the hour a reader can see (hidden temporaries excluded)."""
+    paths = store.list_files("silver")
+    return {path: store.read_bytes(path) for path in paths if hour_folder(hour) in path}
+
+
+def clean_rebuild(root: Path, work: Path) -> dict[str, bytes]:
+    """Silver of the hour rebuilt from a copy of the current Bronze, in one undisturbed run."""
+    shutil.copytree(root / "bronze", work / "bronze")
+    store = local_store(work)
+    rebuild_hour(store, TABLE, HOUR)
+    return silver_files(store)
+
+
+def event_ids(files: dict[str, bytes]) -> pl.Series:
+    frames = [pl.read_parquet(body, columns=["event_id"]) for body in files.values()]
+    return pl.concat(frames).get_column("event_id") if frames else pl.Series(dtype=pl.String)
+
+
+def glob_reader_ids(root: Path) -> pl.Series:
+    """The hour's `event_id`s as a Hive-aware reader sees them: every `*.parquet` file."""
+    pattern = f"{root}/silver/{TRADES.table}/*/{hour_folder(HOUR)}/*.parquet"
+    return pl.read_parquet(pattern, columns=["event_id"]).get_column("event_id")
+
+
+def kill_after_writes(root: Path, writes: int) -> None:
+    """Run a rebuild and SIGKILL it as soon as it starts writing its `writes`-th file (the
+    moment a replacement that removed the old file first would show a gap)."""
+    process = child(root)
+    assert process.stdout is not None
+    done = 0
+    for line in process.stdout:
+        done += line.startswith("writing ")
+        if done == writes:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"seed {SEED}: the rebuild ended first"
+
+
+@pytest.mark.slow
+def test_a_rebuild_killed_mid_replacement_leaves_whole_files_and_the_next_run_repairs(
+    tmp_path,
+):
+    """Bronze grows between the first Silver and the killed rebuilds: every file a reader
+    sees is byte for byte the old or the new one, no event is repeated or lost from the old
+    Silver, and one more run gives exactly the Silver of a clean rebuild."""
+    rng = random.Random(SEED)
+    root = tmp_path / "lake"
+    store = local_store(root)
+    add_bronze(store, 600, SYMBOLS, seed=1)
+    rebuild_hour(store, TABLE, HOUR)
+    old = silver_files(store)
+    add_bronze(store, 300, (*SYMBOLS, "NEW1", "NEW2"), seed=2)
+
+    seen = []
+    for writes in sorted(rng.sample(range(1, len(SYMBOLS) + 2), KILLS)):
+        kill_after_writes(root, writes)
+        seen.append((writes, silver_files(store), glob_reader_ids(root)))
+    new = clean_rebuild(root, tmp_path / "clean")
+    assert set(new) >= set(old) and all(new[path] != old[path] for path in old)
+
+    old_ids, new_ids = set(event_ids(old)), set(event_ids(new))
+    for writes, files, ids in seen:
+        where = f"seed {SEED}, killed after {writes} files"
+        assert all(body in (old.get(path), new.get(path)) for path, body in files.items()), where
+        assert ids.n_unique() == ids.len(), where
+        assert old_ids <= set(ids) <= new_ids, where
+
+    rebuilt = rebuild_hour(store, TABLE, HOUR)
+    assert silver_files(store) == new
+    assert all(outcome.passed for outcome in check_hour(store, TABLE, rebuilt).values())
+
+
+@pytest.mark.slow
+def test_two_rebuilds_of_the_same_hour_at_once_end_with_the_clean_result(tmp_path):
+    root = tmp_path / "lake"
+    store = local_store(root)
+    add_bronze(store, 600, SYMBOLS, seed=1)
+    first, second = child(root), child(root)
+    for process in (first, second):
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0 and "done 600 rows" in output
+    assert silver_files(store) == clean_rebuild(root, tmp_path / "clean")
+
+
+@pytest.mark.slow
+def test_a_rebuild_overtaken_by_a_newer_one_does_not_undo_it(tmp_path):
+    """Run A reads the hour and is held before its first write; Bronze then gains events of
+    an existing value and a new value, and run B rebuilds the hour in full. When A goes on,
+    it used to overwrite B's newer file with its older one (events missing) and delete B's
+    files of the value it never saw as stale (a whole value missing)."""
+    root = tmp_path / "lake"
+    store = local_store(root)
+    add_bronze(store, 200, SYMBOLS[:4], seed=1)
+    held = child(root, "--pause-before-first-write")
+    assert held.stdout is not None and held.stdin is not None
+    assert held.stdout.readline().startswith("writing ")
+    add_bronze(store, 100, (*SYMBOLS[:4], "ZZZ"), seed=2)
+    overtaking = child(root)
+    output, _ = overtaking.communicate(timeout=120)
+    assert overtaking.returncode == 0 and "done 300 rows" in output
+
+    output, _ = held.communicate("go\n", timeout=120)
+    assert held.returncode == 0, output
+    silver = silver_files(store)
+    assert silver == clean_rebuild(root, tmp_path / "clean")
+    assert event_ids(silver).len() == 300
+
+
+def corrupt(store: LakeStore, path: str, how: str) -> None:
+    body = store.read_bytes(path)
+    if how == "truncated":
+        damaged = body[: len(body) // 2]
+    else:  # the data pages overwritten, the footer intact
+        damaged = body[:4] + b"\xff" * (len(body) // 2) + body[4 + len(body) // 2 :]
+    store.write_bytes(damaged, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten"])
+def test_an_unreadable_bronze_file_is_named(lake: LakeStore, how):
+    paths = write_bronze(lake, TRADES, bronze_rows(TRADES, trades(40, symbols=("SPY",))), files=3)
+    corrupt(lake, paths[1], how)
+    with pytest.raises(StorageError) as raised:
+        lake.read_parquet(paths)
+    assert raised.value.kind == "rejected"
+    assert f"{paths[1]}: not a readable Parquet file" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_corrupt_bronze_file_fails_its_hour_by_name_and_the_other_hour_is_rebuilt(tmp_path):
+    """One Dagster run over two hours, one with a truncated Bronze file: the run fails naming
+    the file and the hour; the other hour is rebuilt all the same, and its own run passes."""
+    store = local_store(tmp_path / "lake")
+    later = HOUR + dt.timedelta(hours=1)
+    rows = bronze_rows(TRADES, trades(60) + trades(60, seed=3, hour=later))
+    paths = write_bronze(store, TRADES, rows, files=2)
+    bad = next(path for path in paths if hour_folder(HOUR) in path and "SPY" in path)
+    corrupt(store, bad, "truncated")
+    settings = LakeSettings(data_root=str(tmp_path / "lake"))
+    asset = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
+    hours = partition_key_for(HOUR), partition_key_for(later)
+    with dg.instance_for_test() as instance:
+        both = materialize_hours([asset], instance, settings, *hours)
+        alone = materialize_hours([asset], instance, settings, hours[1], hours[1])
+    assert not both.success
+    (failure,) = [event for event in both.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "1 of 2 hours failed" in message and f"{hours[0]}: cannot read" in message
+    assert f"{bad}: not a readable Parquet file" in message
+    assert alone.success and all(c.passed for c in alone.get_asset_check_evaluations())
+    assert event_ids(silver_files(store, later)).len() == 60
