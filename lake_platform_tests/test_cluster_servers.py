@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 
 import nats
@@ -103,21 +104,43 @@ def test_nats_cluster_survives_the_stream_leader_crash(tmp_path: Path) -> None:
     assert not any(_accepts_connections(node.port) for node in cluster.nodes)
 
 
+class _FirstRetry(logging.Handler):
+    """Set once the JetStream set-up logs its first retry."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "no answer from JetStream" in record.getMessage():
+            self.seen.set()
+
+
 async def _set_up_while_quorum_returns(cluster: NatsCluster, lost: list) -> float:
-    """`ensure_streams` and `ensure_consumers` through the one node left, while the two
-    others come back; returns the consumers' ack wait."""
+    """`ensure_streams` and `ensure_consumers` through the one node left; the two others come
+    back once the set-up has had to retry. Returns the consumers' ack wait."""
+    first_retry = _FirstRetry()
+    jetstream_log = logging.getLogger("lake_platform.ingest.jetstream")
+    jetstream_log.addHandler(first_retry)
+
+    def bring_back() -> None:
+        if first_retry.seen.wait(60):
+            for node in lost:
+                cluster.restart(node)
+
     nc = await nats.connect(cluster.nodes[0].url)
     try:
         js = nc.jetstream()
         settings = LakeSettings(nats_stream_replicas=3)
-        returning = asyncio.create_task(
-            asyncio.to_thread(lambda: [cluster.restart(node) for node in lost])
-        )
-        await ensure_streams(js, settings)
-        ack_wait = await ensure_consumers(js, ConsumerSizing.for_settings(settings))
-        await returning
-        return ack_wait
+        returning = asyncio.create_task(asyncio.to_thread(bring_back))
+        try:
+            await ensure_streams(js, settings)
+            return await ensure_consumers(js, ConsumerSizing.for_settings(settings))
+        finally:
+            first_retry.seen.set()  # never leave the thread waiting
+            await returning
     finally:
+        jetstream_log.removeHandler(first_retry)
         await nc.close()
 
 

@@ -47,8 +47,8 @@ def instance_storage(production: bool) -> dict:
     return storage if production else {"postgres": storage["custom"]["config"]}
 
 
-@pytest.mark.parametrize("production", [True, False], ids=["pooled", "dagster_postgres"])
-def test_events_are_stored_over_a_held_connection(postgres, tmp_path, monkeypatch, production):
+def use_instance(postgres: PostgresServer, folder: Path, monkeypatch, production: bool) -> None:
+    """`folder` as DAGSTER_HOME of an instance on `postgres` (docker/dagster.yaml's storage)."""
     for name, value in {
         "DAGSTER_POSTGRES_HOST": "127.0.0.1",
         "DAGSTER_POSTGRES_PORT": str(postgres.port),
@@ -57,17 +57,25 @@ def test_events_are_stored_over_a_held_connection(postgres, tmp_path, monkeypatc
         "DAGSTER_POSTGRES_DB": postgres.database,
     }.items():
         monkeypatch.setenv(name, value)
-    (tmp_path / "dagster.yaml").write_text(
-        yaml.safe_dump({"storage": instance_storage(production)})
-    )
+    storage = {"storage": instance_storage(production)}
+    (folder / "dagster.yaml").write_text(yaml.safe_dump(storage))
+
+
+def report(instance: dg.DagsterInstance, key: dg.AssetKey, count: int) -> None:
+    for index in range(count):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=key, partition=f"2025-12-16-{index % 24:02d}:00")
+        )
+
+
+@pytest.mark.parametrize("production", [True, False], ids=["pooled", "dagster_postgres"])
+def test_events_are_stored_over_a_held_connection(postgres, tmp_path, monkeypatch, production):
+    use_instance(postgres, tmp_path, monkeypatch, production)
     key = dg.AssetKey(["bronze", "stocks", f"trades_{production}"])
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
         assert isinstance(instance.get_ref().storage, PooledPostgresStorage) is production
         before = sessions(postgres)
-        for index in range(EVENTS):
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(asset_key=key, partition=f"2025-12-16-{index % 24:02d}:00")
-            )
+        report(instance, key, EVENTS)
         opened = sessions(postgres) - before - 1  # our own count query opened one
         stored = instance.fetch_materializations(key, limit=EVENTS + 1).records
     assert len(stored) == EVENTS
@@ -75,3 +83,15 @@ def test_events_are_stored_over_a_held_connection(postgres, tmp_path, monkeypatc
         assert opened <= 3, "one held connection per storage"
     else:
         assert opened >= EVENTS, "dagster-postgres connects for every statement"
+
+
+def test_a_postgres_restart_costs_no_failed_statement(postgres, tmp_path, monkeypatch):
+    """The held connections die with the server; each is checked before use and replaced."""
+    use_instance(postgres, tmp_path, monkeypatch, production=True)
+    key = dg.AssetKey(["bronze", "stocks", "restarted"])
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path))) as instance:
+        report(instance, key, 2)
+        postgres.restart()
+        report(instance, key, 2)
+        assert instance.get_runs() == []  # the run storage's connection was replaced too
+        assert len(instance.fetch_materializations(key, limit=10).records) == 4

@@ -17,11 +17,14 @@ storage id below the run's planned event was in that run's input. One later than
 """
 
 import datetime as dt
+import os
 import warnings
 
 import dagster as dg
 
 from lake_platform.settings import LakeSettings
+
+ONE_PLAN_PER_RUN_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
@@ -43,48 +46,65 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
         if not partitions:
             return dg.AutomationResult(context, true_subset=candidates)
         instance = context.asset_graph_view.instance
-        planned = instance.event_log_storage.get_latest_storage_id_by_partition(
-            context.key, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, partitions
-        )
-        newer: list[tuple[str, int]] = []  # (partition, upstream event after its plan)
+        baseline = _latest_plans(instance, context.key, partitions)
+        newer: list[tuple[str, int]] = []  # (partition, upstream event after its baseline)
         for upstream in context.asset_graph.get(context.key).parent_keys:
             updated = instance.event_log_storage.get_latest_storage_id_by_partition(
                 upstream, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
             )
-            newer += [
-                (p, storage_id)
-                for p, storage_id in updated.items()
-                if storage_id > planned.get(p, 0)
-            ]
-        plans = {planned[p] for p, _ in newer if p in planned}
-        run_ids = _run_ids(instance, [*plans, *(storage_id for _, storage_id in newer)])
+            newer += [(p, id_) for p, id_ in updated.items() if id_ > baseline.get(p, 0)]
+        ours = {baseline[p] for p, _ in newer if p in baseline}
+        run_ids = _run_ids(instance, [*ours, *(storage_id for _, storage_id in newer)])
         stale = {
             partition
             for partition, storage_id in newer
-            if partition not in planned
-            or run_ids.get(storage_id) != run_ids.get(planned[partition])
+            if partition not in baseline
+            or run_ids.get(storage_id, "upstream") != run_ids.get(baseline[partition], "ours")
         }
         return dg.AutomationResult(
             context, true_subset=candidates.compute_intersection_with_partition_keys(stale)
         )
 
 
+def _latest_plans(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: set[str]
+) -> dict[str, int]:
+    """Partition -> storage id of the latest plan of it; where that plan's run was canceled
+    (it may never have read its inputs), of the latest materialization instead."""
+    storage = instance.event_log_storage
+    planned = storage.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, partitions
+    )
+    run_ids = _run_ids(instance, list(planned.values()))
+    if not run_ids:
+        return dict(planned)
+    canceled_runs = dg.RunsFilter(
+        run_ids=sorted(set(run_ids.values())), statuses=[dg.DagsterRunStatus.CANCELED]
+    )
+    canceled = {run.run_id for run in instance.get_runs(canceled_runs)}
+    unplanned = {p for p, id_ in planned.items() if run_ids.get(id_) in canceled}
+    if not unplanned:
+        return dict(planned)
+    materialized = storage.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION, unplanned
+    )
+    return {p: id_ for p, id_ in planned.items() if p not in unplanned} | materialized
+
+
 def _run_ids(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, str]:
     """Storage id -> run id of those events (materializations and plans), one query each."""
-    return (
-        {
-            record.storage_id: record.event_log_entry.run_id
-            for event_type in (
-                dg.DagsterEventType.ASSET_MATERIALIZATION,
-                dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-            )
-            for record in instance.event_log_storage.get_event_records(
-                dg.EventRecordsFilter(event_type, storage_ids=storage_ids)
-            )
-        }
-        if storage_ids
-        else {}
-    )
+    if not storage_ids:
+        return {}
+    return {
+        record.storage_id: record.event_log_entry.run_id
+        for event_type in (
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        )
+        for record in instance.event_log_storage.get_event_records(
+            dg.EventRecordsFilter(event_type, storage_ids=storage_ids)
+        )
+    }
 
 
 def follows_upstream(lookback_hours: int) -> dg.AutomationCondition:
@@ -100,6 +120,11 @@ def follows_upstream(lookback_hours: int) -> dg.AutomationCondition:
     ).with_label("follows upstream")
 
 
+if os.environ.get(ONE_PLAN_PER_RUN_ENV, "").lower() in ("1", "true"):
+    raise RuntimeError(
+        f"{ONE_PLAN_PER_RUN_ENV} is set: Dagster then records one plan per range run instead of "
+        "one per hour, and lake_platform's automation compares plans per hour; unset it"
+    )
 DERIVED_AUTOMATION = follows_upstream(LakeSettings.from_env().automation_lookback_hours)
 
 with warnings.catch_warnings():

@@ -57,6 +57,10 @@ PASSING_ERRORS = (
 )
 """No answer from JetStream, for a reason that passes: a node restarts or a leader is elected."""
 
+LASTING_ERR_CODES = {10023, 10039}
+"""503s that waiting does not cure: too few servers for the replicas (10023), JetStream not
+enabled for the account (10039)."""
+
 T = TypeVar("T")
 
 
@@ -76,7 +80,8 @@ async def retrying(
         try:
             return await request(*args, **kwargs)
         except PASSING_ERRORS as error:
-            if time.monotonic() + backoff > deadline:
+            lasting = getattr(error, "err_code", None) in LASTING_ERR_CODES
+            if lasting or time.monotonic() + backoff > deadline:
                 raise
             (on_retry or _warn_retry)(what, error)
             await asyncio.sleep(backoff)
