@@ -1,7 +1,6 @@
 """Connecting to NATS with the platform settings (servers, auth, TLS, reconnects)."""
 
 import asyncio
-import contextlib
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -49,16 +48,18 @@ async def connect(
     options["error_cb"] = on_error
     connecting = asyncio.ensure_future(nats.connect(**options))  # type: ignore[arg-type]
     refusal = asyncio.ensure_future(refused.wait())
-    await asyncio.wait(
-        {connecting, refusal}, timeout=FIRST_CONNECT_S, return_when=asyncio.FIRST_COMPLETED
-    )
-    refusal.cancel()
-    if connecting.done() and connecting.exception() is None:
+    try:
+        await asyncio.wait(
+            {connecting, refusal}, timeout=FIRST_CONNECT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:  # also when the caller is cancelled: no connect attempt keeps running
+        refusal.cancel()
+        connecting.cancel()  # a no-op once it has finished
+    # Let a cancelled attempt wind down; a cancellation of the caller still propagates.
+    await asyncio.gather(connecting, return_exceptions=True)
+    if not connecting.cancelled() and connecting.exception() is None:
         connected = True
         return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await connecting
     failure = None if connecting.cancelled() else connecting.exception()
     reason = last_error[0] if last_error else failure
     raise NatsUnavailableError(_failure_message(settings, reason)) from None
