@@ -408,8 +408,8 @@ def _weed_mini_command(
 class NatsServer(_ManagedServer):
     """A ``nats-server`` with file-backed JetStream on 127.0.0.1.
 
-    ``restart()`` reuses the client port and store dir, so clients can reconnect to the same
-    URL and find their streams again.
+    ``restart()`` reuses the client port, store dir and configuration file, so clients can
+    reconnect to the same URL and find their streams again.
     """
 
     workdir: Path
@@ -419,19 +419,33 @@ class NatsServer(_ManagedServer):
     log_path: Path
     _binary: Path = field(repr=False)
     _process: subprocess.Popen[bytes] = field(repr=False)
+    config_file: Path | None = None
+    """A nats-server configuration file (authorization, TLS, operator mode), or None."""
 
     @property
     def url(self) -> str:
         return f"nats://{HOST}:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path) -> NatsServer:
-        """Start a server on free ports and wait until JetStream is enabled."""
+    def start(cls, workdir: Path, config: str | None = None) -> NatsServer:
+        """Start a server on free ports and wait until JetStream is enabled.
+
+        ``config`` is the text of a nats-server configuration file (e.g. an ``authorization``
+        or ``tls`` block), written to ``workdir`` (mode 0600: it may hold secrets); the
+        listening address, ports and JetStream store given on the command line override it.
+        """
         binary = find_binary("nats-server")
         store_dir = workdir / "jetstream"
         store_dir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "nats-server.log"
-        process, port, monitor_port = _launch_nats(binary, workdir, store_dir, log_path, -1)
+        config_file = None
+        if config is not None:
+            config_file = workdir / "nats-server.conf"
+            config_file.touch(mode=0o600)
+            config_file.write_text(config)
+        process, port, monitor_port = _launch_nats(
+            binary, workdir, store_dir, log_path, -1, config_file
+        )
         return cls(
             workdir=workdir,
             store_dir=store_dir,
@@ -440,6 +454,7 @@ class NatsServer(_ManagedServer):
             log_path=log_path,
             _binary=binary,
             _process=process,
+            config_file=config_file,
         )
 
     def kill(self) -> None:
@@ -452,12 +467,17 @@ class NatsServer(_ManagedServer):
         """Stop the server if running, then start it again on the same port and store dir."""
         self.stop()
         self._process, _, self.monitor_port = _launch_nats(
-            self._binary, self.workdir, self.store_dir, self.log_path, self.port
+            self._binary, self.workdir, self.store_dir, self.log_path, self.port, self.config_file
         )
 
 
 def _launch_nats(
-    binary: Path, workdir: Path, store_dir: Path, log_path: Path, client_port: int
+    binary: Path,
+    workdir: Path,
+    store_dir: Path,
+    log_path: Path,
+    client_port: int,
+    config_file: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start nats-server and wait for readiness; return (process, client port, monitor port).
 
@@ -475,6 +495,8 @@ def _launch_nats(
         "--http_port", "-1",
         "--ports_file_dir", str(ports_dir),
     ]  # fmt: skip
+    if config_file is not None:
+        cmd += ["--config", str(config_file)]
     process = _spawn(cmd, log_path)
     # The file is named after the executable and the pid; a stale one from a killed instance
     # has another pid.

@@ -1,7 +1,8 @@
-"""The ingest on the real S3 server (SeaweedFS): an outage mid-ingest, wrong credentials,
-and an endpoint where nothing listens."""
+"""The ingest on the real S3 server (SeaweedFS): an outage mid-ingest, wrong credentials or a
+missing bucket, and an endpoint where nothing listens or that answers 500."""
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.conftest import s3_settings, settings_env
 from lake_platform_tests.samples import SAMPLES
+from lake_platform_tests.status_server import answering
 
 pytestmark = pytest.mark.slow
 HOUR_NS = 3_600 * 10**9
@@ -122,35 +124,52 @@ def cli_ingest(settings: LakeSettings, *args: str) -> subprocess.CompletedProces
     )
 
 
-def test_wrong_secret_key_fails_at_start_in_one_line_naming_endpoint_and_bucket(
-    s3_server, ingest_settings
+@pytest.mark.parametrize("problem", ["wrong access key", "wrong secret key", "missing bucket"])
+def test_wrong_credentials_or_bucket_fail_at_start_in_one_line_naming_endpoint_and_bucket(
+    s3_server, ingest_settings, problem
 ):
-    s3_server.create_bucket("guarded")
+    bucket = "missing" if problem == "missing bucket" else "guarded"
+    if problem != "missing bucket":
+        s3_server.create_bucket(bucket)
     wrong = "not-the-secret-" + "x" * 12
+    key = {"wrong access key": "s3_access_key", "wrong secret key": "s3_secret_key"}.get(problem)
     settings = dataclasses.replace(
-        s3_settings(s3_server, "guarded"),
-        s3_secret_key=wrong,
+        s3_settings(s3_server, bucket),
         nats_servers=ingest_settings.nats_servers,
+        **({key: wrong} if key else {}),
     )
     result = cli_ingest(settings, "--until-idle")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("lake-platform: error: ")
-    assert "guarded" in result.stderr and s3_server.endpoint in result.stderr
-    assert wrong not in result.stderr + result.stdout
+    assert bucket in result.stderr and s3_server.endpoint in result.stderr
+    shown = result.stderr + result.stdout
+    assert wrong not in shown and s3_server.secret_key not in shown
 
 
-def test_unreachable_s3_endpoint_is_retried_until_stopped(s3_server, ingest_settings):
-    settings = dataclasses.replace(
-        s3_settings(s3_server, "nowhere"),
-        s3_endpoint=f"http://{HOST}:{closed_port()}",
-        nats_servers=ingest_settings.nats_servers,
-    )
-    asyncio.run(publish_trades(settings.nats_servers[0], range(5)))
-    result = cli_ingest(settings, "--max-seconds", "6")
+@pytest.mark.parametrize("failure", ["closed port", "answers 500"])
+def test_unreachable_or_failing_s3_endpoint_is_retried_until_stopped(
+    s3_server, ingest_settings, failure
+):
+    with contextlib.ExitStack() as stack:
+        if failure == "closed port":
+            endpoint = f"http://{HOST}:{closed_port()}"
+        else:
+            failing = stack.enter_context(answering(500))
+            endpoint = failing.endpoint
+        settings = dataclasses.replace(
+            s3_settings(s3_server, "nowhere"),
+            s3_endpoint=endpoint,
+            nats_servers=ingest_settings.nats_servers,
+        )
+        asyncio.run(publish_trades(settings.nats_servers[0], range(5)))
+        result = cli_ingest(settings, "--max-seconds", "6")
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stderr
     assert "ingested 5 events" in result.stdout
+    assert s3_server.secret_key not in result.stdout + result.stderr
+    if failure != "closed port":
+        assert failing.requests > 0
 
 
 def test_sensor_tick_with_s3_down_skips_in_one_line_and_keeps_its_cursor(

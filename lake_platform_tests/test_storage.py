@@ -5,6 +5,7 @@ import datetime as dt
 import re
 import secrets
 import socket
+from collections.abc import Iterator
 
 import duckdb
 import fsspec
@@ -28,6 +29,7 @@ from lake_platform.storage.paths import (
     unescape_partition_value,
 )
 from lake_platform_tests.conftest import s3_settings
+from lake_platform_tests.status_server import answering
 
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
 HIVE_SPECIAL = "\"#%'*/:=?\\^[]{}<>|\x7f\x01\x1f"
@@ -215,15 +217,27 @@ def test_a_name_the_filesystem_refuses_is_a_rejected_error(tmp_path):
     assert missing.value.kind == "rejected"
 
 
-def test_an_unreachable_s3_store_raises_transient_storage_errors(tmp_path):
-    """Every operation against a closed port is a transient `StorageError`, never botocore's."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+@pytest.fixture(params=["closed port", 503])
+def failing_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An S3 endpoint where nothing listens, or a server answering 503 to everything."""
+    if request.param == "closed port":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+        return
+    with answering(request.param) as server:
+        yield server.endpoint
+        assert server.requests >= 7  # each operation reached the server
+
+
+def test_an_unreachable_or_failing_s3_store_raises_transient_storage_errors(failing_endpoint):
+    """Every operation against a closed port or a 5xx endpoint is a transient `StorageError`,
+    never botocore's, and never shows the secret key."""
     settings = LakeSettings(
         data_root="s3://lake/x",
         use_s3=True,
-        s3_endpoint=f"http://127.0.0.1:{port}",
+        s3_endpoint=failing_endpoint,
         s3_access_key="key",
         s3_secret_key="not-shown-secret",
         s3_region="us-east-1",
@@ -242,7 +256,7 @@ def test_an_unreachable_s3_store_raises_transient_storage_errors(tmp_path):
         with pytest.raises(StorageError) as raised:
             operation()
         assert raised.value.kind == "transient", raised.value
-        assert f"127.0.0.1:{port}" in str(raised.value)
+        assert failing_endpoint in str(raised.value)
         assert "not-shown-secret" not in str(raised.value)
     lake.check_access()
 

@@ -1,6 +1,7 @@
 """Connecting to NATS with the platform settings (servers, auth, TLS, reconnects)."""
 
 import asyncio
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -11,6 +12,10 @@ from lake_platform.settings import LakeSettings, redact_url
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 FIRST_CONNECT_S = 10.0
+_REFUSED_CREDENTIALS = re.compile(
+    r"authorization violation|authentication (expired|revoked)", re.IGNORECASE
+)
+"""Server errors saying the credentials are wrong: retrying them can never succeed."""
 
 
 class NatsUnavailableError(ConnectionError):
@@ -45,17 +50,45 @@ async def connect(
     """A connection that reconnects forever once established (a server restart is routine).
 
     The first connection must succeed within `FIRST_CONNECT_S`, or this fails with one clear
-    error instead of retrying forever.
+    error instead of retrying forever; refused credentials or an untrusted server certificate
+    fail it at once (they are configuration errors that no retry can fix).
     """
     connected = False
     last_error: list[Exception] = []
+    refused = asyncio.Event()
 
     async def on_error(error: Exception) -> None:
-        if not connected:
+        if connected:
+            if error_cb is not None:
+                await error_cb(error)
+        elif not refused.is_set():  # keep a refusal: the retries after it fail less clearly
             last_error[:] = [error]
-        elif error_cb is not None:
-            await error_cb(error)
+            if _is_refusal(error):
+                refused.set()
 
+    options = _options(settings, name)
+    options["error_cb"] = on_error
+    client = LenientSubjectClient()
+    connecting = asyncio.ensure_future(client.connect(**options))  # type: ignore[arg-type]
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait(
+            {connecting, refusal}, timeout=FIRST_CONNECT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:  # also when the caller is cancelled: no connect attempt keeps running
+        refusal.cancel()
+        connecting.cancel()  # a no-op once it has finished
+    # Let a cancelled attempt wind down; a cancellation of the caller still propagates.
+    await asyncio.gather(connecting, return_exceptions=True)
+    if not connecting.cancelled() and connecting.exception() is None:
+        connected = True
+        return client
+    failure = None if connecting.cancelled() else connecting.exception()
+    reason = last_error[0] if last_error else failure
+    raise NatsUnavailableError(_failure_message(settings, reason)) from None
+
+
+def _options(settings: LakeSettings, name: str) -> dict[str, object]:
     options: dict[str, object] = {
         "servers": list(settings.nats_servers),
         "name": name,
@@ -73,15 +106,28 @@ async def connect(
         options["user_credentials"] = settings.nats_creds
     if settings.nats_tls_ca:
         options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca)
-    options["error_cb"] = on_error
-    client = LenientSubjectClient()
-    try:
-        await asyncio.wait_for(client.connect(**options), FIRST_CONNECT_S)  # type: ignore[arg-type]
-    except Exception as error:
-        servers = ", ".join(redact_url(url) for url in settings.nats_servers)
-        reason = last_error[0] if last_error else error
-        raise NatsUnavailableError(
-            f"cannot connect to NATS at {servers}: {reason or type(reason).__name__}"
-        ) from None
-    connected = True
-    return client
+    return options
+
+
+def _is_refusal(error: BaseException) -> bool:
+    return isinstance(error, ssl.SSLCertVerificationError) or bool(
+        _REFUSED_CREDENTIALS.search(str(error))
+    )
+
+
+def _failure_message(settings: LakeSettings, reason: BaseException | None) -> str:
+    """One line naming the servers (passwords masked) and what to check; never a secret."""
+    servers = ", ".join(redact_url(url) for url in settings.nats_servers)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        trusted = f"NATS_TLS_CA={settings.nats_tls_ca}" if settings.nats_tls_ca else "system CAs"
+        return (
+            f"NATS at {servers}: server certificate not trusted ({reason.verify_message}; "
+            f"trusting {trusted})"
+        )
+    if reason is not None and _REFUSED_CREDENTIALS.search(str(reason)):
+        return (
+            f"NATS at {servers} refused the credentials ({reason}): check NATS_USER/"
+            "NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or the user in NATS_URL"
+        )
+    shown = (str(reason) or type(reason).__name__) if reason is not None else "timed out"
+    return f"cannot connect to NATS at {servers}: {shown}"
