@@ -19,7 +19,6 @@ import polars as pl
 import pytest
 
 from lake_platform.storage import LakeStore, StorageError
-
 from lake_platform_tests.kill_loop import ingest_process
 from lake_platform_tests.session import Session, build_session, publish, read_table
 from lake_platform_tests.test_ingest_recovery import _pending, assert_everything_landed
