@@ -124,6 +124,7 @@ class LakeSettings:
     bronze_max_age_s: float = 5.0
     gold_max_events: int = 500
     gold_max_age_s: float = 10.0
+    bronze_max_open_buffers: int = 10_000
     partitions_start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     automation_lookback_hours: int = 48
     nats_stream_max_age_s: float = DEFAULT_STREAM_MAX_AGE_S
@@ -177,6 +178,7 @@ class LakeSettings:
             ("BRONZE_MAX_AGE_S", float),
             ("GOLD_MAX_EVENTS", int),
             ("GOLD_MAX_AGE_S", float),
+            ("BRONZE_MAX_OPEN_BUFFERS", int),
         ):
             if raw := get(name):
                 values[name.lower()] = _positive(name, raw, kind)

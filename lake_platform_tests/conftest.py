@@ -74,6 +74,7 @@ def settings_env(settings: LakeSettings) -> dict[str, str]:
         "GOLD_MAX_AGE_S": str(settings.gold_max_age_s),
         "BRONZE_MAX_EVENTS": str(settings.bronze_max_events),
         "GOLD_MAX_EVENTS": str(settings.gold_max_events),
+        "BRONZE_MAX_OPEN_BUFFERS": str(settings.bronze_max_open_buffers),
     }
     if settings.use_s3:
         env |= {

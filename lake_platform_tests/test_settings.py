@@ -16,6 +16,7 @@ def test_defaults_match_the_contract():
     assert settings.nats_servers == ("nats://127.0.0.1:4222",)
     assert (settings.bronze_max_events, settings.bronze_max_age_s) == (1000, 5.0)
     assert (settings.gold_max_events, settings.gold_max_age_s) == (500, 10.0)
+    assert settings.bronze_max_open_buffers == 10_000
     assert settings.partitions_start == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     assert settings.partitions_start_key == "2024-01-01-00:00"
 
@@ -28,12 +29,14 @@ def test_values_are_parsed():
             "NATS_URL": "nats://a:4222, nats://b:4222",
             "BRONZE_MAX_EVENTS": "250",
             "GOLD_MAX_AGE_S": "2.5",
+            "BRONZE_MAX_OPEN_BUFFERS": "2500",
             "LAKE_PARTITIONS_START": "2025-12-16-14:00",
         }
     )
     assert settings.use_s3 and settings.data_root == "s3://lake/prefix"
     assert settings.nats_servers == ("nats://a:4222", "nats://b:4222")
     assert settings.bronze_max_events == 250 and settings.gold_max_age_s == 2.5
+    assert settings.bronze_max_open_buffers == 2500
     assert settings.partitions_start_key == "2025-12-16-14:00"
 
 

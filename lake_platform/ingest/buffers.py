@@ -3,9 +3,15 @@
 A buffer is due when it holds `max_events` rows or its oldest row arrived `max_age_s` ago
 (arrival time, so an idle partition still flushes on time). Late events simply open a buffer
 for their own event-time hour.
+
+Open buffers are capped (`BRONZE_MAX_OPEN_BUFFERS`): past the cap the oldest are due too.
+Each buffer costs memory of its own (its small frames, whatever its rows), so thousands of
+partition values inside one hour (an options feed with thousands of underlyings) would
+otherwise grow memory with the number of values instead of the number of rows held.
 """
 
 import datetime as dt
+import heapq
 import time
 from dataclasses import dataclass, field
 
@@ -128,11 +134,25 @@ class Buffers:
             ).items():
                 self._add(BufferKey(None, str(subject), int(period)), part.drop("_period"))
 
+    @property
+    def full(self) -> bool:
+        """More buffers open than the cap allows: pulling waits until `take_due` takes the
+        oldest (so at most one pulled batch per stream opens buffers past the cap)."""
+        return len(self._open) > self._settings.bronze_max_open_buffers
+
     def take_due(self, now: float | None = None) -> list[Buffer]:
-        """Remove and return the buffers that are due."""
+        """Remove and return the buffers that are due, and the oldest ones past the cap."""
         now = time.monotonic() if now is None else now
         due = [key for key, buffer in self._open.items() if buffer.due(now)]
-        return [self._open.pop(key) for key in due]
+        taken = [self._open.pop(key) for key in due]
+        return taken + self._take_oldest()
+
+    def _take_oldest(self) -> list[Buffer]:
+        excess = len(self._open) - self._settings.bronze_max_open_buffers
+        if excess <= 0:
+            return []
+        oldest = heapq.nsmallest(excess, self._open.values(), key=lambda b: b.opened_at)
+        return [self._open.pop(buffer.key) for buffer in oldest]
 
     def take_all(self) -> list[Buffer]:
         """Remove and return every buffer (shutdown, end of a sensor tick)."""

@@ -271,7 +271,7 @@ class IngestService:
         routing: asyncio.Task[None] | None = None
         while not self._stopping:
             room = self.sizing.process_inflight - self._held_rows()
-            if room <= 0 or time.monotonic() < self._retry_at:
+            if room <= 0 or self.buffers.full or time.monotonic() < self._retry_at:
                 await asyncio.sleep(TICK_S)
                 continue
             try:

@@ -356,7 +356,18 @@ def _deletable(relative: str) -> str:
     return normalized
 
 
+def _disk_full(folder: str) -> bool:
+    with suppress(OSError):
+        return os.statvfs(folder).f_bavail == 0
+    return False
+
+
 def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> int:
+    """Write through a hidden temporary file, fsync, rename, fsync the folder.
+
+    A writer that loses the file's `ENOSPC` (Polars' Parquet writer reports "Invalid thrift:
+    transport error") is reported as the `ENOSPC` it was, when the filesystem is full.
+    """
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
@@ -367,9 +378,13 @@ def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> i
             os.fsync(handle.fileno())
             size = handle.tell()
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
+        full = not isinstance(error, OSError) and _disk_full(folder)
         if os.path.exists(temporary):
             os.remove(temporary)
+        if full:
+            detail = f"{os.strerror(errno.ENOSPC)} ({type(error).__name__}: {error})"
+            raise OSError(errno.ENOSPC, detail) from error
         raise
     folder_handle = os.open(folder, os.O_RDONLY)
     try:
