@@ -797,8 +797,24 @@ def _postgres_command(bin_dir: Path, data_dir: Path, socket_dir: Path, port: int
 # --- NATS JetStream cluster ----------------------------------------------------------------
 
 
+class LaterProcess:
+    """`pid` and `running` of something whose `process` is started (and restarted) later."""
+
+    name: str
+    process: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
 @dataclass
-class NatsNode:
+class NatsNode(LaterProcess):
     """One server of a `NatsCluster`: its name (``server_name``), ports and store dir."""
 
     name: str
@@ -813,15 +829,6 @@ class NatsNode:
     @property
     def url(self) -> str:
         return f"nats://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, f"{self.name} was never started"
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def launch(self, binary: Path) -> subprocess.Popen[bytes]:
         """Start the node's process (its own process group) from its config file."""

@@ -36,13 +36,13 @@ from lake_platform.ingest.jetstream import DURABLE
 from lake_platform.ingest.ledger import read_entries
 from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.local_servers import NatsServer
-from lake_platform.schemas import BY_NAME, STREAMS, decode_batch
+from lake_platform.schemas import BY_NAME, STREAMS
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import Message, SessionSpec, session
 from lake_platform.simulate.publisher import publish
 from lake_platform.storage import LakeStore
 from lake_platform_tests.conftest import settings_env
-from lake_platform_tests.session import EARLIEST_NS, read_table
+from lake_platform_tests.session import decoded_rows, read_table
 
 SESSION_MINUTES = 10.0
 FINAL_RUN_S = 300
@@ -220,13 +220,7 @@ def expected_ids(messages: list[Message]) -> dict[str, tuple[int, set[str]]]:
     expected = {}
     for name in sorted({m.schema for m in messages if m.schema is not None}):
         payloads = [m.payload for m in messages if m.schema == name]
-        rows = decode_batch(
-            BY_NAME[name],
-            payloads,
-            received_ns=[0] * len(payloads),
-            earliest_ns=EARLIEST_NS,
-            now_ns=time.time_ns(),
-        ).rows
+        rows = decoded_rows(name, payloads)
         expected[BY_NAME[name].table] = (len(payloads), set(rows.get_column("event_id")))
     return expected
 

@@ -41,20 +41,24 @@ class Session:
         """(event id, partition value) per table of the good messages."""
         ids: dict[str, set[tuple[str, str]]] = {}
         for name in {name for name, _, _ in self.good}:
-            payloads = [payload for n, _, payload in self.good if n == name]
-            rows = decode_batch(
-                BY_NAME[name],
-                payloads,
-                received_ns=[0] * len(payloads),
-                earliest_ns=EARLIEST_NS,
-                now_ns=time.time_ns(),
-            ).rows
+            rows = decoded_rows(name, [payload for n, _, payload in self.good if n == name])
             pairs = rows.select("event_id", BY_NAME[name].partition_column).iter_rows()
             ids[BY_NAME[name].table] = set(pairs)  # type: ignore[arg-type]
         return ids
 
     def good_count(self, table: str) -> int:
         return sum(1 for name, _, _ in self.good if BY_NAME[name].table == table)
+
+
+def decoded_rows(schema_name: str, payloads: list[bytes]) -> pl.DataFrame:
+    """The rows the platform's decoder makes of `payloads` (any event time since 2024)."""
+    return decode_batch(
+        BY_NAME[schema_name],
+        payloads,
+        received_ns=[0] * len(payloads),
+        earliest_ns=EARLIEST_NS,
+        now_ns=time.time_ns(),
+    ).rows
 
 
 def build_session(events_per_schema: int = 5) -> Session:

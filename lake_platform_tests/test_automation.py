@@ -123,17 +123,20 @@ def test_nothing_is_requested_twice_and_gold_follows_its_own_run(hours):
 
 
 def test_a_run_canceled_before_it_read_bronze_does_not_hide_the_update(hours):
-    _, partitions = hours
-    hour = partitions[0]
+    """Both hours get a plan after their Bronze: the canceled one is requested, the one whose
+    run succeeded is not."""
+    store, partitions = hours
+    canceled, done = partitions
     with dg.instance_for_test():
         instance = dg.DagsterInstance.get()
         first = evaluate()
-        report_bronze([hour])
+        report_bronze(partitions)
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={SILVER.key})
         run = instance.create_run_for_job(
-            job, tags={"dagster/partition": hour}, asset_selection=frozenset({SILVER.key})
+            job, tags={"dagster/partition": canceled}, asset_selection=frozenset({SILVER.key})
         )
-        assert instance.get_latest_planned_materialization_info(SILVER.key, hour) is not None
+        assert instance.get_latest_planned_materialization_info(SILVER.key, canceled) is not None
         instance.report_run_canceled(run)
+        materialize([SILVER], LakeResource(data_root=store.root), done)
         second = evaluate(first.cursor)
-        assert second.get_requested_partitions(SILVER.key) == {hour}
+        assert second.get_requested_partitions(SILVER.key) == {canceled}

@@ -32,13 +32,17 @@ def sensor_env(ingest_settings, monkeypatch):
     return ingest_settings
 
 
-def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
+def sensor_context(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorEvaluationContext:
+    """A tick's context for `bronze_ingest_sensor`, with the code location's resources."""
+    return dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources=defs.get_repository_def().get_top_level_resources(),
     )
-    result = bronze_ingest_sensor(context)
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    result = bronze_ingest_sensor(sensor_context(instance, cursor))
     assert isinstance(result, dg.SensorResult), result
     return result
 

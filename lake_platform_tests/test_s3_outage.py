@@ -177,9 +177,9 @@ def test_sensor_tick_with_s3_down_skips_in_one_line_and_keeps_its_cursor(
 ):
     import dagster as dg
 
-    from lake_platform.definitions import defs
     from lake_platform.defs.bronze.reporting import LedgerCursor
     from lake_platform.defs.bronze.sensor import bronze_ingest_sensor
+    from lake_platform_tests.test_bronze_sensor import sensor_context
 
     own_s3_server.create_bucket("down")
     settings = s3_settings(own_s3_server, "down")
@@ -189,11 +189,7 @@ def test_sensor_tick_with_s3_down_skips_in_one_line_and_keeps_its_cursor(
     cursor = LedgerCursor(since_ns=time.time_ns() - HOUR_NS).dump()
     own_s3_server.kill()
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
-            instance=instance,
-            cursor=cursor,
-            resources=defs.get_repository_def().get_top_level_resources(),
-        )
+        context = sensor_context(instance, cursor)
         result = bronze_ingest_sensor(context)
     assert isinstance(result, dg.SkipReason), result
     assert result.skip_message.startswith("cannot read the ledger: ")

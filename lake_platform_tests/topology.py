@@ -37,6 +37,7 @@ import yaml
 
 from lake_platform.local_servers import (
     HOST,
+    LaterProcess,
     NatsCluster,
     PostgresServer,
     S3Server,
@@ -256,7 +257,7 @@ def own_ports(service: ComposeService, env: Mapping[str, str]) -> list[int]:
 
 
 @dataclass
-class ServiceProcess:
+class ServiceProcess(LaterProcess):
     """One instance of a compose service, run as a local process in its own process group."""
 
     name: str
@@ -272,15 +273,6 @@ class ServiceProcess:
     @property
     def log_path(self) -> Path:
         return self.workdir / "output.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, f"{self.name} was never started"
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
