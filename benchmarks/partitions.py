@@ -1,13 +1,14 @@
 """Partition explosion: ingest throughput and peak memory with thousands of partition values
 inside one hour (an options feed with thousands of underlyings), against a few values.
 
-Each case runs in a child process of its own (peak RSS is per process): an embedded
-nats-server, N option trades published with core NATS to `market.options.trades.<U>` over
-V distinct underlyings, all inside the current hour, then `IngestService.run(until_idle=True)`
-with the default settings (`BRONZE_MAX_OPEN_BUFFERS` included), timed until every row is
-written, in the ledger and acked. Every case checks that the Bronze rows on disk are exactly
-the N published (distinct stream sequences); the goal (many values within 2x of few values)
-is only reported.
+One file per value-hour is the lake's layout, so the many-values case is bound by the files
+it creates: `files/s` shows that rate. Each case runs in a child process of its own (peak RSS
+is per process): an embedded nats-server, N option trades published with core NATS to
+`market.options.trades.<U>` over V distinct underlyings, all inside the current hour, then
+`IngestService.run(until_idle=True)` with the default settings (`BRONZE_MAX_OPEN_BUFFERS`
+included), timed until every row is written, in the ledger and acked. Every case checks that
+the Bronze rows on disk are exactly the N published (distinct stream sequences); the goal
+(many values within 2x of few values) is only reported.
 
     uv run python benchmarks/partitions.py [--events 100000] [--values 20000] [--few 5]
 """
@@ -147,12 +148,16 @@ def child(events: int, values: int) -> dict[str, float]:
 
 def report(few: dict[str, float], many: dict[str, float]) -> bool:
     ok = True
-    print(f"{'values':>8} {'events/s':>10} {'files':>8} {'most open':>10} {'peak RSS':>10}  rows")
+    print(
+        f"{'values':>8} {'events/s':>10} {'files':>8} {'files/s':>8} {'most open':>10} "
+        f"{'peak RSS':>10}  rows"
+    )
     for case in (few, many):
         landed = case["rows"] == case["events"] == case["distinct_seqs"]
         ok &= landed
         print(
             f"{case['values']:>8,} {case['events_per_s']:>10,.0f} {case['files']:>8,.0f} "
+            f"{case['files'] / case['wall_s']:>8,.0f} "
             f"{case['most_open']:>10,.0f} {case['peak_rss_mb']:>7,.0f} MiB  "
             f"{case['rows']:,}/{case['events']:,} {'OK' if landed else 'MISMATCH'}"
         )

@@ -124,7 +124,7 @@ class LakeSettings:
     bronze_max_age_s: float = 5.0
     gold_max_events: int = 500
     gold_max_age_s: float = 10.0
-    bronze_max_open_buffers: int = 10_000
+    bronze_max_open_buffers: int = 50_000
     partitions_start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     automation_lookback_hours: int = 48
     nats_stream_max_age_s: float = DEFAULT_STREAM_MAX_AGE_S

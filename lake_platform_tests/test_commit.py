@@ -228,12 +228,14 @@ class AmbiguousStore(LakeStore):
 
     fail_next_write = True
 
-    def write_parquet(self, frame: pl.DataFrame, relative: str, **options) -> int:
-        size = super().write_parquet(frame, relative, **options)
+    def write_parquet_files(
+        self, files: list[tuple[pl.DataFrame, str]]
+    ) -> list[int | StorageError]:
+        results = super().write_parquet_files(files)
         if self.fail_next_write:
             self.fail_next_write = False
-            raise StorageError(f"write {relative}: timed out", "transient")
-        return size
+            results[0] = StorageError(f"write {files[0][1]}: timed out", "transient")
+        return results
 
 
 def test_a_retry_after_an_ambiguous_failure_overwrites_the_same_file(settings):
@@ -243,11 +245,13 @@ def test_a_retry_after_an_ambiguous_failure_overwrites_the_same_file(settings):
     first = run_commit(
         store, buffers_of(settings, routed("stocks.trades", ["SPY", "QQQ"], first_seq=1)), written
     )
-    assert first.error is not None and first.entry is None
-    assert len(bronze_files(root)) == 1
+    assert first.error is not None and first.entry is not None
+    assert len(first.entry.files) == 1 and len(first.replies) == 1
+    assert len(bronze_files(root)) == 2  # the ambiguous file exists, named by no entry yet
 
     second = run_commit(store, first.unwritten, written)
-    assert second.error is None and len(second.replies) == 2
+    assert second.error is None and len(second.replies) == 1
+    assert len(bronze_files(root)) == 2
     assert_every_file_named_once(root, {1, 2})
 
 

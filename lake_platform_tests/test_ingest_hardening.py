@@ -26,7 +26,7 @@ from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
-from lake_platform.storage import LakeStore
+from lake_platform.storage import LakeStore, StorageError
 from lake_platform_tests.conftest import settings_env
 from lake_platform_tests.samples import SAMPLES
 from lake_platform_tests.session import read_table
@@ -241,13 +241,15 @@ def test_streams_keep_seven_days_by_default(nats_server):
 
 
 class SlowStore(LakeStore):
-    """A real local store whose Parquet writes take longer than the consumer's ack_wait."""
+    """A real local store whose commits take longer than the consumer's ack_wait to write."""
 
     delay_s = 3.0
 
-    def write_parquet(self, frame: pl.DataFrame, relative: str, **options) -> int:
+    def write_parquet_files(
+        self, files: list[tuple[pl.DataFrame, str]]
+    ) -> list[int | StorageError]:
         time.sleep(self.delay_s)
-        return super().write_parquet(frame, relative, **options)
+        return super().write_parquet_files(files)
 
 
 @pytest.mark.slow

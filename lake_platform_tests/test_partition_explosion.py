@@ -35,6 +35,29 @@ def test_past_the_cap_the_oldest_buffers_are_due():
     assert buffers.take_due(now=time.monotonic()) == []
 
 
+def test_a_taken_buffer_holds_exactly_its_rows_in_event_time_order():
+    """Rows of two batches wait in shared pending frames; taking the buffer that is due hands
+    it its rows of both batches, sorted by event time, and leaves the others' rows pending."""
+    buffers = Buffers(LakeSettings(bronze_max_events=3, bronze_max_age_s=600.0))
+    buffers.add(routed("stocks.trades", ["A", "B", "A"], first_seq=1))
+    buffers.add(routed("stocks.trades", ["B", "A", "C"], first_seq=4))
+    assert buffers.rows == 6 and len(buffers.replies()) == 6
+
+    (due,) = buffers.take_due(now=time.monotonic())
+    assert due.key.value == "A" and due.taken is not None
+    assert due.taken.get_column("ts_event_ns").is_sorted()
+    assert due.taken.get_column("_stream_seq").to_list() == [3, 1, 5]
+    assert sorted(int(reply.split(".")[5]) for reply in due.replies()) == [1, 3, 5]
+    assert buffers.rows == 3 and len(buffers.replies()) == 3
+
+    rest = {buffer.key.value: buffer.taken for buffer in buffers.take_all()}
+    assert {value: rows.get_column("_stream_seq").to_list() for value, rows in rest.items()} == {
+        "B": [2, 4],
+        "C": [6],
+    }
+    assert buffers.rows == 0 and buffers.replies() == []
+
+
 async def publish_underlyings(url: str, count: int) -> None:
     """One option trade per underlying, all in the current hour."""
     nc = await nats.connect(url)

@@ -317,3 +317,42 @@ def test_an_invalid_bucket_name_is_denied(s3_server):
     with pytest.raises(StorageError) as raised:
         lake.check_access()
     assert raised.value.kind == "denied"
+
+
+def many_files(count: int) -> list[tuple[pl.DataFrame, str]]:
+    return [
+        (
+            pl.DataFrame({"v": [index] * (index + 1)}),
+            f"bronze/t/{partition_folder('symbol', f'S{index:03d}', HOUR)}/part-0.parquet",
+        )
+        for index in range(count)
+    ]
+
+
+def test_many_files_written_at_once_each_land_whole(lake: LakeStore):
+    """An ingest commit's files (`write_parquet_files`): every one readable, none hidden left."""
+    files = many_files(120)
+    assert lake.write_parquet_files(files) == [
+        len(lake.read_bytes(relative)) for _, relative in files
+    ]
+    for frame, relative in files:
+        assert lake.read_parquet([relative]).equals(frame)
+    assert len(lake.list_files("bronze")) == 120
+    assert not [path for path in lake.fs.find(lake.full_path("bronze")) if "/." in path]
+
+
+def test_a_file_that_fails_among_many_fails_alone(tmp_path):
+    """A name the filesystem refuses (rejected) and a file where a folder should be
+    (transient) fail with their own errors; the others land, no temporary file is left."""
+    lake = LakeStore.from_settings(LakeSettings(data_root=str(tmp_path / "lake")))
+    lake.write_bytes(b"a file where a folder should be", "bronze/t/symbol=BLOCKED")
+    files = many_files(30)
+    files[3] = (files[3][0], f"bronze/t/symbol={'x' * 300}/part-0.parquet")
+    files[7] = (files[7][0], "bronze/t/symbol=BLOCKED/date=2025-12-16/hour=14/part-0.parquet")
+    results = lake.write_parquet_files(files)
+    errors = {index: result for index, result in enumerate(results) if not isinstance(result, int)}
+    assert sorted(errors) == [3, 7]
+    assert errors[3].kind == "rejected" and errors[7].kind == "transient"
+    landed = [relative for index, (_, relative) in enumerate(files) if index not in errors]
+    assert lake.list_files("bronze") == sorted(landed)
+    assert not [path for path in (tmp_path / "lake").rglob(".*")]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import msgspec
 import polars as pl
 
-from lake_platform.ingest.buffers import DAY_NS, Buffer, PlannedFile
+from lake_platform.ingest.buffers import DAY_NS, Buffer, BufferKey, PlannedFile
 from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id, write_entry
 from lake_platform.ingest.route import QUARANTINE_SCHEMA, REPLY, cached_schema_for_subject
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 REJECTED_QUARANTINE = "_quarantine/_rejected"
 """Quarantine records whose own folder the store rejects, by day."""
 
+FILES_PER_WRITE = 1_024
+"""Files handed to the store at once: the column selections of a commit of thousands of
+partition values are made (and freed) a slice at a time."""
 Reporter = Callable[[LedgerEntry], bool]
 """Records an entry's materializations in Dagster after the acks; True when done."""
 
@@ -79,25 +82,61 @@ def _seq_range(frame: pl.DataFrame, column: str) -> tuple[int | None, int | None
     return seqs.min(), seqs.max()  # type: ignore[return-value]
 
 
-def _write_bronze_file(store: LakeStore, buffer: Buffer, planned: PlannedFile) -> CommittedFile:
-    schema = buffer.key.schema
-    assert schema is not None
-    folder = partition_folder(schema.partition_column, buffer.key.value, buffer.key.period_start)
-    path = f"bronze/{schema.table}/{folder}/{planned.name}"
-    frame = planned.frame
-    size = store.write_parquet(frame.select(schema.bronze_file_schema.names()), path)
-    first, last = _seq_range(frame, "_stream_seq")
-    return CommittedFile(
-        path=path,
-        table=schema.table,
-        stream=schema.stream,
-        rows=frame.height,
-        bytes=size,
-        first_seq=first,
-        last_seq=last,
-        partition_value=buffer.key.value,
-        hour_start_ns=buffer.key.period_start_ns,
-    )
+def _day(day_ns: int) -> dt.date:
+    return dt.datetime.fromtimestamp(day_ns / 1e9, tz=dt.UTC).date()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One planned file of one buffer: what goes into it and where."""
+
+    buffer: Buffer
+    planned: PlannedFile
+    path: str
+
+    @property
+    def body(self) -> pl.DataFrame:
+        """The file's columns (a selection of existing columns: no copy)."""
+        schema = self.buffer.key.schema
+        names = QUARANTINE_SCHEMA.names() if schema is None else schema.bronze_file_schema.names()
+        return self.planned.frame[names]
+
+    def committed(self, path: str, size: int) -> CommittedFile:
+        key, frame = self.buffer.key, self.planned.frame
+        if key.schema is None:
+            first, last = _seq_range(frame, "stream_seq")
+            schema = cached_schema_for_subject(key.value)
+            return CommittedFile(
+                path=path,
+                table=schema.table if schema else None,
+                stream=frame.get_column("stream")[0],
+                rows=frame.height,
+                bytes=size,
+                first_seq=first,
+                last_seq=last,
+                subject=key.value,
+            )
+        first, last = _seq_range(frame, "_stream_seq")
+        return CommittedFile(
+            path=path,
+            table=key.schema.table,
+            stream=key.schema.stream,
+            rows=frame.height,
+            bytes=size,
+            first_seq=first,
+            last_seq=last,
+            partition_value=key.value,
+            hour_start_ns=key.period_start_ns,
+        )
+
+
+def _target(buffer: Buffer, planned: PlannedFile) -> _Target:
+    key = buffer.key
+    if key.schema is None:
+        folder = quarantine_folder(key.value, _day(key.period_start_ns))
+        return _Target(buffer, planned, f"{folder}/{planned.name}")
+    folder = partition_folder(key.schema.partition_column, key.value, key.period_start)
+    return _Target(buffer, planned, f"bronze/{key.schema.table}/{folder}/{planned.name}")
 
 
 def rejected_quarantine_path(subject: str, day: dt.date, name: str) -> str:
@@ -114,34 +153,29 @@ def rejected_quarantine_path(subject: str, day: dt.date, name: str) -> str:
 def _write_quarantine_file(
     store: LakeStore, subject: str, day_ns: int, frame: pl.DataFrame, name: str
 ) -> CommittedFile:
-    frame = frame.drop(REPLY).sort("stream_seq")
-    day = dt.datetime.fromtimestamp(day_ns / 1e9, tz=dt.UTC).date()
-    path = f"{quarantine_folder(subject, day)}/{name}"
+    """One quarantine file, in the last-resort folder when the store rejects its own."""
+    target = _target(Buffer(BufferKey(None, subject, day_ns), 0, 0.0, -1), PlannedFile(frame, name))
     try:
-        size = store.write_parquet(frame, path)
+        size = store.write_parquet(target.body, target.path)
     except StorageError as error:
         if error.kind != "rejected":
             raise
-        log.error(
-            "the store rejected quarantine file %s (%s), writing it under %s",
-            path,
-            error,
-            REJECTED_QUARANTINE,
-        )
-        path = rejected_quarantine_path(subject, day, name)
-        size = store.write_parquet(frame, path)
-    first, last = _seq_range(frame, "stream_seq")
-    schema = cached_schema_for_subject(subject)
-    return CommittedFile(
-        path=path,
-        table=schema.table if schema else None,
-        stream=frame.get_column("stream")[0],
-        rows=frame.height,
-        bytes=size,
-        first_seq=first,
-        last_seq=last,
-        subject=subject,
+        return _rejected_quarantine_file(store, target, error)
+    return target.committed(target.path, size)
+
+
+def _rejected_quarantine_file(
+    store: LakeStore, target: _Target, error: StorageError
+) -> CommittedFile:
+    log.error(
+        "the store rejected quarantine file %s (%s), writing it under %s",
+        target.path,
+        error,
+        REJECTED_QUARANTINE,
     )
+    key = target.buffer.key
+    path = rejected_quarantine_path(key.value, _day(key.period_start_ns), target.planned.name)
+    return target.committed(path, store.write_parquet(target.body, path))
 
 
 def rejected_records(schema: TableSchema, rows: pl.DataFrame, reason: str) -> pl.DataFrame:
@@ -164,23 +198,24 @@ def rejected_records(schema: TableSchema, rows: pl.DataFrame, reason: str) -> pl
 
 
 def _slices(buffer: Buffer, now: dt.datetime) -> list[PlannedFile]:
-    """The buffer's files: those a failed commit planned, then its other rows, Bronze sorted
-    by event time in files of at most `max_events` rows, a quarantine buffer in one file.
+    """The buffer's files: those a failed commit planned, then its taken rows (already in
+    event-time order) in Bronze files of at most `max_events` rows, or one quarantine file.
     Each new file gets its name here, once."""
     planned = list(buffer.planned)
-    if not buffer.frames:
+    if buffer.taken is None:
         return planned
-    if buffer.key.is_quarantine:
-        frames = [buffer.frame()]
+    if buffer.key.is_quarantine or buffer.taken.height <= buffer.max_events:
+        frames = [buffer.taken]
     else:
-        rows = buffer.frame().sort(["ts_event_ns", "_stream_seq"])
-        frames = list(rows.iter_slices(buffer.max_events))
+        frames = list(buffer.taken.iter_slices(buffer.max_events))
     return planned + [PlannedFile(frame, part_file_name(now)) for frame in frames]
 
 
 def _leftover(buffer: Buffer, files: list[PlannedFile]) -> Buffer:
     """A buffer of the same key and age holding only the files not yet written, named."""
-    rest = Buffer(buffer.key, buffer.max_events, buffer.max_age_s, opened_at=buffer.opened_at)
+    rest = Buffer(
+        buffer.key, buffer.max_events, buffer.max_age_s, buffer.id, opened_at=buffer.opened_at
+    )
     for planned in files:
         rest.add_planned(planned)
     return rest
@@ -195,61 +230,66 @@ def _quarantine_rejected(
     records = rejected_records(schema, planned.frame, f"storage rejected the file: {error}")
     days = records.with_columns(_day=pl.col("received_ns") // DAY_NS * DAY_NS)
     return [
-        _write_quarantine_file(store, str(subject), int(day_ns), part.drop("_day"), planned.name)
+        _write_quarantine_file(
+            store, str(subject), int(day_ns), part.drop("_day").sort("stream_seq"), planned.name
+        )
         for (subject, day_ns), part in days.partition_by(
             ["subject", "_day"], as_dict=True, maintain_order=True
         ).items()
     ]
 
 
-def _write_slice(store: LakeStore, buffer: Buffer, planned: PlannedFile, written: Written) -> None:
-    """Write one file; a rejected Bronze file becomes quarantine records, written at once."""
-    if buffer.key.is_quarantine:
-        day_ns = buffer.key.period_start_ns
-        written.quarantine.append(
-            _write_quarantine_file(store, buffer.key.value, day_ns, planned.frame, planned.name)
-        )
-    else:
-        try:
-            written.files.append(_write_bronze_file(store, buffer, planned))
-        except StorageError as error:
-            if error.kind != "rejected":
-                raise
-            assert buffer.key.schema is not None
-            written.quarantine.extend(
-                _quarantine_rejected(store, buffer.key.schema, planned, error)
-            )
-    written.replies.extend(planned.frame.get_column(REPLY).to_list())
+def _after_rejection(store: LakeStore, target: _Target, error: StorageError) -> list[CommittedFile]:
+    """Where a file the store rejected goes: Bronze rows become quarantine records, a
+    quarantine file goes to the last-resort folder."""
+    schema = target.buffer.key.schema
+    if schema is None:
+        return [_rejected_quarantine_file(store, target, error)]
+    return _quarantine_rejected(store, schema, target.planned, error)
 
 
 def _write_buffers(
     store: LakeStore, buffers: list[Buffer], written: Written
 ) -> tuple[list[Buffer], StorageError | None]:
-    """Write every buffer's files into `written`; what is left to retry, and why.
+    """Write every buffer's files into `written`, all at once; what is left to retry, and why.
 
-    A file the store rejects even in the last-resort quarantine folder is left for the retry
-    and the other files go on; a transient or denied failure stops the writing there.
+    Every file is tried: a file the store rejects is quarantined (a quarantine file rejected
+    even in the last-resort folder is left for the retry), a transient or denied failure
+    leaves that file for the retry, and the others are written regardless.
     """
     now = dt.datetime.now(dt.UTC)
-    unwritten: list[Buffer] = []
+    targets = [_target(buffer, planned) for buffer in buffers for planned in _slices(buffer, now)]
+    results = [
+        result
+        for start in range(0, len(targets), FILES_PER_WRITE)
+        for result in store.write_parquet_files(
+            [(target.body, target.path) for target in targets[start : start + FILES_PER_WRITE]]
+        )
+    ]
+    left: dict[int, list[PlannedFile]] = {}
+    failure: StorageError | None = None
     rejected: StorageError | None = None
-    for index, buffer in enumerate(buffers):
-        files = _slices(buffer, now)
-        left: list[PlannedFile] = []
-        for position, planned in enumerate(files):
-            try:
-                _write_slice(store, buffer, planned, written)
-            except StorageError as error:
-                if error.kind == "rejected":
-                    log.error("the store rejected a quarantine file, retrying later: %s", error)
-                    left.append(planned)
-                    rejected = error
-                    continue
-                rest = _leftover(buffer, [*left, *files[position:]])
-                return [*unwritten, rest, *buffers[index + 1 :]], error
-        if left:
-            unwritten.append(_leftover(buffer, left))
-    return unwritten, rejected
+    for target, result in zip(targets, results, strict=True):
+        try:
+            if isinstance(result, StorageError):
+                if result.kind != "rejected":
+                    raise result
+                done = _after_rejection(store, target, result)
+            else:
+                done = [target.committed(target.path, result)]
+        except StorageError as error:
+            if error.kind == "rejected":
+                log.error("the store rejected a quarantine file, retrying later: %s", error)
+                rejected = error
+            else:
+                failure = failure or error
+            left.setdefault(id(target.buffer), []).append(target.planned)
+            continue
+        for file in done:
+            (written.files if file.subject is None else written.quarantine).append(file)
+        written.replies.extend(target.planned.frame.get_column(REPLY).to_list())
+    unwritten = [_leftover(buffer, left[id(buffer)]) for buffer in buffers if id(buffer) in left]
+    return unwritten, failure or rejected
 
 
 def report_entry(store: LakeStore, entry: LedgerEntry, reporter: Reporter) -> LedgerEntry:

@@ -246,8 +246,8 @@ class IngestService:
 
     def _held_replies(self) -> list[str]:
         """Ack subjects of the messages in buffers, being committed, or written unrecorded."""
-        replies = list(self._written.replies)
-        for buffer in [*self.buffers.open(), *self._committing]:
+        replies = [*self._written.replies, *self.buffers.replies()]
+        for buffer in self._committing:
             replies.extend(buffer.replies())
         return replies
 

@@ -10,11 +10,13 @@ anything s3fs raises) leaves as a `StorageError` whose `kind` tells the caller w
 """
 
 import errno
+import functools
 import io
 import os
 import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import BinaryIO, Literal
 
@@ -68,6 +70,11 @@ BOTO_DENIED_ERRORS = frozenset(
 )
 """botocore errors raised before any request: missing credentials, an invalid bucket name."""
 S3_KEY_MAX_BYTES = 1_024
+WRITE_THREADS = 16
+"""Threads writing the files of one ingest commit to local disk: Parquet encoding, file
+creation and fsync release the GIL, and concurrent fsyncs share the journal's commits."""
+S3_WRITE_THREADS = 16
+"""Concurrent PUTs of one ingest commit on S3."""
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 """Bounded waits: a store that stopped answering fails a call in seconds, and the caller's
 own retry (with backoff) takes over, instead of one call hanging for minutes."""
@@ -225,6 +232,70 @@ class LakeStore:
         options = dict(PARQUET_OPTIONS, row_group_size=row_group_size)
         return self._write(relative, lambda handle: frame.write_parquet(handle, **options))
 
+    def write_parquet_files(
+        self, files: Sequence[tuple[pl.DataFrame, str]]
+    ) -> list[int | StorageError]:
+        """Write many small Parquet files at once, each atomically: for each file its size,
+        or the `StorageError` that file failed with (the others are written regardless).
+
+        On local disk `WRITE_THREADS` threads write and fsync a hidden temporary file per
+        file (the fsyncs of one commit overlap, and the filesystem's journal takes them
+        together), the files are renamed, then their folders are fsynced, again at once. On
+        S3 the PUTs run concurrently.
+        """
+        if not self.is_local:
+            with ThreadPoolExecutor(S3_WRITE_THREADS) as pool:
+                return list(pool.map(lambda item: self._write_caught(*item), files))
+        paths = [self.full_path(relative) for _, relative in files]
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            staged = list(pool.map(self._stage, [frame for frame, _ in files], paths))
+            results = [
+                item if isinstance(item, StorageError) else self._rename(*item, path)
+                for path, item in zip(paths, staged, strict=True)
+            ]
+            written = zip(paths, results, strict=True)
+            folders = sorted({os.path.dirname(p) for p, r in written if isinstance(r, int)})
+            sync_failures = dict(zip(folders, pool.map(self._sync_folder, folders), strict=True))
+        return [
+            (sync_failures[os.path.dirname(path)] or result) if isinstance(result, int) else result
+            for path, result in zip(paths, results, strict=True)
+        ]
+
+    def _stage(self, frame: pl.DataFrame, path: str) -> tuple[str, int] | StorageError:
+        """`frame` as a hidden, fsynced temporary file next to `path`; its path and size."""
+        write = functools.partial(frame.write_parquet, **PARQUET_OPTIONS)
+        try:
+            with self._failures(f"write {path}"):
+                return _stage_local(path, write)
+        except StorageError as error:
+            return error
+
+    def _rename(self, temporary: str, size: int, path: str) -> int | StorageError:
+        try:
+            with self._failures(f"write {path}"):
+                os.replace(temporary, path)
+            return size
+        except StorageError as error:
+            with suppress(OSError):
+                os.remove(temporary)
+            return error
+
+    def _sync_folder(self, folder: str) -> StorageError | None:
+        """None once the folder's new names are durable; else the failure (the files exist:
+        a retry overwrites the same names)."""
+        try:
+            with self._failures(f"sync {folder}"):
+                _fsync_path(folder)
+        except StorageError as error:
+            return error
+        return None
+
+    def _write_caught(self, frame: pl.DataFrame, relative: str) -> int | StorageError:
+        try:
+            return self.write_parquet(frame, relative)
+        except StorageError as error:
+            return error
+
     def write_bytes(self, body: bytes, relative: str) -> int:
         """Write `body` atomically; returns its size."""
         return self._write(relative, lambda handle: handle.write(body))
@@ -362,8 +433,8 @@ def _disk_full(folder: str) -> bool:
     return False
 
 
-def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> int:
-    """Write through a hidden temporary file, fsync, rename, fsync the folder.
+def _stage_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[str, int]:
+    """Write and fsync a hidden temporary file in `path`'s folder; its path and size.
 
     A writer that loses the file's `ENOSPC` (Polars' Parquet writer reports "Invalid thrift:
     transport error") is reported as the `ENOSPC` it was, when the filesystem is full.
@@ -377,7 +448,6 @@ def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> i
             handle.flush()
             os.fsync(handle.fileno())
             size = handle.tell()
-        os.replace(temporary, path)
     except BaseException as error:
         full = not isinstance(error, OSError) and _disk_full(folder)
         if os.path.exists(temporary):
@@ -386,9 +456,20 @@ def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> i
             detail = f"{os.strerror(errno.ENOSPC)} ({type(error).__name__}: {error})"
             raise OSError(errno.ENOSPC, detail) from error
         raise
-    folder_handle = os.open(folder, os.O_RDONLY)
+    return temporary, size
+
+
+def _fsync_path(path: str) -> None:
+    handle = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(folder_handle)
+        os.fsync(handle)
     finally:
-        os.close(folder_handle)
+        os.close(handle)
+
+
+def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> int:
+    """Write through a hidden temporary file, fsync, rename, fsync the folder."""
+    temporary, size = _stage_local(path, write)
+    os.replace(temporary, path)
+    _fsync_path(os.path.dirname(path))
     return size
