@@ -91,11 +91,13 @@ def test_nats_server_sigkilled_mid_ingest_loses_nothing(ingest_settings, nats_se
         nats_server.restart()
         asyncio.run(publish(url, second))
         wait_for(lambda: landed(ingest_settings.data_root, second), "second session", process)
+        # acks sent while the server was down are lost: those messages come back after
+        # ack_wait, land again (Silver removes the duplicates) and are acked then
+        wait_for(lambda: all_acked(url), "every message acked", process)
         stop(process, log)
     finally:
         process.kill()
     assert_everything_landed(ingest_settings, both(first, second))
-    assert asyncio.run(_pending(url)) == 0
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from lake_platform.storage.paths import (
     quarantine_folder,
     unescape_partition_value,
 )
+from lake_platform.storage.store import S3_WRITE_THREADS, WRITE_THREADS
 from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.status_server import answering
 
@@ -341,18 +342,48 @@ def test_many_files_written_at_once_each_land_whole(lake: LakeStore):
     assert not [path for path in lake.fs.find(lake.full_path("bronze")) if "/." in path]
 
 
-def test_a_file_that_fails_among_many_fails_alone(tmp_path):
-    """A name the filesystem refuses (rejected) and a file where a folder should be
-    (transient) fail with their own errors; the others land, no temporary file is left."""
+def test_a_rejected_file_among_many_fails_alone_and_a_transient_one_stops_the_rest(tmp_path):
+    """A name the filesystem refuses (rejected) fails alone; a file where a folder should be
+    (transient) stops the files not yet started; what landed is whole, no temporary left."""
     lake = LakeStore.from_settings(LakeSettings(data_root=str(tmp_path / "lake")))
     lake.write_bytes(b"a file where a folder should be", "bronze/t/symbol=BLOCKED")
     files = many_files(30)
     files[3] = (files[3][0], f"bronze/t/symbol={'x' * 300}/part-0.parquet")
-    files[7] = (files[7][0], "bronze/t/symbol=BLOCKED/date=2025-12-16/hour=14/part-0.parquet")
     results = lake.write_parquet_files(files)
-    errors = {index: result for index, result in enumerate(results) if not isinstance(result, int)}
-    assert sorted(errors) == [3, 7]
-    assert errors[3].kind == "rejected" and errors[7].kind == "transient"
-    landed = [relative for index, (_, relative) in enumerate(files) if index not in errors]
-    assert lake.list_files("bronze") == sorted(landed)
+    assert [index for index, r in enumerate(results) if not isinstance(r, int)] == [3]
+    assert results[3].kind == "rejected"
+
+    files = many_files(300)[30:]
+    files[0] = (files[0][0], "bronze/t/symbol=BLOCKED/date=2025-12-16/hour=14/part-0.parquet")
+    results = lake.write_parquet_files(files)
+    assert results[0].kind == "transient" and "NotADirectoryError" in str(results[0])
+    untried = [r for r in results if isinstance(r, StorageError) and "not tried" in str(r)]
+    assert len(untried) >= len(files) - WRITE_THREADS
+    landed = [
+        relative for (_, relative), r in zip(files, results, strict=True) if isinstance(r, int)
+    ]
+    for frame, relative in files:
+        if relative in landed:
+            assert lake.read_parquet([relative]).equals(frame)
+    assert len(lake.list_files("bronze")) == 29 + len(landed)
     assert not [path for path in (tmp_path / "lake").rglob(".*")]
+
+
+def test_a_failing_store_costs_a_commit_a_few_writes_not_one_per_file():
+    """An S3 endpoint answering 503: once a write of a commit fails, no further file is tried
+    (each fails "not tried"), so a store that is down costs the writes in flight, not
+    thousands of timed-out PUTs."""
+    with answering(503) as server:
+        settings = LakeSettings(
+            data_root="s3://lake/x",
+            use_s3=True,
+            s3_endpoint=server.endpoint,
+            s3_access_key="key",
+            s3_secret_key="secret",
+            s3_region="us-east-1",
+        )
+        results = LakeStore.from_settings(settings).write_parquet_files(many_files(400))
+        requests = server.requests
+    assert all(isinstance(r, StorageError) and r.kind == "transient" for r in results)
+    assert sum("not tried" in str(r) for r in results) >= 400 - S3_WRITE_THREADS
+    assert requests <= S3_WRITE_THREADS * 4  # the writes in flight, each tried by botocore

@@ -96,13 +96,21 @@ class Buffer:
         return [reply for frame in frames for reply in frame.get_column(REPLY).to_list()]
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """Rows of one routed batch (one schema) still waiting, and the buffers they wait in."""
+
+    rows: pl.DataFrame
+    buffer_ids: set[int]
+
+
 class Buffers:
     """All open buffers of one ingest process, and the rows waiting in them."""
 
     def __init__(self, settings: LakeSettings) -> None:
         self._settings = settings
         self._open: dict[BufferKey, Buffer] = {}
-        self._pending: defaultdict[TableSchema | None, list[pl.DataFrame]] = defaultdict(list)
+        self._pending: defaultdict[TableSchema | None, list[_Pending]] = defaultdict(list)
         self._ids = itertools.count()
         self._rows = 0
 
@@ -121,9 +129,9 @@ class Buffers:
         """Ack subjects of every row held in open buffers."""
         replies = [
             reply
-            for frames in self._pending.values()
-            for frame in frames
-            for reply in frame.get_column(REPLY).to_list()
+            for pending in self._pending.values()
+            for part in pending
+            for reply in part.rows.get_column(REPLY).to_list()
         ]
         for buffer in self._open.values():
             replies.extend(buffer.replies())
@@ -151,15 +159,10 @@ class Buffers:
             ids.append(buffer.id)
         self._rows += rows.height
         keyed = groups.select(value_column, PERIOD, pl.Series(BUFFER_ID, ids, pl.Int64))
-        self._pending[schema].append(
-            rows.join(
-                keyed,
-                on=[value_column, PERIOD],
-                how="left",
-                nulls_equal=True,
-                maintain_order="left",
-            ).drop(PERIOD)
+        rows = rows.join(
+            keyed, on=[value_column, PERIOD], how="left", nulls_equal=True, maintain_order="left"
         )
+        self._pending[schema].append(_Pending(rows.drop(PERIOD), set(ids)))
 
     def add(self, routed: RoutedMessages) -> None:
         """Count routed rows into their buffers by partition value and hour."""
@@ -202,7 +205,7 @@ class Buffers:
             by_schema[buffer.key.schema].append(buffer)
             self._rows -= buffer.rows
         for schema, group in by_schema.items():
-            rows = self._take_rows(schema, pl.Series([buffer.id for buffer in group]))
+            rows = self._take_rows(schema, {buffer.id for buffer in group})
             if rows is None:
                 continue
             body, by_id = rows.drop(BUFFER_ID), {buffer.id: buffer for buffer in group}
@@ -214,18 +217,19 @@ class Buffers:
                 by_id[buffer_id].taken = body.slice(offset, length)
         return buffers
 
-    def _take_rows(self, schema: TableSchema | None, ids: pl.Series) -> pl.DataFrame | None:
+    def _take_rows(self, schema: TableSchema | None, ids: set[int]) -> pl.DataFrame | None:
         """The pending rows of buffers `ids`, sorted by buffer, event time, stream sequence;
-        the pending frames keep only the other rows."""
+        the pending frames keep only the other rows (frames holding none are not touched)."""
         taken, kept = [], []
-        for frame in self._pending.get(schema, []):
-            mine = frame.get_column(BUFFER_ID).is_in(ids.implode())
-            if not mine.any():
-                kept.append(frame)
+        for pending in self._pending.get(schema, []):
+            mine = pending.buffer_ids & ids
+            if not mine:
+                kept.append(pending)
                 continue
-            taken.append(frame.filter(mine))
-            if not mine.all():
-                kept.append(frame.filter(~mine))
+            rows_mine = pending.rows.get_column(BUFFER_ID).is_in(pl.Series(list(mine)).implode())
+            taken.append(pending.rows.filter(rows_mine))
+            if pending.buffer_ids - mine:
+                kept.append(_Pending(pending.rows.filter(~rows_mine), pending.buffer_ids - mine))
         self._pending[schema] = kept
         if not taken:
             return None

@@ -2,12 +2,13 @@
 caller) acks their messages. A crash between any two steps loses nothing: unacked messages
 are redelivered, and the duplicate rows this creates in Bronze are removed by Silver.
 
-Each file is a unit of its own, so one failing write never costs the others:
+All files of a commit are written at once (`LakeStore.write_parquet_files`), each a unit
+of its own, so one failing write never costs the others:
 - a write the store *rejects* (`StorageError.kind == "rejected"`: a name or an object it
   will never accept) turns that file's messages into quarantine records, and the commit goes on;
   a rejected quarantine file goes to the last-resort folder `_quarantine/_rejected/`;
-- a *transient* or *denied* failure stops the commit there: the files already written are
-  kept in `Written` and committed (ledger entry, then acks), and only the files not yet
+- after a *transient* or *denied* failure no further file is tried: the files already written
+  are kept in `Written` and committed (ledger entry, then acks), and only the files not
   written go back to the caller to be retried.
 
 Every file's name is chosen once, when its rows are cut into files, and kept with the rows
@@ -217,8 +218,14 @@ def _leftover(buffer: Buffer, files: list[PlannedFile]) -> Buffer:
         buffer.key, buffer.max_events, buffer.max_age_s, buffer.id, opened_at=buffer.opened_at
     )
     for planned in files:
-        rest.add_planned(planned)
+        rest.add_planned(PlannedFile(_own_copy(planned.frame), planned.name))
     return rest
+
+
+def _own_copy(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` in memory of its own: a planned file's rows are a zero-copy slice of every row
+    its commit took, which a file kept for the retry must not hold on to."""
+    return pl.DataFrame(pl.from_arrow(frame.to_arrow())).cast(frame.schema)
 
 
 def _quarantine_rejected(
@@ -259,13 +266,15 @@ def _write_buffers(
     """
     now = dt.datetime.now(dt.UTC)
     targets = [_target(buffer, planned) for buffer in buffers for planned in _slices(buffer, now)]
-    results = [
-        result
-        for start in range(0, len(targets), FILES_PER_WRITE)
-        for result in store.write_parquet_files(
-            [(target.body, target.path) for target in targets[start : start + FILES_PER_WRITE]]
-        )
-    ]
+    results: list[int | StorageError] = []
+    for start in range(0, len(targets), FILES_PER_WRITE):
+        chunk = targets[start : start + FILES_PER_WRITE]
+        written_now = store.write_parquet_files([(target.body, target.path) for target in chunk])
+        results.extend(written_now)
+        stopped = [r for r in written_now if isinstance(r, StorageError) and r.kind != "rejected"]
+        if stopped:  # the store is failing: the rest waits for the retry, untried
+            results.extend(stopped[:1] * (len(targets) - len(results)))
+            break
     left: dict[int, list[PlannedFile]] = {}
     failure: StorageError | None = None
     rejected: StorageError | None = None

@@ -1,7 +1,8 @@
 """`LakeStore`: the lake's files on local disk or S3, through fsspec.
 
 Every Parquet file is ZSTD level 3 and written atomically: on local disk a hidden temporary
-file in the same folder, fsync, rename, fsync of the folder; on S3 a single PUT (s3fs turns a
+file in the same folder, fsync, rename, fsync of the folder (and of the parent of every folder
+the write created); on S3 a single PUT (s3fs turns a
 large body into one multipart upload, which S3 also makes visible only once complete).
 Bronze files can be written but never deleted through this class.
 
@@ -15,6 +16,7 @@ import io
 import os
 import posixpath
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -236,52 +238,48 @@ class LakeStore:
         self, files: Sequence[tuple[pl.DataFrame, str]]
     ) -> list[int | StorageError]:
         """Write many small Parquet files at once, each atomically: for each file its size,
-        or the `StorageError` that file failed with (the others are written regardless).
+        or the `StorageError` that file failed with.
 
-        On local disk `WRITE_THREADS` threads write and fsync a hidden temporary file per
-        file (the fsyncs of one commit overlap, and the filesystem's journal takes them
-        together), the files are renamed, then their folders are fsynced, again at once. On
-        S3 the PUTs run concurrently.
+        `WRITE_THREADS` threads (on S3 `S3_WRITE_THREADS` concurrent PUTs) write the files;
+        locally each through an fsynced hidden temporary file renamed into place, then every
+        folder whose entries changed is fsynced, again at once (the fsyncs of one commit
+        overlap and the filesystem's journal takes them together). A file the store rejects
+        fails alone; after a transient or denied failure no further file is tried (they fail
+        with "not tried"), so a store that is down costs a few failed writes, not one per file.
         """
-        if not self.is_local:
-            with ThreadPoolExecutor(S3_WRITE_THREADS) as pool:
-                return list(pool.map(lambda item: self._write_caught(*item), files))
-        paths = [self.full_path(relative) for _, relative in files]
-        with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            staged = list(pool.map(self._stage, [frame for frame, _ in files], paths))
-            results = [
-                item if isinstance(item, StorageError) else self._rename(*item, path)
-                for path, item in zip(paths, staged, strict=True)
-            ]
-            written = zip(paths, results, strict=True)
-            folders = sorted({os.path.dirname(p) for p, r in written if isinstance(r, int)})
-            sync_failures = dict(zip(folders, pool.map(self._sync_folder, folders), strict=True))
+        stop = threading.Event()
+        options = PARQUET_OPTIONS
+
+        def write_one(frame: pl.DataFrame, relative: str) -> tuple[int, set[str]] | StorageError:
+            path = self.full_path(relative)
+            if stop.is_set():
+                message = f"cannot write {self._shown(path)}: not tried after an earlier failure"
+                return StorageError(message)
+            try:
+                with self._failures(f"write {self._shown(path)}"):
+                    write = functools.partial(frame.write_parquet, **options)
+                    if self.is_local:
+                        return _write_local(path, write)
+                    return self._put(path, write), set()
+            except StorageError as error:
+                if error.kind != "rejected":
+                    stop.set()
+                return error
+
+        threads = WRITE_THREADS if self.is_local else S3_WRITE_THREADS
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(pool.map(write_one, *zip(*files, strict=True))) if files else []
+            folders = sorted(
+                {folder for done in outcomes if isinstance(done, tuple) for folder in done[1]}
+            )
+            failed_syncs = [error for error in pool.map(self._sync_folder, folders) if error]
         return [
-            (sync_failures[os.path.dirname(path)] or result) if isinstance(result, int) else result
-            for path, result in zip(paths, results, strict=True)
+            done if isinstance(done, StorageError) else failed_syncs[0] if failed_syncs else done[0]
+            for done in outcomes
         ]
 
-    def _stage(self, frame: pl.DataFrame, path: str) -> tuple[str, int] | StorageError:
-        """`frame` as a hidden, fsynced temporary file next to `path`; its path and size."""
-        write = functools.partial(frame.write_parquet, **PARQUET_OPTIONS)
-        try:
-            with self._failures(f"write {path}"):
-                return _stage_local(path, write)
-        except StorageError as error:
-            return error
-
-    def _rename(self, temporary: str, size: int, path: str) -> int | StorageError:
-        try:
-            with self._failures(f"write {path}"):
-                os.replace(temporary, path)
-            return size
-        except StorageError as error:
-            with suppress(OSError):
-                os.remove(temporary)
-            return error
-
     def _sync_folder(self, folder: str) -> StorageError | None:
-        """None once the folder's new names are durable; else the failure (the files exist:
+        """None once the folder's new entries are durable; else the failure (the files exist:
         a retry overwrites the same names)."""
         try:
             with self._failures(f"sync {folder}"):
@@ -289,12 +287,6 @@ class LakeStore:
         except StorageError as error:
             return error
         return None
-
-    def _write_caught(self, frame: pl.DataFrame, relative: str) -> int | StorageError:
-        try:
-            return self.write_parquet(frame, relative)
-        except StorageError as error:
-            return error
 
     def write_bytes(self, body: bytes, relative: str) -> int:
         """Write `body` atomically; returns its size."""
@@ -305,10 +297,14 @@ class LakeStore:
         with self._failures(f"write {self._shown(path)}"):
             if self.is_local:
                 return _write_local_atomically(path, write)
-            body = io.BytesIO()
-            write(body)
-            self.fs.pipe_file(path, body.getvalue())
-            return body.tell()
+            return self._put(path, write)
+
+    def _put(self, path: str, write: Callable[[BinaryIO], object]) -> int:
+        """One S3 object from what `write` writes; its size."""
+        body = io.BytesIO()
+        write(body)
+        self.fs.pipe_file(path, body.getvalue())
+        return body.tell()
 
     def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
         """Relative paths of the files below a folder ending with `suffix`, sorted.
@@ -433,13 +429,28 @@ def _disk_full(folder: str) -> bool:
     return False
 
 
-def _stage_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[str, int]:
-    """Write and fsync a hidden temporary file in `path`'s folder; its path and size.
+def _missing_folders(folder: str) -> list[str]:
+    """`folder` and its ancestors that do not exist yet, innermost first."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
+
+
+def _write_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[int, set[str]]:
+    """Write `path` through a hidden, fsynced temporary file renamed into place; its size and
+    the folders whose entries changed (its own, and the parent of every folder it created),
+    for the caller to fsync.
 
     A writer that loses the file's `ENOSPC` (Polars' Parquet writer reports "Invalid thrift:
     transport error") is reported as the `ENOSPC` it was, when the filesystem is full.
     """
     folder, name = os.path.split(path)
+    created = _missing_folders(folder)
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -448,6 +459,7 @@ def _stage_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[str, i
             handle.flush()
             os.fsync(handle.fileno())
             size = handle.tell()
+        os.replace(temporary, path)
     except BaseException as error:
         full = not isinstance(error, OSError) and _disk_full(folder)
         if os.path.exists(temporary):
@@ -456,7 +468,7 @@ def _stage_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[str, i
             detail = f"{os.strerror(errno.ENOSPC)} ({type(error).__name__}: {error})"
             raise OSError(errno.ENOSPC, detail) from error
         raise
-    return temporary, size
+    return size, {folder, *(os.path.dirname(new) for new in created)}
 
 
 def _fsync_path(path: str) -> None:
@@ -468,8 +480,8 @@ def _fsync_path(path: str) -> None:
 
 
 def _write_local_atomically(path: str, write: Callable[[BinaryIO], object]) -> int:
-    """Write through a hidden temporary file, fsync, rename, fsync the folder."""
-    temporary, size = _stage_local(path, write)
-    os.replace(temporary, path)
-    _fsync_path(os.path.dirname(path))
+    """`_write_local`, then an fsync of every folder whose entries it changed."""
+    size, folders = _write_local(path, write)
+    for folder in sorted(folders):
+        _fsync_path(folder)
     return size
