@@ -4,7 +4,7 @@ import datetime as dt
 
 import polars as pl
 
-from lake_platform.checks import CheckOutcome
+from lake_platform.checks import CheckOutcome, distinct_count
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
 from lake_platform.schemas.registry import partition_column_last, without_column
@@ -19,7 +19,11 @@ from lake_platform.transforms.gold import (
 from lake_platform.transforms.silver import SILVER_ORDER, deduplicate
 
 SILVER_RECONCILES = Reconciliation(
-    "row count (distinct event_id in Bronze)", pl.len(), pl.col("event_id").n_unique()
+    "row count (distinct event_id in Bronze)",
+    pl.len(),
+    pl.col("event_id").map_batches(
+        lambda ids: pl.Series([distinct_count(ids)]), return_dtype=pl.Int64, returns_scalar=True
+    ),
 )
 
 
@@ -62,7 +66,7 @@ GOLD_SIGNALS = DerivedTable(
 )
 
 
-def _ohlc_consistent(frame: pl.DataFrame, _: object, path: str, __: dt.datetime) -> CheckOutcome:
+def _ohlc_consistent(frame: pl.DataFrame, path: str, _: dt.datetime) -> CheckOutcome:
     bad = frame.select(
         ~(
             (pl.col("low") <= pl.min_horizontal("open", "close"))
