@@ -95,9 +95,7 @@ def test_partition_values_that_vanished_are_removed(lake, rebuilt):
 
 BROKEN_TRANSFORMS = {
     "sorted_by_ts_event_ns": lambda bronze: deduplicate(bronze).reverse(),
-    "event_id_unique": lambda bronze: bronze.drop("_stream_seq", "_subject").sort(
-        "ts_event_ns", "event_id"
-    ),
+    "event_id_unique": lambda bronze: bronze.drop("_stream_seq").sort("ts_event_ns", "event_id"),
     "reconciles_with_bronze": lambda bronze: deduplicate(bronze).head(-1),
 }
 

@@ -16,7 +16,7 @@ from lake_platform.transforms.gold import (
     bars_1m,
     flatten_signals,
 )
-from lake_platform.transforms.silver import SILVER_ORDER, deduplicate
+from lake_platform.transforms.silver import DEDUP_ORDER, SILVER_ORDER, deduplicate, is_provenance
 
 SILVER_RECONCILES = Reconciliation(
     "row count (distinct event_id in Bronze)",
@@ -28,12 +28,17 @@ SILVER_RECONCILES = Reconciliation(
 
 
 def silver_table(schema: TableSchema) -> DerivedTable:
-    """Bronze → Silver for one registry entry."""
+    """Bronze → Silver for one registry entry (of the provenance, only what the dedup orders by
+    is read)."""
     return DerivedTable(
         source=f"bronze/{schema.table}",
         target=f"silver/{schema.table}",
         partition_column=schema.partition_column,
-        source_columns=tuple(schema.bronze_file_schema.names()),
+        source_columns=tuple(
+            name
+            for name in schema.bronze_file_schema.names()
+            if not is_provenance(name) or name in DEDUP_ORDER
+        ),
         transform=deduplicate,
         schema=partition_column_last(schema.stored_schema, schema.partition_column),
         order=SILVER_ORDER,
