@@ -224,7 +224,7 @@ def _rebuild_value(
     inputs make the hour stale, and the automation requests it again.
     """
     source_folder = f"{table.source}/{value_folder}/{hour_folder(hour)}"
-    folder = _value_folder(table, value_folder, hour)
+    folder = _target_folder(table, value_folder, hour)
     for _ in range(MAX_VALUE_REBUILDS):
         source = with_partition_value(
             store.read_parquet(files, table.source_columns), table.partition_column, value_folder
@@ -347,7 +347,7 @@ def _check_rows(
     return checked
 
 
-def _value_folder(table: DerivedTable, value_folder: str, hour: dt.datetime) -> str:
+def _target_folder(table: DerivedTable, value_folder: str, hour: dt.datetime) -> str:
     return f"{table.target}/{value_folder}/{hour_folder(hour)}"
 
 
@@ -361,7 +361,7 @@ def _check_written(
         (file.path, value.output.slice(start, file.rows))
         for file, start in zip(value.files, starts, strict=False)
     )
-    checked = _check_rows(table, hour, _value_folder(table, value_folder, hour), rows)
+    checked = _check_rows(table, hour, _target_folder(table, value_folder, hour), rows)
     checked.digests = {file.path: file.sha256 for file in value.files}
     return checked
 
@@ -391,13 +391,14 @@ def _footer_checks(
 def check_hour(
     store: LakeStore, table: DerivedTable, rebuilt: HourResult
 ) -> dict[str, CheckOutcome]:
-    """Every check of the rebuilt hour, on the files as they are in storage (each read once).
+    """Every check of the rebuilt hour, on the files as they are in storage.
 
-    Each file's footer settles its schema and codec. A value-hour whose files are exactly the
-    ones this rebuild wrote (same names, same SHA-256 of their bytes) holds exactly the rows
-    the rebuild checked before writing them (`rebuilt.checked`), so their row checks stand;
-    any other file (written by another run, changed, added) is read again and its rows
-    checked here, so a check still fails on a bad file whoever wrote it.
+    Each file is read once: its footer settles its schema and codec. A value-hour whose files
+    are exactly the ones this rebuild wrote (same names, same SHA-256 of their bytes) holds
+    exactly the rows the rebuild checked before writing them (`rebuilt.checked`), so their
+    row checks stand. Any other file (written by another run, changed, added) makes its
+    value-hour's files read again and their rows checked here: a check still fails on a bad
+    file whoever wrote it.
 
     Reconciliations compare the derived totals with the totals of the rows the rebuild read
     (`rebuilt.source_totals`): the inputs may have changed since (the ingest appends to Bronze,
@@ -419,7 +420,7 @@ def check_hour(
                     failures.setdefault(name, outcome)
         checked = rebuilt.checked.get(value_folder)
         if checked is None or checked.digests != digests:
-            folder = _value_folder(table, value_folder, hour)
+            folder = _target_folder(table, value_folder, hour)
             stored = _stored_rows(store, table, value_folder, paths)
             checked = _check_rows(table, hour, folder, stored)
         for name, outcome in checked.failures.items():
