@@ -51,9 +51,31 @@ def sorted_by(frame: pl.DataFrame, keys: Sequence[str], file: str) -> CheckOutco
     )
 
 
+def distinct_count(values: pl.Series) -> int:
+    """`values.n_unique()`, exactly, in a fraction of its time on long strings.
+
+    A 64-bit hash that only one row has stands for a value that only that row holds; only the
+    rows whose hash several rows share (true duplicates, or the rare collision) are compared by
+    value. Repeated hashes are found by sorting them, not in a hash table.
+    """
+    hashes = values.hash()
+    in_order = hashes.sort()
+    first_of_run = in_order.ne_missing(in_order.shift(1))
+    shared = in_order.filter(~first_of_run).unique()
+    held_once = int(first_of_run.sum()) - shared.len()
+    return held_once + values.filter(hashes.is_in(shared.implode())).n_unique()
+
+
 def unique(frame: pl.DataFrame, keys: Sequence[str], file: str) -> CheckOutcome:
-    """No two rows share `keys`."""
-    duplicated = frame.select(pl.struct(list(keys)).is_duplicated().alias("d")).get_column("d")
+    """No two rows share `keys`.
+
+    Rows whose keys hash to 64-bit values all different are distinct: that settles it without
+    comparing keys. Otherwise the keys are compared (a collision is no failure).
+    """
+    keyed = pl.struct(list(keys))
+    if frame.select(keyed.hash().n_unique()).item() == frame.height:
+        return CheckOutcome.ok(f"{file}: {frame.height} distinct ({', '.join(keys)})")
+    duplicated = frame.select(keyed.is_duplicated().alias("d")).get_column("d")
     if not duplicated.any():
         return CheckOutcome.ok(f"{file}: {frame.height} distinct ({', '.join(keys)})")
     row = _first_row(duplicated)
@@ -77,9 +99,8 @@ def within_hour(frame: pl.DataFrame, hour: dt.datetime, file: str) -> CheckOutco
     )
 
 
-def matches_schema(frame: pl.DataFrame, declared: pl.Schema, file: str) -> CheckOutcome:
-    """The file's columns and types are exactly the declared ones, in order."""
-    actual = frame.schema
+def matches_schema(actual: pl.Schema, declared: pl.Schema, file: str) -> CheckOutcome:
+    """The file's columns and types (`actual`) are exactly the declared ones, in order."""
     if actual == declared:
         return CheckOutcome.ok(f"{file}: {len(declared)} declared columns")
     missing = [name for name in declared if name not in actual]

@@ -13,7 +13,6 @@ import datetime as dt
 import sys
 
 import fsspec
-import polars as pl
 
 from lake_platform.derived.hourly import rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
@@ -23,12 +22,12 @@ from lake_platform.storage import LakeStore
 class AnnouncingStore(LakeStore):
     pause_before_first_write = False
 
-    def write_parquet(self, frame: pl.DataFrame, relative: str, **options) -> int:
+    def write_bytes(self, body: bytes, relative: str) -> int:
         print(f"writing {relative}", flush=True)
         if self.pause_before_first_write:
             self.pause_before_first_write = False
             sys.stdin.readline()
-        size = super().write_parquet(frame, relative, **options)
+        size = super().write_bytes(body, relative)
         print(f"wrote {relative}", flush=True)
         return size
 

@@ -106,9 +106,9 @@ class RecordingStore(LakeStore):
 
     operations: list[tuple[str, str]]
 
-    def write_parquet(self, frame, relative, **options):
+    def write_bytes(self, body, relative):
         self.operations.append(("write", relative))
-        return super().write_parquet(frame, relative, **options)
+        return super().write_bytes(body, relative)
 
     def delete(self, relatives):
         relatives = list(relatives)

@@ -10,19 +10,18 @@ files are read with it added from their folder, and written without it.
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import io
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake_platform import checks
 from lake_platform.checks import CheckOutcome
-from lake_platform.derived.partition_files import (
-    WrittenFile,
-    read_with_metadata,
-    replace_partition,
-)
+from lake_platform.derived.partition_files import WrittenFile, replace_partition, sha256
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value, hour_folder
 
@@ -30,7 +29,8 @@ PREVIEW_ROWS = 5
 MAX_VALUE_REBUILDS = 3
 """Rebuilds of one value-hour in a run when its inputs keep changing (see `_rebuild_value`)."""
 
-FileCheck = Callable[[pl.DataFrame, pq.FileMetaData, str, dt.datetime], CheckOutcome]
+FileCheck = Callable[[pl.DataFrame, str, dt.datetime], CheckOutcome]
+"""A check of one file's rows (as the checks see them), its path and the hour."""
 HourFiles = Mapping[str, Sequence[str]]
 """Parquet files of one hour of a table, by partition-value folder (`symbol=SPY`), by name."""
 
@@ -91,20 +91,14 @@ class DerivedTable:
             *self.reconciliations,
         )
 
-    def file_checks(self) -> dict[str, FileCheck]:
-        """Every per-file check of this table, by name."""
+    def row_checks(self) -> dict[str, FileCheck]:
+        """Every check of one file's rows, by name (schema and codec are read from footers)."""
         return {
-            self.sorted_check: lambda frame, _, path, __: checks.sorted_by(frame, self.order, path),
-            self.unique_check: lambda frame, _, path, __: checks.unique(
-                frame, self.unique_keys, path
-            ),
-            "within_partition_hour": lambda frame, _, path, hour: checks.within_hour(
+            self.sorted_check: lambda frame, path, _: checks.sorted_by(frame, self.order, path),
+            self.unique_check: lambda frame, path, _: checks.unique(frame, self.unique_keys, path),
+            "within_partition_hour": lambda frame, path, hour: checks.within_hour(
                 frame, hour, path
             ),
-            "matches_declared_schema": lambda frame, _, path, __: checks.matches_schema(
-                frame, self.schema, path
-            ),
-            "zstd_compressed": lambda _, metadata, path, __: checks.zstd_compressed(metadata, path),
             **self.extra_file_checks,
         }
 
@@ -127,11 +121,27 @@ def files_digest(files: HourFiles) -> str:
 
 
 @dataclass
+class CheckedRows:
+    """The row checks of one value-hour's files: the first failure of each check, by name,
+    and each reconciliation's derived total.
+
+    `digests` (path to SHA-256) name the exact files whose rows were checked when the checks
+    ran on the rows a rebuild wrote them from; empty when they ran on the files as read.
+    """
+
+    failures: dict[str, CheckOutcome] = field(default_factory=dict)
+    totals: dict[str, int | float] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class HourResult:
     """What rebuilding one hour read (`inputs`, the exact files) and wrote.
 
     `source_totals` holds each reconciliation's total of the rows the rebuild read, so the
     check compares with what the rebuild saw even after the inputs changed or vanished.
+    `checked` holds, by value folder, the row checks of the rows each value-hour's files were
+    written from (see `check_hour`).
     """
 
     hour: dt.datetime
@@ -142,6 +152,7 @@ class HourResult:
     files: list[WrittenFile] = field(default_factory=list)
     removed_values: list[str] = field(default_factory=list)
     preview: pl.DataFrame | None = None
+    checked: dict[str, CheckedRows] = field(default_factory=dict)
 
     @property
     def duplicates_removed(self) -> int:
@@ -180,6 +191,7 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
         value = _rebuild_value(store, table, hour, value_folder, files)
         inputs[value_folder] = value.inputs
         _add(result.source_totals, value.source, source_exprs)
+        result.checked[value_folder] = _check_written(table, hour, value_folder, value)
         result.files.extend(value.files)
         result.rows_read += value.source.height
         result.rows_written += value.output.height
@@ -212,7 +224,7 @@ def _rebuild_value(
     inputs make the hour stale, and the automation requests it again.
     """
     source_folder = f"{table.source}/{value_folder}/{hour_folder(hour)}"
-    folder = f"{table.target}/{value_folder}/{hour_folder(hour)}"
+    folder = _target_folder(table, value_folder, hour)
     for _ in range(MAX_VALUE_REBUILDS):
         source = with_partition_value(
             store.read_parquet(files, table.source_columns), table.partition_column, value_folder
@@ -308,10 +320,85 @@ class _AcrossFiles:
         return None if outcome.passed else outcome
 
 
+def _check_rows(
+    table: DerivedTable,
+    hour: dt.datetime,
+    folder: str,
+    files: Iterable[tuple[str, pl.DataFrame]],
+) -> CheckedRows:
+    """The row checks of one value-hour's files (path and rows as the checks see them, in name
+    order): each file's own, order and uniqueness across them, the reconciliations' totals."""
+    checked = CheckedRows()
+    derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
+    across = _AcrossFiles(table, folder)
+    for path, frame in files:
+        _add(checked.totals, frame, derived_exprs)
+        for name, check in table.row_checks().items():
+            if name not in checked.failures:
+                outcome = check(frame, path, hour)
+                if not outcome.passed:
+                    checked.failures[name] = outcome
+        boundary = across.add(frame, path)
+        if boundary is not None:
+            checked.failures.setdefault(table.sorted_check, boundary)
+    repeated = across.unique()
+    if repeated is not None:
+        checked.failures.setdefault(table.unique_check, repeated)
+    return checked
+
+
+def _target_folder(table: DerivedTable, value_folder: str, hour: dt.datetime) -> str:
+    return f"{table.target}/{value_folder}/{hour_folder(hour)}"
+
+
+def _check_written(
+    table: DerivedTable, hour: dt.datetime, value_folder: str, value: _RebuiltValue
+) -> CheckedRows:
+    """The row checks of the files just written, on the rows they were written from (the
+    transform's output, each file its slice), with the digests of the bytes written."""
+    starts = itertools.accumulate((file.rows for file in value.files), initial=0)
+    rows = (
+        (file.path, value.output.slice(start, file.rows))
+        for file, start in zip(value.files, starts, strict=False)
+    )
+    checked = _check_rows(table, hour, _target_folder(table, value_folder, hour), rows)
+    checked.digests = {file.path: file.sha256 for file in value.files}
+    return checked
+
+
+def _stored_rows(
+    store: LakeStore, table: DerivedTable, value_folder: str, paths: Sequence[str]
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each file's rows as stored, with the partition column from the folder, one at a time."""
+    for path in paths:
+        stored = pl.read_parquet(store.read_bytes(path))
+        yield path, with_partition_value(stored, table.partition_column, value_folder)
+
+
+def _footer_checks(
+    table: DerivedTable, body: bytes, metadata: pq.FileMetaData, value_folder: str, path: str
+) -> dict[str, CheckOutcome]:
+    """The checks a file's footer settles: its declared schema (with the partition column from
+    the folder, as `with_partition_value` adds it) and its codec."""
+    schema = pl.read_parquet_schema(io.BytesIO(body))
+    with_value = pl.Schema({**schema, table.partition_column: pl.String()})
+    return {
+        "matches_declared_schema": checks.matches_schema(with_value, table.schema, path),
+        "zstd_compressed": checks.zstd_compressed(metadata, path),
+    }
+
+
 def check_hour(
     store: LakeStore, table: DerivedTable, rebuilt: HourResult
 ) -> dict[str, CheckOutcome]:
-    """Every check of the rebuilt hour, on the files as they are in storage (each read once).
+    """Every check of the rebuilt hour, on the files as they are in storage.
+
+    Each file is read once: its footer settles its schema and codec. A value-hour whose files
+    are exactly the ones this rebuild wrote (same names, same SHA-256 of their bytes) holds
+    exactly the rows the rebuild checked before writing them (`rebuilt.checked`), so their
+    row checks stand. Any other file (written by another run, changed, added) makes its
+    value-hour's files read again and their rows checked here: a check still fails on a bad
+    file whoever wrote it.
 
     Reconciliations compare the derived totals with the totals of the rows the rebuild read
     (`rebuilt.source_totals`): the inputs may have changed since (the ingest appends to Bronze,
@@ -321,25 +408,25 @@ def check_hour(
     failures: dict[str, CheckOutcome] = {}
     rows = files = 0
     derived_totals: dict[str, int | float] = {}
-    derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
     for value_folder, paths in hour_files(store, table.target, hour).items():
-        across = _AcrossFiles(table, f"{table.target}/{value_folder}/{hour_folder(hour)}")
+        digests = {}
         for path in paths:
-            stored, metadata = read_with_metadata(store, path)
-            frame = with_partition_value(stored, table.partition_column, value_folder)
-            rows, files = rows + frame.height, files + 1
-            _add(derived_totals, frame, derived_exprs)
-            for name, check in table.file_checks().items():
-                if name not in failures:
-                    outcome = check(frame, metadata, path, hour)
-                    if not outcome.passed:
-                        failures[name] = outcome
-            boundary = across.add(frame, path)
-            if boundary is not None:
-                failures.setdefault(table.sorted_check, boundary)
-        repeated = across.unique()
-        if repeated is not None:
-            failures.setdefault(table.unique_check, repeated)
+            body = store.read_bytes(path)
+            metadata = pq.ParquetFile(pa.BufferReader(body)).metadata
+            digests[path] = sha256(body)
+            rows, files = rows + metadata.num_rows, files + 1
+            for name, outcome in _footer_checks(table, body, metadata, value_folder, path).items():
+                if not outcome.passed:
+                    failures.setdefault(name, outcome)
+        checked = rebuilt.checked.get(value_folder)
+        if checked is None or checked.digests != digests:
+            folder = _target_folder(table, value_folder, hour)
+            stored = _stored_rows(store, table, value_folder, paths)
+            checked = _check_rows(table, hour, folder, stored)
+        for name, outcome in checked.failures.items():
+            failures.setdefault(name, outcome)
+        for name, total in checked.totals.items():
+            derived_totals[name] = derived_totals.get(name, 0) + total
     for name, outcome in _reconcile(table, rebuilt, derived_totals).items():
         if not outcome.passed:
             failures[name] = outcome

@@ -3,18 +3,19 @@
 Every file is written atomically under its final (contract) name, so a reader never sees a
 partial file; files the new output no longer has are removed afterwards. A replacement of
 several files is not atomic as a whole: see `replace_partition`. Output is byte-reproducible:
-eager Polars writes with pinned row groups.
+eager Polars writes with pinned row groups, the store's Parquet options.
 """
 
+import hashlib
+import io
 import math
 from dataclasses import dataclass
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import numbered_file_name
+from lake_platform.storage.store import PARQUET_OPTIONS
 
 ROW_GROUP_ROWS = 262_144
 MAX_FILE_MEMORY_BYTES = 2 * 1024**3
@@ -23,9 +24,25 @@ MAX_FILE_MEMORY_BYTES = 2 * 1024**3
 
 @dataclass(frozen=True)
 class WrittenFile:
+    """A file as written: `sha256` is the digest of its bytes, so a file in storage with the
+    same digest holds exactly the rows that were written (see `check_hour`)."""
+
     path: str
     rows: int
     bytes: int
+    sha256: str
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    """`frame` as the store writes Parquet (ZSTD-3, statistics), in row groups of
+    `ROW_GROUP_ROWS`: the same bytes as `LakeStore.write_parquet` would write."""
+    body = io.BytesIO()
+    frame.write_parquet(body, **PARQUET_OPTIONS, row_group_size=ROW_GROUP_ROWS)
+    return body.getvalue()
 
 
 def file_slices(frame: pl.DataFrame) -> list[pl.DataFrame]:
@@ -50,14 +67,9 @@ def replace_partition(store: LakeStore, folder: str, frame: pl.DataFrame) -> lis
     written = []
     for index, part in enumerate(file_slices(frame)):
         path = f"{folder}/{numbered_file_name(index)}"
-        size = store.write_parquet(part, path, row_group_size=ROW_GROUP_ROWS)
-        written.append(WrittenFile(path, part.height, size))
+        body = parquet_bytes(part)
+        size = store.write_bytes(body, path)
+        written.append(WrittenFile(path, part.height, size, sha256(body)))
     keep = {file.path for file in written}
     store.delete([path for path in store.list_files(folder) if path not in keep])
     return written
-
-
-def read_with_metadata(store: LakeStore, path: str) -> tuple[pl.DataFrame, pq.FileMetaData]:
-    """A file's rows and its Parquet footer, from one read."""
-    body = store.read_bytes(path)
-    return pl.read_parquet(body), pq.ParquetFile(pa.BufferReader(body)).metadata

@@ -4,7 +4,7 @@ import datetime as dt
 
 import polars as pl
 
-from lake_platform.checks import CheckOutcome
+from lake_platform.checks import CheckOutcome, distinct_count
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
 from lake_platform.schemas.registry import partition_column_last, without_column
@@ -16,20 +16,29 @@ from lake_platform.transforms.gold import (
     bars_1m,
     flatten_signals,
 )
-from lake_platform.transforms.silver import SILVER_ORDER, deduplicate
+from lake_platform.transforms.silver import DEDUP_ORDER, SILVER_ORDER, deduplicate, is_provenance
 
 SILVER_RECONCILES = Reconciliation(
-    "row count (distinct event_id in Bronze)", pl.len(), pl.col("event_id").n_unique()
+    "row count (distinct event_id in Bronze)",
+    pl.len(),
+    pl.col("event_id").map_batches(
+        lambda ids: pl.Series([distinct_count(ids)]), return_dtype=pl.Int64, returns_scalar=True
+    ),
 )
 
 
 def silver_table(schema: TableSchema) -> DerivedTable:
-    """Bronze → Silver for one registry entry."""
+    """Bronze → Silver for one registry entry (of the provenance, only what the dedup orders by
+    is read)."""
     return DerivedTable(
         source=f"bronze/{schema.table}",
         target=f"silver/{schema.table}",
         partition_column=schema.partition_column,
-        source_columns=tuple(schema.bronze_file_schema.names()),
+        source_columns=tuple(
+            name
+            for name in schema.bronze_file_schema.names()
+            if not is_provenance(name) or name in DEDUP_ORDER
+        ),
         transform=deduplicate,
         schema=partition_column_last(schema.stored_schema, schema.partition_column),
         order=SILVER_ORDER,
@@ -62,7 +71,7 @@ GOLD_SIGNALS = DerivedTable(
 )
 
 
-def _ohlc_consistent(frame: pl.DataFrame, _: object, path: str, __: dt.datetime) -> CheckOutcome:
+def _ohlc_consistent(frame: pl.DataFrame, path: str, _: dt.datetime) -> CheckOutcome:
     bad = frame.select(
         ~(
             (pl.col("low") <= pl.min_horizontal("open", "close"))
