@@ -16,7 +16,7 @@ def test_defaults_match_the_contract():
     assert settings.nats_servers == ("nats://127.0.0.1:4222",)
     assert (settings.bronze_max_events, settings.bronze_max_age_s) == (1000, 5.0)
     assert (settings.gold_max_events, settings.gold_max_age_s) == (500, 10.0)
-    assert settings.bronze_max_open_buffers == 10_000
+    assert settings.bronze_max_open_buffers == 50_000
     assert settings.partitions_start == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     assert settings.partitions_start_key == "2024-01-01-00:00"
 
