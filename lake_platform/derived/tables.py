@@ -7,8 +7,9 @@ import polars as pl
 from lake_platform.checks import CheckOutcome, distinct_count
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
-from lake_platform.schemas.registry import partition_column_last, without_column
+from lake_platform.schemas.registry import partition_column_last
 from lake_platform.transforms.gold import (
+    BARS_INPUT,
     BARS_ORDER,
     GOLD_BARS_SCHEMA,
     GOLD_SIGNALS_SCHEMA,
@@ -94,7 +95,7 @@ GOLD_BARS = DerivedTable(
     source="silver/stocks/trades",
     target="gold/stocks/bars_1m",
     partition_column=TRADES.partition_column,
-    source_columns=tuple(without_column(TRADES.stored_schema, TRADES.partition_column).names()),
+    source_columns=BARS_INPUT,
     transform=bars_1m,
     schema=partition_column_last(GOLD_BARS_SCHEMA, TRADES.partition_column),
     order=BARS_ORDER,
