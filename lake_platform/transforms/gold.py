@@ -9,6 +9,9 @@ from lake_platform.transforms.silver import distinct_rows
 SIGNALS = BY_NAME["levels.signals"]
 SIGNAL_CONTEXT = ("ts_event_ns", "ts_recv_ns", "underlying", "spot", "bid", "ask")
 SIGNALS_ORDER = ("ts_event_ns", "event_id", "level_index")
+SIGNALS_INPUT = (*SIGNAL_CONTEXT[:2], *SIGNAL_CONTEXT[3:], "levels", "event_id", "_stream_seq")
+"""The Bronze signal columns `flatten_signals` reads (besides the partition column,
+`underlying`): the context, the levels, and the dedup's key."""
 BARS_ORDER = ("ts_event_ns", "event_id")
 BARS_INPUT = ("ts_event_ns", "event_id", "price", "size")
 """The Silver trade columns `bars_1m` reads (besides the partition column, `symbol`)."""
