@@ -16,7 +16,12 @@ from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.schemas import BY_NAME
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
-from lake_platform.transforms.gold import GOLD_SIGNALS_SCHEMA, bars_1m, flatten_signals
+from lake_platform.transforms.gold import (
+    GOLD_SIGNALS_SCHEMA,
+    SIGNALS_ORDER,
+    bars_1m,
+    flatten_signals,
+)
 from lake_platform.transforms.silver import deduplicate
 from lake_platform_tests.bronze_files import (
     HOUR,
@@ -122,6 +127,32 @@ def test_bars_match_a_hand_computed_example():
     }
     assert bars.schema["volume"] == pl.Int64
     assert bars["event_id"].n_unique() == bars.height == 3
+
+
+def test_bars_do_not_depend_on_the_order_of_silver_rows():
+    """Silver order skips the sort (`_in_time_order`); any other order is sorted first."""
+    silver = deduplicate(bronze_rows(TRADES, trades(300)))
+    bars = bars_1m(silver)
+    assert bars.equals(bars_1m(silver.reverse()))
+    assert bars.equals(bars_1m(silver.sample(fraction=1.0, shuffle=True, seed=3)))
+
+
+def test_flattening_does_not_depend_on_bronze_order_or_chunks():
+    """Bronze read from many files comes in a chunk per file, in arrival order; a null key
+    makes the output sorted as `SIGNALS_ORDER` sorts nulls (first)."""
+    levels = SAMPLES["levels.signals"]["levels"]
+    rows = bronze_rows(SIGNALS, [signal(HOUR_NS + i, levels[: i % 3]) for i in range(40)])
+    gold = flatten_signals(rows)
+    assert gold.select(SIGNALS_ORDER).equals(gold.select(SIGNALS_ORDER).sort(SIGNALS_ORDER))
+    chunked = pl.concat([rows.slice(i, 7) for i in range(0, rows.height, 7)], rechunk=False)
+    assert chunked.n_chunks() > 1
+    assert gold.equals(flatten_signals(chunked.reverse()))
+    row_5 = pl.int_range(pl.len()) == 5
+    with_null = flatten_signals(
+        rows.with_columns(pl.when(row_5).then(None).otherwise(pl.col("ts_event_ns")).name.keep())
+    )
+    assert with_null.equals(with_null.sort(SIGNALS_ORDER))
+    assert with_null["ts_event_ns"][0] is None
 
 
 @pytest.fixture

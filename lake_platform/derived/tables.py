@@ -7,11 +7,13 @@ import polars as pl
 from lake_platform.checks import CheckOutcome, distinct_count
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
-from lake_platform.schemas.registry import partition_column_last, without_column
+from lake_platform.schemas.registry import partition_column_last
 from lake_platform.transforms.gold import (
+    BARS_INPUT,
     BARS_ORDER,
     GOLD_BARS_SCHEMA,
     GOLD_SIGNALS_SCHEMA,
+    SIGNALS_INPUT,
     SIGNALS_ORDER,
     bars_1m,
     flatten_signals,
@@ -62,7 +64,7 @@ GOLD_SIGNALS = DerivedTable(
     source="bronze/levels/signals",
     target="gold/levels/signals",
     partition_column=SIGNALS.partition_column,
-    source_columns=tuple(SIGNALS.bronze_file_schema.names()),
+    source_columns=SIGNALS_INPUT,
     transform=flatten_signals,
     schema=partition_column_last(GOLD_SIGNALS_SCHEMA, SIGNALS.partition_column),
     order=SIGNALS_ORDER,
@@ -94,7 +96,7 @@ GOLD_BARS = DerivedTable(
     source="silver/stocks/trades",
     target="gold/stocks/bars_1m",
     partition_column=TRADES.partition_column,
-    source_columns=tuple(without_column(TRADES.stored_schema, TRADES.partition_column).names()),
+    source_columns=BARS_INPUT,
     transform=bars_1m,
     schema=partition_column_last(GOLD_BARS_SCHEMA, TRADES.partition_column),
     order=BARS_ORDER,

@@ -20,12 +20,31 @@ def is_provenance(column: str) -> bool:
     return column.startswith("_")
 
 
+FIRST_OF_EVENT = pl.col("event_id").ne_missing(pl.col("event_id").shift(1))
+"""In rows sorted by `DEDUP_ORDER` (nulls last), the row kept for its `event_id`."""
+
+
 def deduplicate(bronze: pl.DataFrame) -> pl.DataFrame:
     """Silver rows of `bronze`: one per `event_id`, sorted by `ts_event_ns`, `event_id`."""
     kept = [column for column in bronze.columns if not is_provenance(column)]
     return (
         bronze.select(*kept, "_stream_seq")  # other provenance would only be sorted to be dropped
         .sort(DEDUP_ORDER, nulls_last=True)
-        .filter(pl.col("event_id").ne_missing(pl.col("event_id").shift(1)))
+        .filter(FIRST_OF_EVENT)
         .select(kept)
+    )
+
+
+def distinct_rows(bronze: pl.DataFrame) -> pl.Series:
+    """Row numbers in `bronze` of the rows `deduplicate` keeps, in Silver order.
+
+    Only the sort key is sorted: a caller that moves wide nested columns moves them once, by
+    these rows, instead of sorting them and then filtering them.
+    """
+    return (
+        bronze.select(DEDUP_ORDER)
+        .with_row_index("row")
+        .sort(DEDUP_ORDER, nulls_last=True)
+        .filter(FIRST_OF_EVENT)
+        .get_column("row")
     )
