@@ -190,8 +190,7 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
     for value_folder, files in inputs.items():
         value = _rebuild_value(store, table, hour, value_folder, files)
         inputs[value_folder] = value.inputs
-        for name, total in value.source_totals.items():
-            result.source_totals[name] = result.source_totals.get(name, 0) + total
+        _merge(result.source_totals, value.source_totals)
         result.checked[value_folder] = _check_written(table, hour, value_folder, value)
         result.files.extend(value.files)
         result.rows_read += value.source.height
@@ -256,6 +255,12 @@ def _has_inputs(
     return bool(store.list_files(f"{table.source}/{value_folder}/{hour_folder(hour)}"))
 
 
+def _merge(totals: dict[str, int | float], more: Mapping[str, int | float]) -> None:
+    """Add `more` to the running `totals`, name by name."""
+    for name, total in more.items():
+        totals[name] = totals.get(name, 0) + total
+
+
 def _add(
     totals: dict[str, int | float], frame: pl.DataFrame, exprs: dict[str, pl.Expr]
 ) -> dict[str, int | float]:
@@ -269,7 +274,7 @@ def _add(
             value = frame.select(expr).item()
         except pl.exceptions.PolarsError:
             continue
-        totals[name] = totals.get(name, 0) + (value or 0)
+        _merge(totals, {name: value or 0})
     return totals
 
 
@@ -439,8 +444,7 @@ def check_hour(
             checked = _check_rows(table, hour, folder, stored)
         for name, outcome in checked.failures.items():
             failures.setdefault(name, outcome)
-        for name, total in checked.totals.items():
-            derived_totals[name] = derived_totals.get(name, 0) + total
+        _merge(derived_totals, checked.totals)
     for name, outcome in _reconcile(table, rebuilt, derived_totals).items():
         if not outcome.passed:
             failures[name] = outcome

@@ -248,7 +248,6 @@ class LakeStore:
         with "not tried"), so a store that is down costs a few failed writes, not one per file.
         """
         stop = threading.Event()
-        options = PARQUET_OPTIONS
 
         def write_one(frame: pl.DataFrame, relative: str) -> tuple[int, set[str]] | StorageError:
             path = self.full_path(relative)
@@ -257,7 +256,7 @@ class LakeStore:
                 return StorageError(message)
             try:
                 with self._failures(f"write {self._shown(path)}"):
-                    write = functools.partial(frame.write_parquet, **options)
+                    write = functools.partial(frame.write_parquet, **PARQUET_OPTIONS)
                     if self.is_local:
                         return _write_local(path, write)
                     return self._put(path, write), set()
