@@ -152,16 +152,26 @@ def test_the_ingest_command_serves_health_and_metrics_of_what_it_ingested(
         asyncio.run(publish(ingest_settings, messages, progress=False))
 
         def caught_up() -> bool:
+            """Everything pulled, acked and counted: the counters advance on the worker's
+            status tick, the consumer gauges on their own poll, so wait for both."""
             samples = scrape(port)
-            return samples.get("lake_ingest_events_total") == len(messages) and all(
-                samples.get(f"lake_ingest_{name}{{stream={stream}}}") == 0
-                for name in ("consumer_lag", "unacked_in_flight")
-                for stream in ("MARKET", "SIGNALS")
+            counted = samples.get("lake_ingest_rows_total", 0) + samples.get(
+                "lake_ingest_quarantined_total", 0
+            )
+            return (
+                samples.get("lake_ingest_events_total") == len(messages)
+                and counted == len(messages)
+                and all(
+                    samples.get(f"lake_ingest_{name}{{stream={stream}}}") == 0
+                    for name in ("consumer_lag", "unacked_in_flight")
+                    for stream in ("MARKET", "SIGNALS")
+                )
             )
 
         wait_for(caught_up, "every published message ingested and acked")
         samples = scrape(port)
         assert samples["lake_ingest_quarantined_total"] == malformed
+        assert samples["lake_ingest_rows_total"] == len(messages) - malformed
         assert samples["lake_ingest_commit_seconds_count"] >= 1
         assert samples["lake_ingest_storage_retries_total"] == 0
         assert health(port) == 200
