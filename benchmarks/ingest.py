@@ -3,8 +3,9 @@
 Starts an embedded nats-server (JetStream, loopback, temp dir), publishes N stock trades to
 `market.stocks.trades.<SYM>`, then measures, one after the other:
 
-* the lean drain: a separate durable pull consumer emptied with `LeanPull`, every message
-  acked, nothing decoded or written (the floor of any ingest in one Python process);
+* the lean drain: a separate durable pull consumer emptied with `LeanPull` on the ingest's
+  client, each batch acked in one write (`publish_all`), nothing decoded or written: the
+  ingest's own pull and ack, alone (the floor of any ingest in one Python process);
 * the ingest: `IngestService.run(until_idle=True)` with the default batch settings, timed from
   the call until it returns (every row written, fsynced, in the ledger and acked).
 
@@ -13,7 +14,12 @@ Both consumers see all N messages. The Bronze rows on disk must be exactly the N
 CPU seconds of this process (all threads) and of nats-server are shown per phase: the machine
 may have few cores, and the server competes with the client for them.
 
-    uv run python benchmarks/ingest.py [--events N] [--profile OUT.prof]
+With `--workers K`, it then scales out: one ingest worker process, then K of them sharing the
+durable consumer, each time on N new messages, timed from the moment the started (imported)
+workers are told to go until every message is acked; each phase's Bronze must hold exactly its
+N messages. The goal (K=2: >= 1.4x one worker) is only reported.
+
+    uv run python benchmarks/ingest.py [--events N] [--profile OUT.prof] [--workers K]
 
 `--profile` runs the ingest phase under cProfile and writes the stats to OUT.prof (main
 thread only: the commit worker thread is not seen; use py-spy `--threads` for that).
@@ -26,6 +32,7 @@ import cProfile
 import os
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,13 +40,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nats
 import polars as pl
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from lake_platform.ingest.jetstream import ensure_streams
+from lake_platform.ingest.connection import LakeNatsClient, connect
+from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.pull import LeanPull
 from lake_platform.ingest.service import IngestService, IngestStats, writer_name
 from lake_platform.local_servers import NatsServer
@@ -65,6 +72,8 @@ WATCH_S = 0.01
 HOUR_NS = 3_600 * 10**9
 GOAL_EVENTS_PER_S = 40_000
 GOAL_RATIO = 0.6
+GOAL_SCALING = 1.4
+WORKER_READY = "ready"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -165,21 +174,22 @@ async def wait_for_stream(js: JetStreamContext, events: int) -> None:
         raise SystemExit(f"stream {STREAM} holds {count:,} messages, expected {events:,}")
 
 
-async def publish(nc: Client, events: int) -> None:
-    """Publish `events` trades with core NATS and wait until the stream has stored them all.
+async def publish(nc: Client, events: int, *, stored: int = 0) -> None:
+    """Publish `events` trades with core NATS and wait until the stream has stored them all
+    (after the `stored` it holds already).
 
     Event times run from the start of the previous hour to now, so two hours per symbol.
     """
     js = nc.jetstream()
     await ensure_streams(js)
-    if await stream_messages(js):
-        raise SystemExit(f"stream {STREAM} is not empty")
+    if await stream_messages(js) != stored:
+        raise SystemExit(f"stream {STREAM} does not hold {stored:,} messages")
     previous_hour = time.time_ns() // HOUR_NS * HOUR_NS - HOUR_NS
     for batch in trade_payloads(events, previous_hour, FLUSH_EVERY):
         for subject, payload in batch:
             await nc.publish(subject, payload)
         await nc.flush()
-    await wait_for_stream(js, events)
+    await wait_for_stream(js, stored + events)
 
 
 async def add_drain_consumer(js: JetStreamContext) -> None:
@@ -203,7 +213,7 @@ async def wait_all_acked(js: JetStreamContext) -> None:
         await asyncio.sleep(0.02)
 
 
-async def drain(nc: Client, events: int, phase: Phase) -> None:
+async def drain(nc: LakeNatsClient, events: int, phase: Phase) -> None:
     """Pull and ack every message with `LeanPull`; timed until the consumer is empty."""
     js = nc.jetstream()
     await add_drain_consumer(js)
@@ -214,8 +224,7 @@ async def drain(nc: Client, events: int, phase: Phase) -> None:
     try:
         while received < events:
             messages, drained = await pull.fetch(DRAIN_FETCH, DRAIN_WAIT_S)
-            for message in messages:
-                await nc.publish(message.reply, b"")
+            await nc.publish_all(messages.replies)
             received += len(messages)
             if messages or not drained:
                 empty_since = None
@@ -256,23 +265,91 @@ async def ingest(settings: LakeSettings, results: Results) -> None:
         results.all_pulled_s = await watcher
 
 
-def count_bronze(lake: Path, results: Results) -> None:
-    """Rows and distinct stream sequences over every Bronze Parquet file."""
+def count_bronze(lake: Path) -> tuple[int, int, int]:
+    """Files, rows and distinct stream sequences over every Bronze Parquet file."""
     files = [path for path in (lake / "bronze").rglob("*.parquet") if not path.name.startswith(".")]
-    results.files_on_disk = len(files)
     if not files:
-        return
+        return 0, 0, 0
     counts = (
         pl.scan_parquet([str(path) for path in files])
         .select(pl.len().alias("rows"), pl.col("_stream_seq").n_unique().alias("seqs"))
         .collect()
     )
-    results.rows_on_disk = counts.item(0, "rows")
-    results.unique_seqs = counts.item(0, "seqs")
+    return len(files), counts.item(0, "rows"), counts.item(0, "seqs")
+
+
+async def worker(server_url: str, lake: Path) -> None:
+    """One worker process of the scaling phase: says `ready` once imported and built, waits
+    for a line on stdin, ingests until idle, prints the messages it pulled."""
+    settings = LakeSettings(data_root=str(lake), nats_servers=(server_url,))
+    service = IngestService(
+        settings, LakeStore.from_settings(settings), writer=writer_name("bench-worker")
+    )
+    print(WORKER_READY, flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    stats = await service.run(until_idle=True)
+    print(stats.messages, flush=True)
+
+
+async def wait_ingested(js: JetStreamContext, last_seq: int) -> None:
+    """Until the ingest's consumer has delivered up to `last_seq` and holds nothing unacked."""
+    while True:
+        info = await js.consumer_info(STREAM, DURABLE)
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        if (delivered or 0) >= last_seq and not info.num_pending and not info.num_ack_pending:
+            return
+        await asyncio.sleep(WATCH_S)
+
+
+async def scale_phase(server: NatsServer, lake: Path, events: int, workers: int) -> Phase:
+    """`workers` ingest processes on one durable consumer, on `events` new messages: timed
+    from the moment all of them are started and imported until every message is acked."""
+    nc = await connect(LakeSettings(nats_servers=(server.url,)), name="bench-scale")
+    phase = Phase(server.pid)
+    command = [sys.executable, __file__, "--worker-of", server.url, str(lake)]
+    processes = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(workers)
+    ]
+    try:
+        js = nc.jetstream()
+        stored = await stream_messages(js)
+        await publish(nc, events, stored=stored)
+        for process in processes:
+            assert process.stdout is not None and process.stdin is not None
+            if process.stdout.readline().strip() != WORKER_READY:
+                raise SystemExit("a worker process failed to start")
+        phase.start()
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        await wait_ingested(js, stored + events)
+        phase.stop()
+        outputs = [process.communicate(timeout=STALL_S)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        await nc.close()
+    if any(process.returncode for process in processes):
+        raise SystemExit(f"a worker process failed: exit codes {[p.returncode for p in processes]}")
+    pulled = sum(int(output.split()[-1]) for output in outputs)
+    _, rows, seqs = count_bronze(lake)
+    if rows != events or seqs != events:
+        raise SystemExit(
+            f"{workers} worker(s) wrote {rows:,} rows ({seqs:,} sequences), expected {events:,}"
+        )
+    print(
+        f"  {workers} worker(s): {phase.rate(events):,.0f} events/s ({phase.wall_s:.2f} s; "
+        f"pulled {pulled:,}); nats-server CPU {phase.server_cpu_s:.1f} s",
+        flush=True,
+    )
+    return phase
 
 
 async def publish_and_drain(server_url: str, results: Results) -> None:
-    nc = await nats.connect(server_url, name="bench-ingest")
+    nc = await connect(LakeSettings(nats_servers=(server_url,)), name="bench-ingest")
     try:
         print(f"publishing {results.events:,} trades ...", flush=True)
         results.publish.start()
@@ -301,7 +378,7 @@ async def measure(server: NatsServer, lake: Path, events: int, profile: Path | N
         profiler.dump_stats(profile)
     print(f"  {results.ingest.rate(events):,.0f} events/s", flush=True)
     results.rss_after_ingest_mb = peak_rss_mb()
-    count_bronze(lake, results)
+    results.files_on_disk, results.rows_on_disk, results.unique_seqs = count_bronze(lake)
     return results
 
 
@@ -349,18 +426,38 @@ def report(results: Results) -> bool:
     return ok
 
 
+async def scaling(server: NatsServer, root: Path, events: int, workers: int) -> None:
+    """One worker process, then `workers` of them, each on `events` new messages."""
+    print(f"scaling: 1 worker process, then {workers} ...", flush=True)
+    one = await scale_phase(server, root / "scale-1", events, 1)
+    many = await scale_phase(server, root / f"scale-{workers}", events, workers)
+    ratio = many.rate(events) / one.rate(events)
+    print(f"ratio {workers} workers / 1:  {ratio:>8.2f}")
+    print(f"goal >= {GOAL_SCALING}x:            {verdict(ratio >= GOAL_SCALING)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--profile", type=Path, help="cProfile the ingest phase into this file")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="also compare this many worker processes with one"
+    )
+    parser.add_argument("--worker-of", nargs=2, metavar=("URL", "LAKE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.events <= 0:
-        parser.error("--events must be positive")
+    if args.worker_of:
+        asyncio.run(worker(args.worker_of[0], Path(args.worker_of[1])))
+        return 0
+    if args.events <= 0 or args.workers <= 0:
+        parser.error("--events and --workers must be positive")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         with NatsServer.start(root / "nats") as server:
             results = asyncio.run(measure(server, root / "lake", args.events, args.profile))
-        return 0 if report(results) else 1
+            ok = report(results)
+            if args.workers > 1:
+                asyncio.run(scaling(server, root, args.events, args.workers))
+        return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """A lean JetStream pull: one inbox subscription, raw `CONSUMER.MSG.NEXT` requests.
 
-nats-py's `fetch()` spends ~75 µs per message (a task and a `wait_for` each); this pull keeps
-one callback that only appends to a list, and asks for the next batch on the same wire API,
-which moves 50-70k messages/s here. Status messages (404 no messages, 408 request expired,
-409 conflicts) end a request; everything else is a stream message for the caller.
+nats-py's `fetch()` spends ~75 µs per message (a task and a `wait_for` each); this pull asks
+for the next batch on the same wire API and takes the messages straight from the parser
+(`LakeNatsClient.deliver_raw`) into columns: no `Msg` object, queue or task per message.
+Status messages (404 no messages, 408 request expired, 409 conflicts) end a request;
+everything else is a stream message for the caller.
 """
 
 import asyncio
@@ -12,12 +13,26 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from lake_platform.ingest.connection import LakeNatsClient
 
 STATUS_HEADER = "Status"
 NO_PENDING_MESSAGES = ("404", "408")
+
+
+@dataclass(frozen=True)
+class PulledMessages:
+    """The parts of pulled messages the ingest needs, column by column."""
+
+    stream: str
+    subjects: list[str]
+    payloads: list[bytes]
+    replies: list[str]
+    headers: list[dict[str, str] | None]
+
+    def __len__(self) -> int:
+        return len(self.subjects)
 
 
 @dataclass
@@ -31,43 +46,51 @@ class _Request:
 class LeanPull:
     """Pulls batches of messages from one durable pull consumer."""
 
-    def __init__(self, nc: Client, stream: str, durable: str) -> None:
+    def __init__(self, nc: LakeNatsClient, stream: str, durable: str) -> None:
         self._nc = nc
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
-        self._messages: list[Msg] = []
         self._request: _Request | None = None
         self._subscription: Subscription | None = None
         self.stream = stream
         self.durable = durable
+        self._received = self._empty()
+
+    def _empty(self) -> PulledMessages:
+        return PulledMessages(self.stream, [], [], [], [])
 
     async def start(self) -> None:
         """Subscribe the inbox that receives the pulled messages."""
-        self._subscription = await self._nc.subscribe(
-            self._inbox, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        self._subscription = await self._nc.subscribe(self._inbox)
+        self._nc.deliver_raw(self._subscription, self._on_message)
 
     async def stop(self) -> None:
         """Unsubscribe (before draining the connection, or a drain waits for expiries)."""
         if self._subscription is not None:
+            self._nc.stop_raw(self._subscription)
             await self._subscription.unsubscribe()
             self._subscription = None
 
-    async def _on_message(self, msg: Msg) -> None:
+    def _on_message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
         request = self._request
-        headers = msg.headers
-        if headers and STATUS_HEADER in headers and not msg.reply:
+        if headers and STATUS_HEADER in headers and not reply:
             if request is not None:
                 request.status = headers[STATUS_HEADER]
                 request.finished.set()
             return
-        self._messages.append(msg)
+        received = self._received
+        received.subjects.append(subject)
+        received.payloads.append(data)
+        received.replies.append(reply)
+        received.headers.append(headers)
         if request is not None:
             request.received += 1
             if request.received >= request.wanted:
                 request.finished.set()
 
-    async def fetch(self, batch: int, wait_s: float) -> tuple[list[Msg], bool]:
+    async def fetch(self, batch: int, wait_s: float) -> tuple[PulledMessages, bool]:
         """Up to `batch` messages, waiting at most `wait_s` for the first ones.
 
         Returns the messages and whether the consumer reported nothing pending (the request
@@ -82,6 +105,6 @@ class LeanPull:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(request.finished.wait(), max(0.0, deadline - time.monotonic()))
         self._request = None
-        messages, self._messages = self._messages, []
+        messages, self._received = self._received, self._empty()
         drained = request.status in NO_PENDING_MESSAGES and request.received < batch
         return messages, drained

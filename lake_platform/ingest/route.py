@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import polars as pl
 
+from lake_platform.ingest.pull import PulledMessages
 from lake_platform.schemas import TableSchema, decode_batch, schema_for_subject
 
 REPLY = "_reply"
@@ -28,20 +29,6 @@ QUARANTINE_SCHEMA = pl.Schema(
         "payload": pl.Binary(),
     }
 )
-
-
-@dataclass(frozen=True)
-class PulledMessages:
-    """The parts of pulled messages the ingest needs, column by column."""
-
-    stream: str
-    subjects: list[str]
-    payloads: list[bytes]
-    replies: list[str]
-    headers: list[dict[str, str] | None]
-
-    def __len__(self) -> int:
-        return len(self.subjects)
 
 
 @dataclass(frozen=True)

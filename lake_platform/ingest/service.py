@@ -24,13 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nats.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from lake_platform.ingest.buffers import Buffer, Buffers
 from lake_platform.ingest.commit import Reporter, Written, commit, report_entry
-from lake_platform.ingest.connection import connect
+from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.jetstream import (
     DURABLE,
@@ -40,8 +38,8 @@ from lake_platform.ingest.jetstream import (
     pending_messages,
 )
 from lake_platform.ingest.ledger import LedgerEntry
-from lake_platform.ingest.pull import LeanPull
-from lake_platform.ingest.route import PulledMessages, route
+from lake_platform.ingest.pull import LeanPull, PulledMessages
+from lake_platform.ingest.route import route
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
@@ -132,7 +130,7 @@ class IngestService:
         self._retry_at = 0.0
         self._backoff_s = 1.0
         self._stopping = False
-        self._nc: Client | None = None
+        self._nc: LakeNatsClient | None = None
         self._committing: list[Buffer] = []
         self._written = Written()
         self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
@@ -261,8 +259,7 @@ class IngestService:
         while not self._stopping:
             await asyncio.sleep(every_s)
             try:
-                for reply in self._held_replies():
-                    await self._nc.publish(reply, IN_PROGRESS)
+                await self._nc.publish_all(self._held_replies(), IN_PROGRESS)
             except nats.errors.Error as error:  # reconnecting: the next round sends them
                 log.warning("cannot send in-progress acks: %s", error)
 
@@ -285,19 +282,12 @@ class IngestService:
                 routing = None
             self._drained[pull.stream] = drained and not messages
             if messages:
-                routing = asyncio.create_task(self._accept(pull.stream, messages))
+                routing = asyncio.create_task(self._accept(messages))
         if routing is not None:
             await routing
 
-    async def _accept(self, stream: str, messages: list[Msg]) -> None:
-        failpoint(f"raise:route:{stream}")
-        pulled = PulledMessages(
-            stream=stream,
-            subjects=[m.subject for m in messages],
-            payloads=[m.data for m in messages],
-            replies=[m.reply for m in messages],
-            headers=[m.headers for m in messages],
-        )
+    async def _accept(self, pulled: PulledMessages) -> None:
+        failpoint(f"raise:route:{pulled.stream}")
         self._routing_rows += len(pulled)
         try:
             routed = await asyncio.to_thread(
@@ -379,8 +369,7 @@ class IngestService:
     async def _acknowledge(self, entry: LedgerEntry, replies: list[str]) -> None:
         """Ack the entry's messages, then queue it for reporting."""
         assert self._nc is not None
-        for reply in replies:
-            await self._nc.publish(reply, b"")
+        await self._nc.publish_all(replies)
         if self.reporter is not None:
             self._reports.put_nowait(entry)
         self.stats.commits += 1
