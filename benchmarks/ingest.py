@@ -1,16 +1,19 @@
 """Ingest throughput end to end: JetStream -> Bronze Parquet, against a bare JetStream drain.
 
-Starts an embedded nats-server (JetStream, loopback, temp dir), publishes N stock trades to
-`market.stocks.trades.<SYM>`, then measures, one after the other:
+Starts an embedded nats-server (JetStream, loopback, temp dir), then for each of R rounds
+publishes N new stock trades to `market.stocks.trades.<SYM>` and measures, one after the other:
 
 * the lean drain: a separate durable pull consumer emptied with `LeanPull` on the ingest's
   client, each batch acked in one write (`publish_all`), nothing decoded or written: the
   ingest's own pull and ack, alone (the floor of any ingest in one Python process);
 * the ingest: `IngestService.run(until_idle=True)` with the default batch settings, timed from
-  the call until it returns (every row written, fsynced, in the ledger and acked).
+  the call until its consumer has every message acked (so written, fsynced and in the
+  ledger), as the drain is timed until its consumer has them all acked.
 
-Both consumers see all N messages. The Bronze rows on disk must be exactly the N published
-(exit 1 otherwise); the goals (>= 40,000 events/s and >= 0.6x the drain) are only reported.
+Both consumers see the round's N messages; each round's ratio is of a drain and an ingest run
+back to back (the load of a shared machine drifts), and the medians over the rounds are
+reported. The Bronze rows on disk must be exactly the R x N published (exit 1 otherwise); the
+goals (>= 40,000 events/s and >= 0.6x the drain) are only reported.
 CPU seconds of this process (all threads) and of nats-server are shown per phase: the machine
 may have few cores, and the server competes with the client for them.
 
@@ -19,19 +22,20 @@ durable consumer, each time on N new messages, timed from the moment the started
 workers are told to go until every message is acked; each phase's Bronze must hold exactly its
 N messages. The goal (K=2: >= 1.4x one worker) is only reported.
 
-    uv run python benchmarks/ingest.py [--events N] [--profile OUT.prof] [--workers K]
+    uv run python benchmarks/ingest.py [--events N] [--rounds R] [--profile OUT.prof]
+        [--workers K]
 
-`--profile` runs the ingest phase under cProfile and writes the stats to OUT.prof (main
+`--profile` runs the ingest phases under cProfile and writes the stats to OUT.prof (main
 thread only: the commit worker thread is not seen; use py-spy `--threads` for that).
 """
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats.js.errors
 import polars as pl
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -96,6 +101,10 @@ class Phase:
     server_cpu_s: float = 0.0
     _marks: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), repr=False)
 
+    @property
+    def started_at(self) -> float:
+        return self._marks[0]
+
     def start(self) -> None:
         self._marks = (time.perf_counter(), time.process_time(), server_cpu_s(self.server_pid))
 
@@ -116,13 +125,20 @@ class Phase:
 
 
 @dataclass
-class Results:
-    events: int
+class Round:
+    """One round: N new messages drained by a fresh consumer, then ingested."""
+
     publish: Phase
     drain: Phase
     ingest: Phase
-    all_pulled_s: float | None = None
+    returned_s: float | None = None
     ingest_stats: IngestStats | None = None
+
+
+@dataclass
+class Results:
+    events: int
+    rounds: list[Round] = field(default_factory=list)
     rows_on_disk: int = 0
     unique_seqs: int = 0
     files_on_disk: int = 0
@@ -192,11 +208,12 @@ async def publish(nc: Client, events: int, *, stored: int = 0) -> None:
     await wait_for_stream(js, stored + events)
 
 
-async def add_drain_consumer(js: JetStreamContext) -> None:
+async def add_drain_consumer(js: JetStreamContext, name: str, first_seq: int) -> None:
     config = js_api.ConsumerConfig(
-        durable_name=DRAIN_CONSUMER,
+        durable_name=name,
         ack_policy=js_api.AckPolicy.EXPLICIT,
-        deliver_policy=js_api.DeliverPolicy.ALL,
+        deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=first_seq,
         ack_wait=60,
         max_ack_pending=100_000,
         max_deliver=-1,
@@ -204,20 +221,22 @@ async def add_drain_consumer(js: JetStreamContext) -> None:
     await js.add_consumer(STREAM, config)
 
 
-async def wait_all_acked(js: JetStreamContext) -> None:
+async def wait_all_acked(js: JetStreamContext, name: str) -> None:
     """Until the drain consumer has nothing pending or unacked (as the ingest waits too)."""
     while True:
-        info = await js.consumer_info(STREAM, DRAIN_CONSUMER)
+        info = await js.consumer_info(STREAM, name)
         if not info.num_pending and not info.num_ack_pending:
             return
         await asyncio.sleep(0.02)
 
 
-async def drain(nc: LakeNatsClient, events: int, phase: Phase) -> None:
-    """Pull and ack every message with `LeanPull`; timed until the consumer is empty."""
+async def drain(nc: LakeNatsClient, events: int, first_seq: int, phase: Phase) -> None:
+    """Pull and ack the `events` messages from `first_seq` on with `LeanPull`, by a consumer
+    of their own; timed until the consumer is empty."""
     js = nc.jetstream()
-    await add_drain_consumer(js)
-    pull = LeanPull(nc, STREAM, DRAIN_CONSUMER)
+    name = f"{DRAIN_CONSUMER}-{first_seq}"
+    await add_drain_consumer(js, name, first_seq)
+    pull = LeanPull(nc, STREAM, name)
     await pull.start()
     received, empty_since = 0, None
     phase.start()
@@ -233,7 +252,7 @@ async def drain(nc: LakeNatsClient, events: int, phase: Phase) -> None:
             elif time.monotonic() - empty_since > STALL_S:
                 raise SystemExit(f"drain got {received:,} of {events:,} messages, then nothing")
         await nc.flush()
-        await wait_all_acked(js)
+        await wait_all_acked(js, name)
         phase.stop()
     finally:
         await pull.stop()
@@ -241,28 +260,26 @@ async def drain(nc: LakeNatsClient, events: int, phase: Phase) -> None:
         raise SystemExit(f"drain received {received:,} messages, expected {events:,}")
 
 
-async def watch_pulled(service: IngestService, events: int, started: float) -> float:
-    """Seconds from `started` until the service has pulled `events` messages."""
-    while service.stats.messages < events:
-        await asyncio.sleep(WATCH_S)
-    return time.perf_counter() - started
-
-
-async def ingest(settings: LakeSettings, results: Results) -> None:
-    """Run the ingest until idle; records the wall time and when the last message was pulled."""
+async def ingest(settings: LakeSettings, events: int, last_seq: int, round_: Round) -> None:
+    """Run the ingest until idle, timed until every message up to `last_seq` is acked (so on
+    disk and in the ledger); the service then still has to notice it is idle to return."""
     service = IngestService(
         settings, LakeStore.from_settings(settings), writer=writer_name("bench")
     )
-    results.ingest.start()
-    watcher = asyncio.create_task(watch_pulled(service, results.events, time.perf_counter()))
+    nc = await connect(settings, name="bench-watch")
     try:
-        results.ingest_stats = await service.run(until_idle=True)
-        results.ingest.stop()
+        round_.ingest.start()
+        running = asyncio.create_task(service.run(until_idle=True))
+        watching = asyncio.create_task(wait_ingested(nc.jetstream(), last_seq))
+        await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if not watching.done():
+            watching.cancel()
+            raise SystemExit(f"the ingest returned before acking all: {await running}")
+        round_.ingest.stop()
+        round_.ingest_stats = await running
+        round_.returned_s = time.perf_counter() - round_.ingest.started_at
     finally:
-        if not watcher.done():
-            watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        results.all_pulled_s = await watcher
+        await nc.close()
 
 
 def count_bronze(lake: Path) -> tuple[int, int, int]:
@@ -294,7 +311,11 @@ async def worker(server_url: str, lake: Path) -> None:
 async def wait_ingested(js: JetStreamContext, last_seq: int) -> None:
     """Until the ingest's consumer has delivered up to `last_seq` and holds nothing unacked."""
     while True:
-        info = await js.consumer_info(STREAM, DURABLE)
+        try:
+            info = await js.consumer_info(STREAM, DURABLE)
+        except nats.js.errors.NotFoundError:  # the ingest has not created it yet
+            await asyncio.sleep(WATCH_S)
+            continue
         delivered = info.delivered.stream_seq if info.delivered else 0
         if (delivered or 0) >= last_seq and not info.num_pending and not info.num_ack_pending:
             return
@@ -348,35 +369,44 @@ async def scale_phase(server: NatsServer, lake: Path, events: int, workers: int)
     return phase
 
 
-async def publish_and_drain(server_url: str, results: Results) -> None:
+async def publish_and_drain(server_url: str, events: int, round_: Round, stored: int) -> None:
     nc = await connect(LakeSettings(nats_servers=(server_url,)), name="bench-ingest")
     try:
-        print(f"publishing {results.events:,} trades ...", flush=True)
-        results.publish.start()
-        await publish(nc, results.events)
-        results.publish.stop()
-        print(f"  {results.publish.rate(results.events):,.0f} events/s stored", flush=True)
+        print(f"publishing {events:,} trades ...", flush=True)
+        round_.publish.start()
+        await publish(nc, events, stored=stored)
+        round_.publish.stop()
+        print(f"  {round_.publish.rate(events):,.0f} events/s stored", flush=True)
         print("lean drain ...", flush=True)
-        await drain(nc, results.events, results.drain)
-        print(f"  {results.drain.rate(results.events):,.0f} events/s", flush=True)
+        await drain(nc, events, stored + 1, round_.drain)
+        print(f"  {round_.drain.rate(events):,.0f} events/s", flush=True)
     finally:
         await nc.close()
 
 
-async def measure(server: NatsServer, lake: Path, events: int, profile: Path | None) -> Results:
-    results = Results(events, Phase(server.pid), Phase(server.pid), Phase(server.pid))
-    await publish_and_drain(server.url, results)
-    results.rss_after_drain_mb = peak_rss_mb()
+async def measure(
+    server: NatsServer, lake: Path, events: int, rounds: int, profile: Path | None
+) -> Results:
+    """`rounds` times: publish N new trades, drain them, ingest them (each ratio is of a
+    drain and an ingest run back to back, as the load of a shared machine drifts)."""
+    results = Results(events)
     settings = LakeSettings(data_root=str(lake), nats_servers=(server.url,))
-    print("ingest ...", flush=True)
     profiler = cProfile.Profile()
+    for number in range(rounds):
+        round_ = Round(Phase(server.pid), Phase(server.pid), Phase(server.pid))
+        results.rounds.append(round_)
+        print(f"round {number + 1} of {rounds}", flush=True)
+        await publish_and_drain(server.url, events, round_, stored=number * events)
+        results.rss_after_drain_mb = peak_rss_mb()
+        print("ingest ...", flush=True)
+        if profile is not None:
+            profiler.enable()
+        await ingest(settings, events, (number + 1) * events, round_)
+        if profile is not None:
+            profiler.disable()
+        print(f"  {round_.ingest.rate(events):,.0f} events/s", flush=True)
     if profile is not None:
-        profiler.enable()
-    await ingest(settings, results)
-    if profile is not None:
-        profiler.disable()
         profiler.dump_stats(profile)
-    print(f"  {results.ingest.rate(events):,.0f} events/s", flush=True)
     results.rss_after_ingest_mb = peak_rss_mb()
     results.files_on_disk, results.rows_on_disk, results.unique_seqs = count_bronze(lake)
     return results
@@ -389,39 +419,42 @@ def verdict(ok: bool) -> str:
 def report(results: Results) -> bool:
     """Print the summary; returns whether the rows on disk match the published events."""
     n = results.events
-    stats = results.ingest_stats
-    assert stats is not None
-    drain_rate, ingest_rate = results.drain.rate(n), results.ingest.rate(n)
-    ratio = ingest_rate / drain_rate
     print()
-    print(f"events:              {n:>12,}")
-    print(f"publish (stored):    {results.publish.rate(n):>12,.0f} events/s")
-    print(f"lean drain:          {drain_rate:>12,.0f} events/s  ({results.drain.wall_s:.2f} s)")
-    print(f"  {results.drain.cpu_line()}")
-    print(f"ingest:              {ingest_rate:>12,.0f} events/s  ({results.ingest.wall_s:.2f} s)")
-    print(f"  {results.ingest.cpu_line()}")
-    if results.all_pulled_s is not None:
-        tail = results.ingest.wall_s - results.all_pulled_s
+    print(f"events per round:    {n:>12,}")
+    for number, round_ in enumerate(results.rounds, 1):
+        stats = round_.ingest_stats
+        assert stats is not None
         print(
-            f"  all pulled after {results.all_pulled_s:.2f} s "
-            f"({n / results.all_pulled_s:,.0f} events/s), then {tail:.2f} s until run() returned"
+            f"round {number}: publish {round_.publish.rate(n):,.0f}/s, lean drain "
+            f"{round_.drain.rate(n):,.0f}/s ({round_.drain.wall_s:.2f} s), ingest "
+            f"{round_.ingest.rate(n):,.0f}/s ({round_.ingest.wall_s:.2f} s): "
+            f"ratio {round_.ingest.rate(n) / round_.drain.rate(n):.2f}"
         )
-    print(
-        f"  files: {stats.files:,} written, {results.files_on_disk:,} on disk "
-        f"({n / max(stats.files, 1):,.0f} rows each); commits {stats.commits:,}; "
-        f"quarantined {stats.quarantined:,}; {stats.bytes / 2**20:,.1f} MiB"
-    )
-    print(f"ratio ingest/drain:  {ratio:>12.2f}")
+        print(f"  drain  {round_.drain.cpu_line()}")
+        print(f"  ingest {round_.ingest.cpu_line()}")
+        if round_.returned_s is not None:
+            print(f"  run() returned after {round_.returned_s:.2f} s (noticing it is idle)")
+        print(
+            f"  files: {stats.files:,} written ({n / max(stats.files, 1):,.0f} rows each); "
+            f"commits {stats.commits:,}; quarantined {stats.quarantined:,}; "
+            f"{stats.bytes / 2**20:,.1f} MiB"
+        )
+    ingest_rate = statistics.median(r.ingest.rate(n) for r in results.rounds)
+    ratio = statistics.median(r.ingest.rate(n) / r.drain.rate(n) for r in results.rounds)
+    print(f"ingest (median):     {ingest_rate:>12,.0f} events/s")
+    print(f"ratio ingest/drain:  {ratio:>12.2f} (median of the rounds)")
     print(f"goal >= {GOAL_EVENTS_PER_S:,} events/s:   {verdict(ingest_rate >= GOAL_EVENTS_PER_S)}")
     print(f"goal >= {GOAL_RATIO}x drain:         {verdict(ratio >= GOAL_RATIO)}")
     print(
-        f"peak RSS:            {results.rss_after_drain_mb:,.0f} MiB after drain, "
-        f"{results.rss_after_ingest_mb:,.0f} MiB after ingest"
+        f"peak RSS:            {results.rss_after_drain_mb:,.0f} MiB after a drain, "
+        f"{results.rss_after_ingest_mb:,.0f} MiB after the ingests"
     )
-    ok = results.rows_on_disk == n and results.unique_seqs == n
+    expected = n * len(results.rounds)
+    ok = results.rows_on_disk == expected and results.unique_seqs == expected
     print(
-        f"bronze rows on disk: {results.rows_on_disk:,} ({results.unique_seqs:,} distinct "
-        f"_stream_seq), expected {n:,}: {'OK' if ok else 'MISMATCH'}"
+        f"bronze rows on disk: {results.rows_on_disk:,} in {results.files_on_disk:,} files "
+        f"({results.unique_seqs:,} distinct _stream_seq), expected {expected:,}: "
+        f"{'OK' if ok else 'MISMATCH'}"
     )
     return ok
 
@@ -440,6 +473,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--profile", type=Path, help="cProfile the ingest phase into this file")
+    parser.add_argument("--rounds", type=int, default=3, help="drain+ingest rounds (medians)")
     parser.add_argument(
         "--workers", type=int, default=1, help="also compare this many worker processes with one"
     )
@@ -448,12 +482,14 @@ def main() -> int:
     if args.worker_of:
         asyncio.run(worker(args.worker_of[0], Path(args.worker_of[1])))
         return 0
-    if args.events <= 0 or args.workers <= 0:
-        parser.error("--events and --workers must be positive")
+    if min(args.events, args.rounds, args.workers) <= 0:
+        parser.error("--events, --rounds and --workers must be positive")
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         with NatsServer.start(root / "nats") as server:
-            results = asyncio.run(measure(server, root / "lake", args.events, args.profile))
+            results = asyncio.run(
+                measure(server, root / "lake", args.events, args.rounds, args.profile)
+            )
             ok = report(results)
             if args.workers > 1:
                 asyncio.run(scaling(server, root, args.events, args.workers))
