@@ -9,11 +9,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import polars as pl
 
 from lake_platform.ingest.pull import PulledMessages
 from lake_platform.schemas import TableSchema, decode_batch, schema_for_subject
+
+T = TypeVar("T")
 
 REPLY = "_reply"
 """Column holding each row's ack subject until its file is committed."""
@@ -90,17 +93,37 @@ def _quarantine_records(
     )
 
 
+def _by_schema(messages: PulledMessages) -> tuple[dict[TableSchema, list[int]], list[int]]:
+    """Positions of the messages of each schema, and of those whose subject has none in the
+    stream they came from. A batch of one table (the usual case) is not looped over."""
+    schema_of: dict[str, TableSchema | None] = {}
+    for subject in set(messages.subjects):
+        schema = cached_schema_for_subject(subject)
+        schema_of[subject] = schema if schema and schema.stream == messages.stream else None
+    schemas = set(schema_of.values())
+    if len(schemas) == 1:
+        (only,) = schemas
+        everything = list(range(len(messages)))
+        return ({}, everything) if only is None else ({only: everything}, [])
+    by_schema: dict[TableSchema, list[int]] = {}
+    unknown: list[int] = []
+    for index, schema in enumerate(map(schema_of.__getitem__, messages.subjects)):
+        if schema is None:
+            unknown.append(index)
+        else:
+            by_schema.setdefault(schema, []).append(index)
+    return by_schema, unknown
+
+
+def _pick(values: list[T], indices: list[int]) -> list[T]:
+    """`values` at the increasing `indices`; `values` itself when they are all of them."""
+    return values if len(indices) == len(values) else [values[i] for i in indices]
+
+
 def route(messages: PulledMessages, *, earliest_ns: int, now_ns: int) -> RoutedMessages:
     """Decode `messages` into rows per schema; everything else becomes a quarantine record."""
     metadata = ack_metadata(messages.replies)
-    by_schema: dict[TableSchema, list[int]] = {}
-    unknown_subjects: list[int] = []
-    for index, subject in enumerate(messages.subjects):
-        schema = cached_schema_for_subject(subject)
-        if schema is None or schema.stream != messages.stream:
-            unknown_subjects.append(index)
-        else:
-            by_schema.setdefault(schema, []).append(index)
+    by_schema, unknown_subjects = _by_schema(messages)
 
     rows: list[tuple[TableSchema, pl.DataFrame]] = []
     quarantined = [
@@ -115,8 +138,8 @@ def route(messages: PulledMessages, *, earliest_ns: int, now_ns: int) -> RoutedM
     for schema, indices in by_schema.items():
         decoded = decode_batch(
             schema,
-            [messages.payloads[i] for i in indices],
-            received_ns=metadata["stored_ns"].gather(indices).to_list(),
+            _pick(messages.payloads, indices),
+            received_ns=_pick(metadata["stored_ns"].to_list(), indices),
             earliest_ns=earliest_ns,
             now_ns=now_ns,
         )
@@ -132,14 +155,14 @@ def route(messages: PulledMessages, *, earliest_ns: int, now_ns: int) -> RoutedM
                 )
             )
         if decoded.rows.height:
-            taken = [indices[position] for position in decoded.positions]
+            taken = _pick(indices, decoded.positions)
             rows.append(
                 (
                     schema,
                     decoded.rows.with_columns(
                         _stream_seq=metadata["stream_seq"].gather(taken),
-                        _subject=pl.Series([messages.subjects[i] for i in taken], dtype=pl.String),
-                        _reply=pl.Series([messages.replies[i] for i in taken], dtype=pl.String),
+                        _subject=pl.Series(_pick(messages.subjects, taken), dtype=pl.String),
+                        _reply=pl.Series(_pick(messages.replies, taken), dtype=pl.String),
                     ),
                 )
             )
