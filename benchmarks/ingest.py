@@ -304,8 +304,9 @@ async def worker(server_url: str, lake: Path) -> None:
     )
     print(WORKER_READY, flush=True)
     await asyncio.to_thread(sys.stdin.readline)
+    started_cpu = time.process_time()
     stats = await service.run(until_idle=True)
-    print(stats.messages, flush=True)
+    print(stats.messages, time.process_time() - started_cpu, flush=True)
 
 
 async def wait_ingested(js: JetStreamContext, last_seq: int) -> None:
@@ -355,15 +356,19 @@ async def scale_phase(server: NatsServer, lake: Path, events: int, workers: int)
         await nc.close()
     if any(process.returncode for process in processes):
         raise SystemExit(f"a worker process failed: exit codes {[p.returncode for p in processes]}")
-    pulled = sum(int(output.split()[-1]) for output in outputs)
+    reports = [output.split()[-2:] for output in outputs]
+    pulled = sum(int(messages) for messages, _ in reports)
+    phase.cpu_s = sum(float(cpu_s) for _, cpu_s in reports)
     _, rows, seqs = count_bronze(lake)
     if rows != events or seqs != events:
         raise SystemExit(
             f"{workers} worker(s) wrote {rows:,} rows ({seqs:,} sequences), expected {events:,}"
         )
+    per_message_us = 1e6 / events
     print(
         f"  {workers} worker(s): {phase.rate(events):,.0f} events/s ({phase.wall_s:.2f} s; "
-        f"pulled {pulled:,}); nats-server CPU {phase.server_cpu_s:.1f} s",
+        f"pulled {pulled:,}); CPU per message: workers {phase.cpu_s * per_message_us:.1f} µs "
+        f"(until they returned), nats-server {phase.server_cpu_s * per_message_us:.1f} µs",
         flush=True,
     )
     return phase
@@ -465,6 +470,12 @@ async def scaling(server: NatsServer, root: Path, events: int, workers: int) -> 
     one = await scale_phase(server, root / "scale-1", events, 1)
     many = await scale_phase(server, root / f"scale-{workers}", events, workers)
     ratio = many.rate(events) / one.rate(events)
+    cores = os.cpu_count() or 1
+    bound = cores * events / (one.cpu_s + one.server_cpu_s)
+    print(
+        f"CPU bound of this machine ({cores} cores / the CPU per message of one worker and of "
+        f"nats-server): {bound:,.0f} events/s = {bound / one.rate(events):.2f}x one worker"
+    )
     print(f"ratio {workers} workers / 1:  {ratio:>8.2f}")
     print(f"goal >= {GOAL_SCALING}x:            {verdict(ratio >= GOAL_SCALING)}")
 
