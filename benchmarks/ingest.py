@@ -4,8 +4,9 @@ Starts an embedded nats-server (JetStream, loopback, temp dir), then for each of
 publishes N new stock trades to `market.stocks.trades.<SYM>` and measures, one after the other:
 
 * the lean drain: a separate durable pull consumer emptied with `LeanPull` on the ingest's
-  client, each batch acked in one write (`publish_all`), nothing decoded or written: the
-  ingest's own pull and ack, alone (the floor of any ingest in one Python process);
+  client, in batches of the ingest's size, each acked in one write (`publish_all`), nothing
+  decoded or written: the ingest's own pull and ack, alone (the floor of any ingest in one
+  Python process);
 * the ingest: `IngestService.run(until_idle=True)` with the default batch settings, timed from
   the call until its consumer has every message acked (so written, fsynced and in the
   ledger), as the drain is timed until its consumer has them all acked.
@@ -53,7 +54,7 @@ from nats.js import api as js_api
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.pull import LeanPull
-from lake_platform.ingest.service import IngestService, IngestStats, writer_name
+from lake_platform.ingest.service import FETCH_BATCH, IngestService, IngestStats, writer_name
 from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
@@ -70,7 +71,6 @@ SYMBOLS: dict[str, float] = {
 TRADE_SIZES = (1, 5, 10, 100, 100, 200, 500)
 FLUSH_EVERY = 5_000
 DRAIN_CONSUMER = "bench-drain"
-DRAIN_FETCH = 1_000
 DRAIN_WAIT_S = 1.0
 STALL_S = 30.0
 WATCH_S = 0.01
@@ -242,7 +242,7 @@ async def drain(nc: LakeNatsClient, events: int, first_seq: int, phase: Phase) -
     phase.start()
     try:
         while received < events:
-            messages, drained = await pull.fetch(DRAIN_FETCH, DRAIN_WAIT_S)
+            messages, drained = await pull.fetch(FETCH_BATCH, DRAIN_WAIT_S)
             await nc.publish_all(messages.replies)
             received += len(messages)
             if messages or not drained:
