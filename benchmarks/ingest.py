@@ -192,7 +192,7 @@ async def wait_for_stream(js: JetStreamContext, events: int) -> None:
 
 async def publish(nc: Client, events: int, *, stored: int = 0) -> None:
     """Publish `events` trades with core NATS and wait until the stream has stored them all
-    (after the `stored` it holds already).
+    (after the `stored` it holds already). Each carries a `Nats-Msg-Id`, as producers' do.
 
     Event times run from the start of the previous hour to now, so two hours per symbol.
     """
@@ -201,9 +201,11 @@ async def publish(nc: Client, events: int, *, stored: int = 0) -> None:
     if await stream_messages(js) != stored:
         raise SystemExit(f"stream {STREAM} does not hold {stored:,} messages")
     previous_hour = time.time_ns() // HOUR_NS * HOUR_NS - HOUR_NS
+    message_id = stored
     for batch in trade_payloads(events, previous_hour, FLUSH_EVERY):
         for subject, payload in batch:
-            await nc.publish(subject, payload)
+            message_id += 1
+            await nc.publish(subject, payload, headers={"Nats-Msg-Id": f"bench-{message_id}"})
         await nc.flush()
     await wait_for_stream(js, stored + events)
 

@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from lake_platform.ingest.wire import RawFirstParser, RawSink
 from lake_platform.settings import LakeSettings, redact_url
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
@@ -24,10 +25,6 @@ class NatsUnavailableError(ConnectionError):
     """No NATS server of the configured list answered."""
 
 
-RawSink = Callable[[str, str, bytes, dict[str, str] | None], None]
-"""Receives a message as it is parsed: subject, reply subject, payload, headers."""
-
-
 class LakeNatsClient(Client):
     """nats-py's client with what the ingest needs at tens of thousands of messages a second.
 
@@ -37,11 +34,12 @@ class LakeNatsClient(Client):
       that message and every message pulled after it stayed pending. The ingest then routes
       it by its tokens like any other (docs/contract.md §2).
     - `deliver_raw`: a subscription's messages go to a plain callback as they are parsed,
-      without the `Msg` object, queue hop and callback task nats-py spends on each.
+      without the `Msg` object, queue hop and callback task nats-py spends on each; the
+      parser takes such frames in one pass per read (`wire.RawFirstParser`).
     - `publish_all`: one payload to many subjects (acks) in one protocol write, without the
       formatting and flush future `publish` spends on each.
 
-    These override and call nats-py internals (`_process_msg`, `_process_headers`,
+    These override and call nats-py internals (`_ps`, `_process_msg`, `_process_headers`,
     `_send_command`, `_flush_pending`, `Subscription._id`) of the version pinned in `uv.lock`;
     the ingest tests run them against a real nats-server.
     """
@@ -49,6 +47,7 @@ class LakeNatsClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._raw_sinks: dict[int, RawSink] = {}
+        self._ps = RawFirstParser(self, self._raw_sinks, self.stats, self._process_headers)
 
     def deliver_raw(self, subscription: Subscription, sink: RawSink) -> None:
         """Hand every message of `subscription` to `sink` instead of its callback."""
