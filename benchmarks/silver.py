@@ -19,14 +19,26 @@ steps in the run process: no process start or imports) is netted the same way an
 too, with its own ratio. Both ratios divide a DuckDB run taken in turn with those runs (the
 load of a shared machine drifts between the first measures and these).
 
+Memory: each child measures its RSS once its imports are done and resets its peak there
+(`/proc/self/clear_refs`), so the rebuild's peak RSS *over imports* is its own. It is divided
+by the hour's Arrow size: `estimated_size()` of the Bronze frame as `rebuild_hour` reads it
+(the table's source columns and the partition column), measured in this process.
+
+`--memory` times only the rebuild, for every `--rows` given (`--rows 1000000 5000000`), the
+sizes taking turns, and prints for each its peak RSS over imports against the Arrow size
+(goal <= 2.5x) and its time against the smallest size's (goal: linear, at most 1.1x the row
+ratio: 5M rows <= 5.5x the 1M time). Several sizes need `--bronze DIR`: each lake is then
+`DIR/rows-N`.
+
 Silver and DuckDB must both hold exactly the distinct `event_id`s of Bronze (exit 1 otherwise);
-the goals (>= 2x DuckDB, >= 0.8x the floor, verified hour >= 1.5x DuckDB) are only
-reported. MB/s is of the in-memory size of the Bronze frame (`estimated_size`). `--bronze DIR`
-keeps the generated lake in DIR and reuses it when it was built with the same
-`--rows`/`--file-rows` (its `silver/` is replaced).
+the goals (>= 2x DuckDB, >= 0.8x the floor, verified hour >= 1.5x DuckDB, memory <= 2.5x the
+Arrow size) are only reported. MB/s is of the in-memory size of the Bronze frame
+(`estimated_size`). `--bronze DIR` keeps the generated lake in DIR and reuses it when it was
+built with the same `--rows`/`--file-rows` (its `silver/` is replaced).
 
     uv run python benchmarks/silver.py [--rows 5000000] [--file-rows 1000] [--repeat 1]
         [--bronze DIR]
+    uv run python benchmarks/silver.py --memory --rows 1000000 5000000 --bronze DIR [--repeat 3]
 """
 
 import argparse
@@ -73,6 +85,11 @@ WRITE_THREADS = 4
 GOAL_VS_DUCKDB = 2.0
 GOAL_VS_FLOOR = 0.8
 GOAL_VERIFIED_VS_DUCKDB = 1.5
+GOAL_MEMORY_VS_ARROW = 2.5
+"""Peak RSS of the rebuild over its imports, at most this many times the hour's Arrow size."""
+GOAL_LINEARITY = 1.1
+"""A larger hour's time, at most this many times (its rows / the smallest hour's rows) the
+smallest hour's time: 5M rows <= 5.5x the 1M time."""
 PARTITION_KEY = HOUR.strftime("%Y-%m-%d-%H:00")
 EMPTY_PARTITION_KEY = (HOUR + dt.timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
 """An hour without Bronze: its run is the fixed cost of a `dagster asset materialize`."""
@@ -92,7 +109,8 @@ class Bronze:
 
 @dataclass
 class Run:
-    """One child run: its own wall time and CPU time, its peak RSS, rows written."""
+    """One child run: its own wall time and CPU time, rows written, and its RSS: after imports
+    (`start_rss_mb`) and the peak from then on (`peak_rss_mb`)."""
 
     variant: str
     seconds: float
@@ -100,6 +118,10 @@ class Run:
     peak_rss_mb: float
     start_rss_mb: float
     rows: int
+
+    @property
+    def peak_over_imports_mb(self) -> float:
+        return self.peak_rss_mb - self.start_rss_mb
 
 
 def uniform(seed: int) -> pl.Expr:
@@ -223,6 +245,18 @@ def prepare_bronze(lake: Path, rows: int, file_rows: int) -> tuple[Bronze, float
     return bronze, seconds
 
 
+def arrow_bytes(lake: Path) -> int:
+    """`estimated_size()` of the Bronze hour as `rebuild_hour` reads it: the Silver table's
+    source columns, the partition column added from the folder."""
+    from lake_platform.derived.hourly import with_partition_value
+    from lake_platform.derived.tables import SILVER_TABLES
+
+    table = SILVER_TABLES[SCHEMA.table]
+    frame = pl.read_parquet(bronze_files(lake), columns=list(table.source_columns))
+    value_folder = BRONZE_FOLDER.split("/")[-3]
+    return int(with_partition_value(frame, table.partition_column, value_folder).estimated_size())
+
+
 def prepare_ours(lake: Path, _: Path) -> Callable[[], int]:
     """What the Silver asset runs for one hour (here: one partition value)."""
     import fsspec
@@ -271,26 +305,48 @@ def prepare_floor(lake: Path, out: Path) -> Callable[[], int]:
 
 
 def child(variant: str, lake: Path, out: Path) -> None:
-    """Run one variant in this process (imports untimed); print its `Run` as JSON."""
+    """Run one variant in this process (imports untimed, RSS peak reset after them); print
+    its `Run` as JSON."""
     prepare = {"ours": prepare_ours, "duckdb": prepare_duckdb, "floor": prepare_floor}[variant]
     run = prepare(lake, out)
-    start_rss = peak_rss_mb()
+    start_rss = reset_peak_rss_mb()
     cpu, start = time.process_time(), time.perf_counter()
     rows = run()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(json.dumps(asdict(Run(variant, seconds, cpu, peak_rss_mb(), start_rss, rows))))
 
 
+def proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (`VmRSS`, `VmHWM`) in MiB; None without /proc."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB.
+    """Peak resident set size of this process (since `reset_peak_rss_mb`), in MiB.
 
     `VmHWM` of /proc, not `ru_maxrss`: Linux carries `ru_maxrss` over `execve` from the
     process that forked, so a child would report at least this script's own peak.
     """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = proc_status_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak is None else peak
+
+
+def reset_peak_rss_mb() -> float:
+    """The RSS now, in MiB, made the process's peak: writing 5 to /proc/self/clear_refs resets
+    `VmHWM` to the current RSS, so a later peak is what came after. Without it (not Linux)
+    the peak so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return peak_rss_mb()
+    rss = proc_status_mb("VmRSS")
+    return peak_rss_mb() if rss is None else rss
 
 
 def clear_output(variant: str, lake: Path, out: Path) -> None:
@@ -309,8 +365,74 @@ def spawn(variant: str, lake: Path, out: Path) -> Run:
     return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure(lake: Path, out: Path, bronze: Bronze, repeat: int) -> dict[str, Run]:
-    """Median run of each variant; the variants take turns so noise hits them alike."""
+def measure_memory(lakes: dict[int, Path], out: Path, repeat: int) -> dict[int, list[Run]]:
+    """The rebuild's runs on each hour (by rows); the hours take turns."""
+    runs: dict[int, list[Run]] = {rows: [] for rows in lakes}
+    for attempt in range(1, repeat + 1):
+        for rows, lake in lakes.items():
+            run = spawn("ours", lake, out)
+            runs[rows].append(run)
+            print(
+                f"  run {attempt} {rows:>11,} rows {run.seconds:7.2f} s, CPU "
+                f"{run.cpu_seconds:6.2f} s, peak RSS {run.peak_rss_mb:6,.0f} MiB "
+                f"({run.start_rss_mb:,.0f} after imports: {run.peak_over_imports_mb:,.0f} over)",
+                flush=True,
+            )
+    return runs
+
+
+def report_memory(runs: list[Run], arrow: int, bronze: Bronze) -> None:
+    """The rebuild's median peak RSS over imports against the hour's Arrow size."""
+    over = statistics.median(run.peak_over_imports_mb for run in runs)
+    ratio = over * 2**20 / arrow
+    print(
+        f"{bronze.rows:>11,} rows: Arrow size {arrow / 1e6:,.0f} MB as rebuild_hour reads it "
+        f"(every Bronze column: {bronze.memory_bytes / 1e6:,.0f} MB); rebuild peak RSS "
+        f"{over:,.0f} MiB over imports = {ratio:4.2f}x the Arrow size  goal <= "
+        f"{GOAL_MEMORY_VS_ARROW}x: {verdict(ratio <= GOAL_MEMORY_VS_ARROW)}"
+    )
+
+
+def report_linearity(runs: dict[int, list[Run]]) -> None:
+    """Each larger hour's median rebuild time against the smallest hour's."""
+    smallest = min(runs)
+    base = statistics.median(run.seconds for run in runs[smallest])
+    for rows, done in sorted(runs.items()):
+        if rows == smallest:
+            continue
+        seconds = statistics.median(run.seconds for run in done)
+        ratio, goal = seconds / base, GOAL_LINEARITY * rows / smallest
+        print(
+            f"{rows:,} rows vs {smallest:,}: {seconds:.2f} s / {base:.2f} s = {ratio:4.2f}x "
+            f"(rows {rows / smallest:g}x)  goal <= {goal:g}x: {verdict(ratio <= goal)}"
+        )
+
+
+def memory_main(args: argparse.Namespace, tmp: Path) -> int:
+    """`--memory`: the rebuild alone on each `--rows` hour; memory and linearity reports."""
+    root = (args.bronze or tmp).absolute()
+    several = len(args.rows) > 1 or args.bronze is None
+    lakes = {rows: root / f"rows-{rows}" if several else root for rows in sorted(set(args.rows))}
+    out = tmp / "out"
+    out.mkdir()
+    bronzes, arrows = {}, {}
+    for rows, lake in lakes.items():
+        lake.mkdir(parents=True, exist_ok=True)
+        print(f"bronze hour of {rows:,} rows in {lake} ...", flush=True)
+        bronzes[rows], setup_s = prepare_bronze(lake, rows, args.file_rows)
+        print(f"  setup {'reused' if setup_s is None else f'{setup_s:.1f} s'}", flush=True)
+        arrows[rows] = arrow_bytes(lake)
+    runs = measure_memory(lakes, out, args.repeat)
+    print()
+    for rows, done in runs.items():
+        report_memory(done, arrows[rows], bronzes[rows])
+    report_linearity(runs)
+    return 0
+
+
+def measure(lake: Path, out: Path, bronze: Bronze, repeat: int) -> tuple[dict[str, Run], list[Run]]:
+    """Median run of each variant, and every run of ours; the variants take turns so noise
+    hits them alike."""
     runs: dict[str, list[Run]] = {variant: [] for variant in VARIANTS}
     for attempt in range(1, repeat + 1):
         for variant in VARIANTS:
@@ -323,7 +445,7 @@ def measure(lake: Path, out: Path, bronze: Bronze, repeat: int) -> dict[str, Run
                 f"{run.rows:,} rows",
                 flush=True,
             )
-    return {variant: median_run(done) for variant, done in runs.items()}
+    return {variant: median_run(done) for variant, done in runs.items()}, runs["ours"]
 
 
 @dataclass
@@ -477,30 +599,44 @@ def report(bronze: Bronze, runs: dict[str, Run], outputs: Outputs) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[5_000_000], help="several only with --memory"
+    )
     parser.add_argument("--file-rows", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median shown)")
     parser.add_argument("--bronze", type=Path, help="lake root to keep and reuse the Bronze hour")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the rebuild, for each --rows: peak RSS over imports vs Arrow size, linearity",
+    )
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         child(args.variant, args.bronze, args.out)
         return 0
-    if min(args.rows, args.file_rows, args.repeat) <= 0:
+    if min(*args.rows, args.file_rows, args.repeat) <= 0:
         parser.error("--rows, --file-rows and --repeat must be positive")
+    if len(args.rows) > 1 and not args.memory:
+        parser.error("several --rows need --memory")
     with tempfile.TemporaryDirectory(prefix="bench-silver-") as tmp:
+        if args.memory:
+            return memory_main(args, Path(tmp))
+        (rows,) = args.rows
         lake = (args.bronze or Path(tmp) / "lake").absolute()
         out = Path(tmp) / "out"
         lake.mkdir(parents=True, exist_ok=True)
         out.mkdir()
         print(f"bronze hour in {lake} ...", flush=True)
-        bronze, setup_s = prepare_bronze(lake, args.rows, args.file_rows)
+        bronze, setup_s = prepare_bronze(lake, rows, args.file_rows)
         print(f"  setup {'reused' if setup_s is None else f'{setup_s:.1f} s'}", flush=True)
-        runs = measure(lake, out, bronze, args.repeat)
+        arrow = arrow_bytes(lake)
+        runs, ours = measure(lake, out, bronze, args.repeat)
         outputs = read_outputs(lake, out)
         hour, empty, duck = measure_verified(lake, out, args.repeat)
         ok = report(bronze, runs, outputs)
+        report_memory(ours, arrow, bronze)
         report_verified(duck, hour, empty)
         return 0 if ok else 1
 

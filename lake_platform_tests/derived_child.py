@@ -13,6 +13,7 @@ import datetime as dt
 import sys
 
 import fsspec
+import polars as pl
 
 from lake_platform.derived.hourly import rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
@@ -22,14 +23,16 @@ from lake_platform.storage import LakeStore
 class AnnouncingStore(LakeStore):
     pause_before_first_write = False
 
-    def write_bytes(self, body: bytes, relative: str) -> int:
+    def write_parquet_digest(
+        self, frame: pl.DataFrame, relative: str, *, row_group_size: int | None = None
+    ) -> tuple[int, str]:
         print(f"writing {relative}", flush=True)
         if self.pause_before_first_write:
             self.pause_before_first_write = False
             sys.stdin.readline()
-        size = super().write_bytes(body, relative)
+        written = super().write_parquet_digest(frame, relative, row_group_size=row_group_size)
         print(f"wrote {relative}", flush=True)
-        return size
+        return written
 
 
 def main() -> None:

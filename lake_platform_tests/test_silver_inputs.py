@@ -106,9 +106,9 @@ class RecordingStore(LakeStore):
 
     operations: list[tuple[str, str]]
 
-    def write_bytes(self, body, relative):
+    def write_parquet_digest(self, frame, relative, *, row_group_size=None):
         self.operations.append(("write", relative))
-        return super().write_bytes(body, relative)
+        return super().write_parquet_digest(frame, relative, row_group_size=row_group_size)
 
     def delete(self, relatives):
         relatives = list(relatives)

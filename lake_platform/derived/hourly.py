@@ -191,12 +191,12 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
         value = _rebuild_value(store, table, hour, value_folder, files)
         inputs[value_folder] = value.inputs
         _merge(result.source_totals, value.source_totals)
-        result.checked[value_folder] = _check_written(table, hour, value_folder, value)
+        result.checked[value_folder] = value.checked
         result.files.extend(value.files)
-        result.rows_read += value.source.height
-        result.rows_written += value.output.height
+        result.rows_read += value.rows_read
+        result.rows_written += value.rows_written
         if result.preview is None:
-            result.preview = value.output.head(PREVIEW_ROWS)
+            result.preview = value.preview
     for value_folder, stale in hour_files(store, table.target, hour).items():
         if value_folder not in inputs and not _has_inputs(store, table, hour, value_folder):
             store.delete(stale)
@@ -206,11 +206,16 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
 
 @dataclass(frozen=True)
 class _RebuiltValue:
+    """One value-hour as rebuilt: its input files and what was written from them (no rows but
+    a preview's, so nothing of the value-hour stays in memory once it is written)."""
+
     inputs: list[str]
-    source: pl.DataFrame
-    output: pl.DataFrame
+    rows_read: int
+    rows_written: int
     files: list[WrittenFile]
     source_totals: dict[str, int | float]
+    checked: CheckedRows
+    preview: pl.DataFrame
 
 
 def _rebuild_value(
@@ -223,28 +228,67 @@ def _rebuild_value(
     fewer files and wrote later (overwriting a newer output with an older one) sees the new
     files here and rewrites. After `MAX_VALUE_REBUILDS` the last output stays: the newer
     inputs make the hour stale, and the automation requests it again.
-
-    The reconciliations' totals of the input rows are taken while the output is written:
-    the write keeps one core busy for most of its time.
     """
     source_folder = f"{table.source}/{value_folder}/{hour_folder(hour)}"
-    folder = _target_folder(table, value_folder, hour)
-    source_exprs = {name: r.source for name, r in table.reconciliations.items()}
     with ThreadPoolExecutor(1) as pool:
         for _ in range(MAX_VALUE_REBUILDS):
-            source = with_partition_value(
-                store.read_parquet(files, table.source_columns),
-                table.partition_column,
-                value_folder,
-            )
-            output = table.transform(source)
-            totals = pool.submit(_add, {}, source, source_exprs)
-            written = replace_partition(store, folder, output.drop(table.partition_column))
-            rebuilt = _RebuiltValue(files, source, output, written, totals.result())
+            rebuilt = _rebuild_once(store, table, hour, value_folder, files, pool)
             files = store.list_files(source_folder)
             if files == rebuilt.inputs:
                 break
     return rebuilt
+
+
+def _rebuild_once(
+    store: LakeStore,
+    table: DerivedTable,
+    hour: dt.datetime,
+    value_folder: str,
+    files: list[str],
+    pool: ThreadPoolExecutor,
+) -> _RebuiltValue:
+    """Read one value-hour's `files`, transform, write, and check the rows written.
+
+    What memory holds at once is the input and the output growing from it: the
+    reconciliations' totals of the input rows are taken in `pool` while the transform runs,
+    on the columns they read only; the transform is handed the only reference to the input,
+    so it may release input columns as it no longer needs them (`deduplicate` does); the
+    files are streamed to storage, not built in memory; and nothing but counts and a
+    preview outlives this call.
+    """
+    source = with_partition_value(
+        store.read_parquet(files, table.source_columns), table.partition_column, value_folder
+    )
+    rows_read = source.height
+    source_exprs = {name: r.source for name, r in table.reconciliations.items()}
+    totals = pool.submit(_add, {}, _columns_read(source, source_exprs), source_exprs)
+    handed_over = [source]
+    del source
+    output = table.transform(handed_over.pop())
+    folder = _target_folder(table, value_folder, hour)
+    written = replace_partition(store, folder, output.drop(table.partition_column))
+    return _RebuiltValue(
+        inputs=files,
+        rows_read=rows_read,
+        rows_written=output.height,
+        files=written,
+        source_totals=totals.result(),
+        checked=_check_written(table, hour, value_folder, output, written),
+        preview=_detached(output.head(PREVIEW_ROWS)),
+    )
+
+
+def _columns_read(frame: pl.DataFrame, exprs: Mapping[str, pl.Expr]) -> pl.DataFrame:
+    """The columns of `frame` that `exprs` read (those it has: a missing one fails its own
+    expression in `_add`)."""
+    names = {name for expr in exprs.values() for name in expr.meta.root_names()}
+    return frame.select([name for name in frame.columns if name in names])
+
+
+def _detached(frame: pl.DataFrame) -> pl.DataFrame:
+    """A copy of a few rows of `frame` in buffers of its own: a slice would keep every row
+    of the frame's buffers alive."""
+    return pl.from_dicts(frame.to_dicts(), schema=frame.schema)
 
 
 def _has_inputs(
@@ -371,17 +415,21 @@ def _target_folder(table: DerivedTable, value_folder: str, hour: dt.datetime) ->
 
 
 def _check_written(
-    table: DerivedTable, hour: dt.datetime, value_folder: str, value: _RebuiltValue
+    table: DerivedTable,
+    hour: dt.datetime,
+    value_folder: str,
+    output: pl.DataFrame,
+    files: list[WrittenFile],
 ) -> CheckedRows:
-    """The row checks of the files just written, on the rows they were written from (the
-    transform's output, each file its slice), with the digests of the bytes written."""
-    starts = itertools.accumulate((file.rows for file in value.files), initial=0)
+    """The row checks of the `files` just written, on the rows they were written from (the
+    transform's `output`, each file its slice), with the digests of the bytes written."""
+    starts = itertools.accumulate((file.rows for file in files), initial=0)
     rows = (
-        (file.path, value.output.slice(start, file.rows))
-        for file, start in zip(value.files, starts, strict=False)
+        (file.path, output.slice(start, file.rows))
+        for file, start in zip(files, starts, strict=False)
     )
     checked = _check_rows(table, hour, _target_folder(table, value_folder, hour), rows)
-    checked.digests = {file.path: file.sha256 for file in value.files}
+    checked.digests = {file.path: file.sha256 for file in files}
     return checked
 
 

@@ -3,11 +3,11 @@
 Every file is written atomically under its final (contract) name, so a reader never sees a
 partial file; files the new output no longer has are removed afterwards. A replacement of
 several files is not atomic as a whole: see `replace_partition`. Output is byte-reproducible:
-eager Polars writes with pinned row groups, the store's Parquet options.
+eager Polars writes with pinned row groups, the store's Parquet options. A file is streamed to
+storage (locally) and hashed as it is written, never held whole in memory.
 """
 
 import hashlib
-import io
 import math
 from dataclasses import dataclass
 
@@ -15,7 +15,6 @@ import polars as pl
 
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import numbered_file_name
-from lake_platform.storage.store import PARQUET_OPTIONS
 
 ROW_GROUP_ROWS = 262_144
 MAX_FILE_MEMORY_BYTES = 2 * 1024**3
@@ -35,14 +34,6 @@ class WrittenFile:
 
 def sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
-
-
-def parquet_bytes(frame: pl.DataFrame) -> bytes:
-    """`frame` as the store writes Parquet (ZSTD-3, statistics), in row groups of
-    `ROW_GROUP_ROWS`: the same bytes as `LakeStore.write_parquet` would write."""
-    body = io.BytesIO()
-    frame.write_parquet(body, **PARQUET_OPTIONS, row_group_size=ROW_GROUP_ROWS)
-    return body.getvalue()
 
 
 def file_slices(frame: pl.DataFrame) -> list[pl.DataFrame]:
@@ -67,9 +58,8 @@ def replace_partition(store: LakeStore, folder: str, frame: pl.DataFrame) -> lis
     written = []
     for index, part in enumerate(file_slices(frame)):
         path = f"{folder}/{numbered_file_name(index)}"
-        body = parquet_bytes(part)
-        size = store.write_bytes(body, path)
-        written.append(WrittenFile(path, part.height, size, sha256(body)))
+        size, digest = store.write_parquet_digest(part, path, row_group_size=ROW_GROUP_ROWS)
+        written.append(WrittenFile(path, part.height, size, digest))
     keep = {file.path for file in written}
     store.delete([path for path in store.list_files(folder) if path not in keep])
     return written

@@ -12,6 +12,7 @@ anything s3fs raises) leaves as a `StorageError` whose `kind` tells the caller w
 
 import errno
 import functools
+import hashlib
 import io
 import os
 import posixpath
@@ -234,6 +235,19 @@ class LakeStore:
         options = dict(PARQUET_OPTIONS, row_group_size=row_group_size)
         return self._write(relative, lambda handle: frame.write_parquet(handle, **options))
 
+    def write_parquet_digest(
+        self, frame: pl.DataFrame, relative: str, *, row_group_size: int | None = None
+    ) -> tuple[int, str]:
+        """`write_parquet`, also returning the SHA-256 (hex) of the bytes written: hashed as
+        the writer emits them, so the file is never held whole in memory (locally)."""
+        options = dict(PARQUET_OPTIONS, row_group_size=row_group_size)
+        digest = hashlib.sha256()
+
+        def write(handle: BinaryIO) -> None:
+            frame.write_parquet(_HashingWriter(handle, digest), **options)
+
+        return self._write(relative, write), digest.hexdigest()
+
     def write_parquet_files(
         self, files: Sequence[tuple[pl.DataFrame, str]]
     ) -> list[int | StorageError]:
@@ -409,6 +423,21 @@ class LakeStore:
 
     def _shown(self, path: str) -> str:
         return path if self.is_local else f"s3://{path}"
+
+
+class _HashingWriter:
+    """A binary file-like object that hashes what it forwards to `handle`."""
+
+    def __init__(self, handle: BinaryIO, digest: "hashlib._Hash") -> None:
+        self._handle = handle
+        self._digest = digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
 
 
 def _deletable(relative: str) -> str:

@@ -25,26 +25,38 @@ FIRST_OF_EVENT = pl.col("event_id").ne_missing(pl.col("event_id").shift(1))
 
 
 def deduplicate(bronze: pl.DataFrame) -> pl.DataFrame:
-    """Silver rows of `bronze`: one per `event_id`, sorted by `ts_event_ns`, `event_id`."""
-    kept = [column for column in bronze.columns if not is_provenance(column)]
-    return (
-        bronze.select(*kept, "_stream_seq")  # other provenance would only be sorted to be dropped
-        .sort(DEDUP_ORDER, nulls_last=True)
-        .filter(FIRST_OF_EVENT)
-        .select(kept)
-    )
+    """Silver rows of `bronze`: one per `event_id`, sorted by `ts_event_ns`, `event_id`.
+
+    Only the sort key is sorted (`distinct_rows`); each kept column is then gathered by those
+    rows, one at a time, and dropped from the input as it goes: a caller that hands over its
+    only reference to `bronze` has its memory released column by column while the output
+    grows, and no sorted copy of the whole frame is ever made. A nested column is made one
+    chunk first (a frame read from many files has a chunk per file, and gathering nested rows
+    across many chunks costs ~25x gathering them from one); a column of one repeated value
+    (the partition column added from the folder) stays one value, not one per row.
+    """
+    rows = distinct_rows(bronze)
+    columns = []
+    for name, dtype in bronze.schema.items():
+        if is_provenance(name):
+            continue
+        column = bronze.select(name).rechunk() if dtype.is_nested() else bronze
+        columns.append(column.select(pl.col(name).gather(rows)))
+        bronze = bronze.drop(name)
+    return pl.concat(columns, how="horizontal")
 
 
 def distinct_rows(bronze: pl.DataFrame) -> pl.Series:
     """Row numbers in `bronze` of the rows `deduplicate` keeps, in Silver order.
 
-    Only the sort key is sorted: a caller that moves wide nested columns moves them once, by
-    these rows, instead of sorting them and then filtering them.
+    Only the sort key is sorted, into row numbers: a caller moves the other columns once, by
+    these rows, instead of sorting them and then filtering them. Polars sorts several keys
+    with nulls last by encoding every row's keys (~100 bytes a row with a 32-character
+    `event_id`), and without by comparing them in place (~16 bytes a row); keys without nulls
+    sort the same either way, so nulls last is asked for only when a key holds a null.
     """
-    return (
-        bronze.select(DEDUP_ORDER)
-        .with_row_index("row")
-        .sort(DEDUP_ORDER, nulls_last=True)
-        .filter(FIRST_OF_EVENT)
-        .get_column("row")
-    )
+    keys = bronze.select(DEDUP_ORDER)
+    nulls_last = any(keys.null_count().row(0))
+    order = keys.select(pl.arg_sort_by(DEDUP_ORDER, nulls_last=nulls_last)).to_series()
+    first = keys.select(pl.col("event_id").gather(order)).select(FIRST_OF_EVENT).to_series()
+    return order.filter(first)
