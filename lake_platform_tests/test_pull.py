@@ -16,6 +16,7 @@ from lake_platform.ingest.jetstream import (
     ensure_streams,
 )
 from lake_platform.ingest.pull import LeanPull
+from lake_platform.ingest.wire import parse_headers
 from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 
@@ -52,7 +53,7 @@ async def pull_and_ack(url: str) -> None:
         assert pulled.stream == "MARKET"
         assert pulled.subjects == SUBJECTS
         assert pulled.payloads == [f'{{"n":{index}}}'.encode() for index in range(5)]
-        assert [(h or {}).get("Nats-Msg-Id") for h in pulled.headers] == [
+        assert [parse_headers(h).get("Nats-Msg-Id") for h in pulled.headers] == [
             None,
             "id-1",
             None,
@@ -87,29 +88,31 @@ def test_lean_pull_takes_messages_as_columns_and_publish_all_acks_them(
 
 
 FRAMES = [
-    (b"MSG market.stocks.trades.SPY 1 $JS.ACK.MARKET.c.1.1.1.1.0 5\r\nhello\r\n", None),
-    (b"+OK\r\n", None),  # not a message: the rest goes through nats-py's parser
-    (b"MSG a.b 1 r.1 0\r\n\r\n", None),
-    (
-        b"HMSG signals.levels.ES 1 $JS.ACK.SIGNALS.c.1.2.2.1.0 29 34\r\n"
-        b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\nworld\r\n",
-        {"Nats-Msg-Id": "m1"},
-    ),
-    (b"MSG market.\xff 1 r.2 2\r\n{}\r\n", None),
+    b"MSG market.stocks.trades.SPY 1 $JS.ACK.MARKET.c.1.1.1.1.0 5\r\nhello\r\n",
+    b"+OK\r\n",  # not a message: the rest goes through nats-py's parser
+    b"MSG a.b 1 r.1 0\r\n\r\n",
+    b"HMSG signals.levels.ES 1 $JS.ACK.SIGNALS.c.1.2.2.1.0 29 34\r\n"
+    b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\nworld\r\n",
+    b"MSG market.\xff 1 r.2 2\r\n{}\r\n",
 ]
 RECEIVED = [
     ("market.stocks.trades.SPY", "$JS.ACK.MARKET.c.1.1.1.1.0", b"hello", None),
     ("a.b", "r.1", b"", None),
-    ("signals.levels.ES", "$JS.ACK.SIGNALS.c.1.2.2.1.0", b"world", {"Nats-Msg-Id": "m1"}),
+    (
+        "signals.levels.ES",
+        "$JS.ACK.SIGNALS.c.1.2.2.1.0",
+        b"world",
+        b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n",
+    ),
     ("market.\ufffd", "r.2", b"{}", None),
 ]
 
 
-async def parse_in_chunks(size: int) -> list[tuple[str, str, bytes, dict[str, str] | None]]:
+async def parse_in_chunks(size: int) -> list[tuple[str, str, bytes, bytes | None]]:
     client = LakeNatsClient()
-    received: list[tuple[str, str, bytes, dict[str, str] | None]] = []
+    received: list[tuple[str, str, bytes, bytes | None]] = []
     client.deliver_raw(Subscription(client, id=1), lambda *message: received.append(message))
-    wire = b"".join(frame for frame, _ in FRAMES)
+    wire = b"".join(FRAMES)
     for start in range(0, len(wire), size):
         await client._ps.parse(wire[start : start + size])
     assert not client._ps.buf
@@ -122,3 +125,16 @@ def test_raw_frames_are_parsed_whole_whatever_the_reads(size: int) -> None:
     """Frames split anywhere across reads, with and without headers, reach the sink as one
     message each, in order (the fast path and nats-py's parser take turns)."""
     assert asyncio.run(parse_in_chunks(size)) == RECEIVED
+
+
+def test_parse_headers_reads_fields_and_the_inline_status() -> None:
+    assert parse_headers(None) == {}
+    assert parse_headers(b"NATS/1.0\r\nNats-Msg-Id: a-1\r\nX: \xff\r\n\r\n") == {
+        "Nats-Msg-Id": "a-1",
+        "X": "\ufffd",
+    }
+    assert parse_headers(b"NATS/1.0 404 No Messages\r\n\r\n") == {"Status": "404"}
+    assert parse_headers(b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 5\r\n\r\n") == {
+        "Status": "408",
+        "Nats-Pending-Messages": "5",
+    }

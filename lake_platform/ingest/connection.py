@@ -39,7 +39,7 @@ class LakeNatsClient(Client):
     - `publish_all`: one payload to many subjects (acks) in one protocol write, without the
       formatting and flush future `publish` spends on each.
 
-    These override and call nats-py internals (`_ps`, `_process_msg`, `_process_headers`,
+    These override and call nats-py internals (`_ps`, `_process_msg`, `_parse_header_lines`,
     `_send_command`, `_flush_pending`, `Subscription._id`) of the version pinned in `uv.lock`;
     the ingest tests run them against a real nats-server.
     """
@@ -47,7 +47,7 @@ class LakeNatsClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._raw_sinks: dict[int, RawSink] = {}
-        self._ps = RawFirstParser(self, self._raw_sinks, self.stats, self._process_headers)
+        self._ps = RawFirstParser(self, self._raw_sinks, self.stats)
 
     def deliver_raw(self, subscription: Subscription, sink: RawSink) -> None:
         """Hand every message of `subscription` to `sink` instead of its callback."""
@@ -86,8 +86,7 @@ class LakeNatsClient(Client):
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
-        parsed = await self._process_headers(headers) if headers else None
-        sink(subject.decode(errors="replace"), reply.decode(errors="replace"), data, parsed)
+        sink(subject.decode(errors="replace"), reply.decode(errors="replace"), data, headers)
 
     def _build_message(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from nats.aio.subscription import Subscription
 
 from lake_platform.ingest.connection import LakeNatsClient
+from lake_platform.ingest.wire import STATUS, parse_headers
 
-STATUS_HEADER = "Status"
 NO_PENDING_MESSAGES = ("404", "408")
 
 
@@ -29,7 +29,8 @@ class PulledMessages:
     subjects: list[str]
     payloads: list[bytes]
     replies: list[str]
-    headers: list[dict[str, str] | None]
+    headers: list[bytes | None]
+    """Raw header blocks (`wire.parse_headers` reads one)."""
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -71,13 +72,12 @@ class LeanPull:
             await self._subscription.unsubscribe()
             self._subscription = None
 
-    def _on_message(
-        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
-    ) -> None:
+    def _on_message(self, subject: str, reply: str, data: bytes, headers: bytes | None) -> None:
         request = self._request
-        if headers and STATUS_HEADER in headers and not reply:
+        status = parse_headers(headers).get(STATUS) if headers and not reply else None
+        if status is not None:  # only parsed without an ack subject: stream messages have one
             if request is not None:
-                request.status = headers[STATUS_HEADER]
+                request.status = status
                 request.finished.set()
             return
         received = self._received

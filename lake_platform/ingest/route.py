@@ -14,6 +14,7 @@ from typing import TypeVar
 import polars as pl
 
 from lake_platform.ingest.pull import PulledMessages
+from lake_platform.ingest.wire import parse_headers
 from lake_platform.schemas import TableSchema, decode_batch, schema_for_subject
 
 T = TypeVar("T")
@@ -85,7 +86,7 @@ def _quarantine_records(
             "stream_seq": metadata["stream_seq"].gather(indices),
             "received_ns": metadata["stored_ns"].gather(indices),
             "error": list(errors),
-            "headers": [json.dumps(messages.headers[i] or {}) for i in indices],
+            "headers": [json.dumps(parse_headers(messages.headers[i])) for i in indices],
             "payload": [messages.payloads[i] for i in indices],
             REPLY: [messages.replies[i] for i in indices],
         },
