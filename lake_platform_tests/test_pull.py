@@ -89,7 +89,8 @@ def test_lean_pull_takes_messages_as_columns_and_publish_all_acks_them(
 
 FRAMES = [
     b"MSG market.stocks.trades.SPY 1 $JS.ACK.MARKET.c.1.1.1.1.0 5\r\nhello\r\n",
-    b"+OK\r\n",  # not a message: the rest goes through nats-py's parser
+    b"+OK\r\n",  # not a message: nats-py's parser takes it
+    b"MSG other.subscription 2 5\r\nskip!\r\n",  # nor is this one raw: nats-py's parser
     b"MSG a.b 1 r.1 0\r\n\r\n",
     b"HMSG signals.levels.ES 1 $JS.ACK.SIGNALS.c.1.2.2.1.0 29 34\r\n"
     b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\nworld\r\n",
@@ -116,7 +117,7 @@ async def parse_in_chunks(size: int) -> list[tuple[str, str, bytes, bytes | None
     for start in range(0, len(wire), size):
         await client._ps.parse(wire[start : start + size])
     assert not client._ps.buf
-    assert client.stats["in_msgs"] == len(RECEIVED)
+    assert client.stats["in_msgs"] == len(RECEIVED) + 1
     return received
 
 

@@ -34,12 +34,12 @@ class LakeNatsClient(Client):
       that message and every message pulled after it stayed pending. The ingest then routes
       it by its tokens like any other (docs/contract.md §2).
     - `deliver_raw`: a subscription's messages go to a plain callback as they are parsed,
-      without the `Msg` object, queue hop and callback task nats-py spends on each; the
-      parser takes such frames in one pass per read (`wire.RawFirstParser`).
+      without the `Msg` object, queue hop, callback task and header dict nats-py spends on
+      each; the parser takes such frames itself (`wire.RawFirstParser`).
     - `publish_all`: one payload to many subjects (acks) in one protocol write, without the
       formatting and flush future `publish` spends on each.
 
-    These override and call nats-py internals (`_ps`, `_process_msg`, `_parse_header_lines`,
+    These override and call nats-py internals (`_ps`, `_parse_header_lines`,
     `_send_command`, `_flush_pending`, `Subscription._id`) of the version pinned in `uv.lock`;
     the ingest tests run them against a real nats-server.
     """
@@ -76,17 +76,6 @@ class LakeNatsClient(Client):
         await self._send_command(command)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        sink = self._raw_sinks.get(sid)
-        if sink is None:
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            return
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        sink(subject.decode(errors="replace"), reply.decode(errors="replace"), data, headers)
 
     def _build_message(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None

@@ -3,17 +3,18 @@
 nats-py matches a regular expression against its buffer and deletes the bytes it consumed
 once per message (a copy of the rest of the buffer each time). Here, the `MSG`/`HMSG` frames
 at the head of the buffer that belong to a raw-delivery subscription (the lean pull's inbox)
-are split with `find`/`split` and handed to their sink in one pass, and the consumed bytes are
-deleted once per read. The first frame of anything else (another subscription, `PING`,
-`-ERR`, `INFO`, a frame not yet complete) hands the rest of the buffer to nats-py's parser.
+are split with `find`/`split` and handed to their sink, and the consumed bytes are deleted once
+per read. Every other frame (another subscription's message, `PING`, `-ERR`, `INFO`) goes to
+nats-py's parser alone; a frame not yet complete waits for the next read.
 Headers reach the sink as their raw block: nats-py parses every message's into a dict
 (~4 µs), which the ingest needs only for a quarantined message (`parse_headers`).
 """
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from nats.aio.client import Client
-from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
+from nats.protocol.parser import MAX_CONTROL_LINE_SIZE, Parser
 
 CRLF = b"\r\n"
 MSG = b"MSG "
@@ -41,7 +42,7 @@ def parse_headers(raw: bytes | None) -> dict[str, str]:
 
 
 class RawFirstParser(Parser):
-    """Parses the raw-delivery frames at the head of each read itself, the rest as nats-py."""
+    """Takes the raw-delivery frames of each read itself; gives nats-py the others one by one."""
 
     def __init__(self, nc: object, sinks: dict[int, RawSink], stats: dict[str, int]) -> None:
         super().__init__(nc)
@@ -49,42 +50,73 @@ class RawFirstParser(Parser):
         self._stats = stats
 
     async def parse(self, data: bytes = b"") -> None:
-        buf = self.buf
-        buf.extend(data)
+        """Take the whole frames at the head of the buffer: a raw-delivery message goes to its
+        sink, any other frame to nats-py's parser alone; an incomplete frame waits for more."""
+        self.buf.extend(data)
         position = 0
-        while self.state == AWAITING_CONTROL_LINE:
-            if buf.startswith(MSG, position):
-                start = position + len(MSG)
-            elif buf.startswith(HMSG, position):
-                start = position + len(HMSG)
-            else:
-                break
-            line_end = buf.find(CRLF, start)
+        while position < len(self.buf):
+            buf = self.buf
+            line_end = buf.find(CRLF, position)
             if line_end < 0:
-                break
-            fields = bytes(buf[start:line_end]).split()
-            with_headers = start - position == len(HMSG)
-            header_size = int(fields.pop(-2)) if with_headers and len(fields) >= 4 else 0
-            if len(fields) not in (3, 4) or (with_headers and not header_size):
-                break  # malformed: nats-py's parser raises its protocol error
-            subject, sid, *reply, size = fields
-            sink = self._sinks.get(int(sid))
-            body = line_end + len(CRLF)
-            end = body + int(size)
-            if sink is None or len(buf) < end + len(CRLF):
-                break
-            headers = bytes(buf[body : body + header_size]) if header_size else None
-            payload = bytes(buf[body + header_size : end])
-            self._stats["in_msgs"] += 1
-            self._stats["in_bytes"] += len(payload)
-            sink(
-                subject.decode(errors="replace"),
-                reply[0].decode(errors="replace") if reply else "",
-                payload,
-                headers,
-            )
-            position = end + len(CRLF)
-        if position:
+                if len(buf) - position <= MAX_CONTROL_LINE_SIZE:
+                    break  # the rest of the line is still on its way
+                frame_end = len(buf)  # no line: nats-py's parser reports the protocol error
+            else:
+                message = _message_line(bytes(buf[position:line_end]))
+                body = line_end + len(CRLF)
+                frame_end = body if message is None else body + message.size + len(CRLF)
+                if len(buf) < frame_end:
+                    break
+                sink = None if message is None else self._sinks.get(message.sid)
+                if message is not None and sink is not None:
+                    headers = bytes(buf[body : body + message.header_size]) or None
+                    payload = bytes(buf[body + message.header_size : frame_end - len(CRLF)])
+                    self._stats["in_msgs"] += 1
+                    self._stats["in_bytes"] += len(payload)
+                    sink(message.subject, message.reply, payload, headers)
+                    position = frame_end
+                    continue
             del buf[:position]
-        if buf:
-            await super().parse()
+            frame_end, position = frame_end - position, 0
+            await self._parse_alone(frame_end)
+        if position:
+            del self.buf[:position]
+
+    async def _parse_alone(self, frame_end: int) -> None:
+        """nats-py's parser on the buffer's first `frame_end` bytes only."""
+        rest = self.buf[frame_end:]
+        del self.buf[frame_end:]
+        await super().parse()
+        self.buf.extend(rest)
+
+
+class _MessageLine(NamedTuple):
+    sid: int
+    subject: str
+    reply: str
+    header_size: int
+    size: int
+
+
+def _message_line(line: bytes) -> _MessageLine | None:
+    """The fields of a `MSG`/`HMSG` control line; None for any other line or a malformed one."""
+    if line.startswith(MSG):
+        fields, header_fields = line[len(MSG) :].split(), 0
+    elif line.startswith(HMSG):
+        fields, header_fields = line[len(HMSG) :].split(), 1
+    else:
+        return None
+    if not 3 + header_fields <= len(fields) <= 4 + header_fields:
+        return None
+    subject, sid, *reply = fields[: len(fields) - 1 - header_fields]
+    try:
+        header_size = int(fields[-2]) if header_fields else 0
+        return _MessageLine(
+            int(sid),
+            subject.decode(errors="replace"),
+            reply[0].decode(errors="replace") if reply else "",
+            header_size,
+            int(fields[-1]),
+        )
+    except ValueError:
+        return None
