@@ -102,7 +102,7 @@ def _per_minute_and_symbol(by_time: pl.DataFrame, aggregates: list[pl.Expr]) -> 
     symbols = by_time.select(symbol.n_unique().alias("n"), symbol.null_count()).row(0)
     if symbols == (1, 0):
         groups = by_time.group_by(minute, maintain_order=True)
-        return groups.agg(pl.col("symbol").first(), *aggregates)
+        return groups.agg(symbol.first(), *aggregates)
     return by_time.group_by(minute, "symbol", maintain_order=True).agg(*aggregates)
 
 
