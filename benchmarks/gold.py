@@ -312,7 +312,8 @@ symbol): `{decimal}|{byte length}:{symbol}` (see `lake_platform.schemas.event_id
 
 
 def signals_sql(files: str) -> str:
-    """Flattened signals as `flatten_signals` makes them, nested objects as `{object}_{field}`."""
+    """Flattened signals as `flatten_signals` makes them, nested objects as `{object}_{field}`;
+    the files' columns that the result needs are read, as `GOLD_SIGNALS` reads them."""
     flat = [
         f"level.{name.replace('_', '.', 1)} AS {name}"
         if name.split("_", 1)[0] in ("barrier", "tape", "fuel", "runway")
@@ -322,7 +323,8 @@ def signals_sql(files: str) -> str:
     ]
     return f"""
         WITH distinct_signals AS (
-            SELECT * FROM read_parquet('{files}', hive_partitioning = true)
+            SELECT {", ".join(SIGNAL_CONTEXT)}, levels, event_id
+            FROM read_parquet('{files}', hive_partitioning = true)
             QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts_recv_ns, _stream_seq) = 1
         ), levels AS (
             SELECT {", ".join(SIGNAL_CONTEXT)}, event_id, unnest(levels) AS level,

@@ -137,6 +137,20 @@ def test_bars_do_not_depend_on_the_order_of_silver_rows():
     assert bars.equals(bars_1m(silver.sample(fraction=1.0, shuffle=True, seed=3)))
 
 
+def test_bars_of_one_symbol_equal_its_bars_among_several_symbols():
+    """A frame of one symbol is grouped by minute alone, one of several by minute and symbol:
+    the same bars either way, in time order and with ties in time (broken by `event_id`, also
+    when the tied rows come in descending `event_id` order)."""
+    tied = [{**row, "ts_event_ns": row["ts_event_ns"] // 10**10 * 10**10} for row in trades(600)]
+    for rows in (trades(600), tied):
+        silver = deduplicate(bronze_rows(TRADES, rows))
+        spy = silver.filter(pl.col("symbol") == "SPY")
+        assert bars_1m(spy).equals(bars_1m(silver).filter(pl.col("symbol") == "SPY"))
+        assert bars_1m(spy).equals(bars_1m(spy.reverse()))
+        ties_reversed = spy.sort("ts_event_ns", "event_id", descending=[False, True])
+        assert bars_1m(spy).equals(bars_1m(ties_reversed))
+
+
 def test_flattening_does_not_depend_on_bronze_order_or_chunks():
     """Bronze read from many files comes in a chunk per file, in arrival order; a null key
     makes the output sorted as `SIGNALS_ORDER` sorts nulls (first)."""

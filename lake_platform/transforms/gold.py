@@ -79,32 +79,48 @@ BAR_KEY_SCHEMA = pl.Schema({"ts_event_ns": pl.Int64(), "symbol": pl.String()})
 def _in_time_order(trades: pl.DataFrame) -> bool:
     """Whether every row comes strictly after the previous one by (`ts_event_ns`, `event_id`),
     without nulls: then sorting by them changes nothing. Silver is stored in that order, so
-    this linear pass saves a sort on a string key."""
-    ts, ids = pl.col("ts_event_ns"), pl.col("event_id")
-    after = (ts > ts.shift(1)) | ((ts == ts.shift(1)) & (ids > ids.shift(1)))
-    no_nulls = (ts.null_count() == 0) & (ids.null_count() == 0)
-    return bool(trades.select(after.slice(1).all() & no_nulls).item())
+    this linear pass saves a sort on a string key. The string `event_id`s are compared only
+    where `ts_event_ns` ties with the previous row's."""
+    ts, ids = trades.get_column("ts_event_ns"), trades.get_column("event_id")
+    if ts.has_nulls() or ids.has_nulls() or not ts.is_sorted():
+        return False
+    ties = (ts.diff() == 0).arg_true()
+    ids = ids.rechunk()  # a gather across chunks of strings costs several times more
+    return bool((ids.gather(ties) > ids.gather(ties - 1)).all())
+
+
+def _per_minute_and_symbol(by_time: pl.DataFrame, aggregates: list[pl.Expr]) -> pl.DataFrame:
+    """`minute`, `symbol` and the aggregates of each minute and symbol with trades, in order
+    of first appearance.
+
+    A frame of one symbol (a partition value's hour, as the rebuild reads it) is grouped by
+    the integer minute alone, about twice as fast as with the string key too; the groups,
+    their order and every aggregate are the same.
+    """
+    minute = (pl.col("ts_event_ns") // MINUTE_NS * MINUTE_NS).alias("minute")
+    symbol = pl.col("symbol")
+    symbols = by_time.select(symbol.n_unique().alias("n"), symbol.null_count()).row(0)
+    if symbols == (1, 0):
+        groups = by_time.group_by(minute, maintain_order=True)
+        return groups.agg(symbol.first(), *aggregates)
+    return by_time.group_by(minute, "symbol", maintain_order=True).agg(*aggregates)
 
 
 def bars_1m(silver_trades: pl.DataFrame) -> pl.DataFrame:
     """One bar per symbol and UTC minute with trades; open/close by event time (ties by
     `event_id`), `event_id` the MD5 of the bar's minute start and symbol."""
     by_time = silver_trades if _in_time_order(silver_trades) else silver_trades.sort(BARS_ORDER)
+    aggregates = [
+        pl.col("price").first().alias("open"),
+        pl.col("price").max().alias("high"),
+        pl.col("price").min().alias("low"),
+        pl.col("price").last().alias("close"),
+        pl.col("size").cast(pl.Int64).sum().alias("volume"),
+        (pl.col("price") * pl.col("size")).sum().alias("notional"),
+        pl.len().cast(pl.Int64).alias("trade_count"),
+    ]
     return (
-        by_time.group_by(
-            (pl.col("ts_event_ns") // MINUTE_NS * MINUTE_NS).alias("minute"),
-            "symbol",
-            maintain_order=True,
-        )
-        .agg(
-            pl.col("price").first().alias("open"),
-            pl.col("price").max().alias("high"),
-            pl.col("price").min().alias("low"),
-            pl.col("price").last().alias("close"),
-            pl.col("size").cast(pl.Int64).sum().alias("volume"),
-            (pl.col("price") * pl.col("size")).sum().alias("notional"),
-            pl.len().cast(pl.Int64).alias("trade_count"),
-        )
+        _per_minute_and_symbol(by_time, aggregates)
         .select(
             pl.col("minute").alias("ts_event_ns"),
             "symbol",
