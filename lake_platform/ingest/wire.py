@@ -111,12 +111,16 @@ def _message_line(line: bytes) -> _MessageLine | None:
     subject, sid, *reply = fields[: len(fields) - 1 - header_fields]
     try:
         header_size = int(fields[-2]) if header_fields else 0
-        return _MessageLine(
-            int(sid),
-            subject.decode(errors="replace"),
-            reply[0].decode(errors="replace") if reply else "",
-            header_size,
-            int(fields[-1]),
-        )
+        size = int(fields[-1])
+        sid_number = int(sid)
     except ValueError:
         return None
+    if not 0 <= header_size <= size:
+        return None
+    return _MessageLine(
+        sid_number,
+        subject.decode(errors="replace"),
+        reply[0].decode(errors="replace") if reply else "",
+        header_size,
+        size,
+    )
