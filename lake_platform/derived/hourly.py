@@ -262,7 +262,7 @@ def _rebuild_once(
     rows_read = source.height
     source_exprs = {name: r.source for name, r in table.reconciliations.items()}
     totals = pool.submit(_add, {}, _columns_read(source, source_exprs), source_exprs)
-    handed_over = [source]
+    handed_over = [source]  # so that the transform's argument is the input's only reference
     del source
     output = table.transform(handed_over.pop())
     folder = _target_folder(table, value_folder, hour)
