@@ -49,7 +49,17 @@ from pathlib import Path
 import fsspec
 import polars as pl
 from polars.testing import assert_frame_equal
-from silver import HOUR, HOUR_NS, HOUR_START_NS, normal, peak_rss_mb, pick, uniform, unique_events
+from silver import (
+    HOUR,
+    HOUR_NS,
+    HOUR_START_NS,
+    child_env,
+    normal,
+    peak_rss_mb,
+    pick,
+    uniform,
+    unique_events,
+)
 
 from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
 from lake_platform.derived.partition_files import replace_partition
@@ -371,7 +381,10 @@ def spawn(table: str, variant: str, lake: Path, out: Path) -> Run:
         shutil.rmtree(lake / GOLD_FOLDERS[table], ignore_errors=True)
     command = [sys.executable, __file__, "--table", table, "--variant", variant]
     done = subprocess.run(
-        [*command, "--lake", str(lake), "--out", str(out)], capture_output=True, text=True
+        [*command, "--lake", str(lake), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
     )
     if done.returncode:
         raise SystemExit(f"{table} {variant} failed ({done.returncode}):\n{done.stderr}")

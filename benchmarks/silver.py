@@ -19,6 +19,9 @@ steps in the run process: no process start or imports) is netted the same way an
 too, with its own ratio. Both ratios divide a DuckDB run taken in turn with those runs (the
 load of a shared machine drifts between the first measures and these).
 
+Every child runs with the allocator setting a process that imports lake_platform before
+Polars has (`lake_platform.ALLOCATOR_CONF`, as in the Dagster run process).
+
 Memory: each child measures its RSS once its imports are done and resets its peak there
 (`/proc/self/clear_refs`), so the rebuild's peak RSS *over imports* is its own. It is divided
 by the hour's Arrow size: `estimated_size()` of the Bronze frame as `rebuild_hour` reads it
@@ -60,6 +63,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lake_platform import ALLOCATOR_CONF
 from lake_platform.schemas import BY_NAME
 from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.registry import without_column
@@ -356,10 +360,18 @@ def clear_output(variant: str, lake: Path, out: Path) -> None:
         (out / f"{variant}.parquet").unlink(missing_ok=True)
 
 
+def child_env(**more: str) -> dict[str, str]:
+    """This process's environment for a child, with the allocator setting a lake_platform
+    process has: this process imported Polars first, which wrote its own default there."""
+    return {**os.environ, "_RJEM_MALLOC_CONF": ALLOCATOR_CONF, **more}
+
+
 def spawn(variant: str, lake: Path, out: Path) -> Run:
     clear_output(variant, lake, out)
     command = [sys.executable, __file__, "--variant", variant, "--bronze", str(lake)]
-    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [*command, "--out", str(out)], capture_output=True, text=True, env=child_env()
+    )
     if done.returncode:
         raise SystemExit(f"{variant} failed ({done.returncode}):\n{done.stderr}")
     return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
@@ -474,7 +486,7 @@ def dagster_materialize(lake: Path, home: Path, partition: str) -> Materialized:
         shutil.rmtree(lake / "silver", ignore_errors=True)
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DATA_ROOT": str(lake), "USE_S3": "false"}
+    env = child_env(DAGSTER_HOME=str(home), DATA_ROOT=str(lake), USE_S3="false")
     command = [
         str(Path(sys.executable).parent / "dagster"),
         *("asset", "materialize", "-m", "lake_platform.definitions"),
