@@ -95,6 +95,9 @@ FRAMES = [
     b"HMSG signals.levels.ES 1 $JS.ACK.SIGNALS.c.1.2.2.1.0 29 34\r\n"
     b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\nworld\r\n",
     b"MSG market.\xff 1 r.2 2\r\n{}\r\n",
+    b"HMSG a.b 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",  # no reply: 12 is the header size
+    b"MSG a.b 1 42 2\r\nhi\r\n",  # a reply of digits
+    b"MSG a.b  1\tr.3 2\r\nok\r\n",  # not nats-server's single spaces: split field by field
 ]
 RECEIVED = [
     ("market.stocks.trades.SPY", "$JS.ACK.MARKET.c.1.1.1.1.0", b"hello", None),
@@ -106,6 +109,9 @@ RECEIVED = [
         b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n",
     ),
     ("market.\ufffd", "r.2", b"{}", None),
+    ("a.b", "", b"hi", b"NATS/1.0\r\n\r\n"),
+    ("a.b", "42", b"hi", None),
+    ("a.b", "r.3", b"ok", None),
 ]
 
 

@@ -3,13 +3,17 @@
 nats-py matches a regular expression against its buffer and deletes the bytes it consumed
 once per message (a copy of the rest of the buffer each time). Here, the `MSG`/`HMSG` frames
 at the head of the buffer that belong to a raw-delivery subscription (the lean pull's inbox)
-are split with `find`/`split` and handed to their sink, and the consumed bytes are deleted once
-per read. Every other frame (another subscription's message, `PING`, `-ERR`, `INFO`) goes to
-nats-py's parser alone; a frame not yet complete waits for the next read.
+are handed to their sink, and the consumed bytes are deleted once per read. A control line as
+nats-server writes it (single spaces) is matched by one regular expression on a copy of the
+buffer taken once per read, whose slices are the payloads (~3.1 µs a message with the sink's
+work, against ~4.5 µs splitting each line in Python); any other form is split field by field.
+Every other frame (another subscription's message, `PING`, `-ERR`, `INFO`) goes to nats-py's
+parser alone; a frame not yet complete waits for the next read.
 Headers reach the sink as their raw block: nats-py parses every message's into a dict
 (~4 µs), which the ingest needs only for a quarantined message (`parse_headers`).
 """
 
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -22,6 +26,12 @@ HMSG = b"HMSG "
 
 HEADER_LINE = b"NATS/1.0"
 STATUS = "Status"
+
+MSG_LINE = re.compile(rb"MSG ([^ \r\n]+) ([0-9]+) (?:([^ \r\n]+) )?()([0-9]+)\r\n")
+HMSG_LINE = re.compile(rb"HMSG ([^ \r\n]+) ([0-9]+) (?:([^ \r\n]+) )?([0-9]+) ([0-9]+)\r\n")
+"""Control lines as nats-server writes them: subject, sid, reply (optional), header size
+(HMSG; empty for MSG), total size. A reply subject that is all digits is taken as the reply:
+the header size and total size must still follow it."""
 
 RawSink = Callable[[str, str, bytes, bytes | None], None]
 """Receives a message as it is parsed: subject, reply subject, payload, raw header block."""
@@ -55,7 +65,10 @@ class RawFirstParser(Parser):
         self.buf.extend(data)
         position = 0
         while position < len(self.buf):
+            position = self._take_raw_messages(position)
             buf = self.buf
+            if position >= len(buf):
+                break
             line_end = buf.find(CRLF, position)
             if line_end < 0:
                 if len(buf) - position <= MAX_CONTROL_LINE_SIZE:
@@ -81,6 +94,39 @@ class RawFirstParser(Parser):
             await self._parse_alone(frame_end)
         if position:
             del self.buf[:position]
+
+    def _take_raw_messages(self, start: int) -> int:
+        """Hand the complete raw-delivery messages from `start` on, whose control lines are in
+        nats-server's form, to their sinks; the position after the last one taken."""
+        view = bytes(self.buf)
+        position, messages, payload_bytes = start, 0, 0
+        while True:
+            if view.startswith(MSG, position):
+                match = MSG_LINE.match(view, position)
+            elif view.startswith(HMSG, position):
+                match = HMSG_LINE.match(view, position)
+            else:
+                break
+            if match is None:
+                break
+            subject, sid, reply, header_size, size = match.groups()
+            sink = self._sinks.get(int(sid))
+            body, header_end = match.end(), match.end() + int(header_size or 0)
+            frame_end = body + int(size) + len(CRLF)
+            if sink is None or frame_end > len(view) or header_end > frame_end - len(CRLF):
+                break
+            payload = view[header_end : frame_end - len(CRLF)]
+            sink(
+                subject.decode(errors="replace"),
+                reply.decode(errors="replace") if reply else "",
+                payload,
+                view[body:header_end] or None,
+            )
+            messages, payload_bytes = messages + 1, payload_bytes + len(payload)
+            position = frame_end
+        self._stats["in_msgs"] += messages
+        self._stats["in_bytes"] += payload_bytes
+        return position
 
     async def _parse_alone(self, frame_end: int) -> None:
         """nats-py's parser on the buffer's first `frame_end` bytes only."""
