@@ -97,7 +97,7 @@ FRAMES = [
     b"MSG market.\xff 1 r.2 2\r\n{}\r\n",
     b"HMSG a.b 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",  # no reply: 12 is the header size
     b"MSG a.b 1 42 2\r\nhi\r\n",  # a reply of digits
-    b"MSG a.b  1\tr.3 2\r\nok\r\n",  # not nats-server's single spaces: split field by field
+    b"MSG a.b  1\tr.3 2\r\nok\r\n",  # fields apart by any whitespace, as nats-py reads them
 ]
 RECEIVED = [
     ("market.stocks.trades.SPY", "$JS.ACK.MARKET.c.1.1.1.1.0", b"hello", None),
@@ -118,7 +118,11 @@ RECEIVED = [
 async def parse_in_chunks(size: int) -> list[tuple[str, str, bytes, bytes | None]]:
     client = LakeNatsClient()
     received: list[tuple[str, str, bytes, bytes | None]] = []
-    client.deliver_raw(Subscription(client, id=1), lambda *message: received.append(message))
+    columns = ("subjects", "replies", "payloads", "headers")
+    client.deliver_raw(
+        Subscription(client, id=1),
+        lambda run: received.extend(zip(*(getattr(run, c) for c in columns), strict=True)),
+    )
     wire = b"".join(FRAMES)
     for start in range(0, len(wire), size):
         await client._ps.parse(wire[start : start + size])

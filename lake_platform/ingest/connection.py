@@ -33,9 +33,10 @@ class LakeNatsClient(Client):
       publisher's `market.stocks.trades.\\xff` failed its read loop on every delivery, so
       that message and every message pulled after it stayed pending. The ingest then routes
       it by its tokens like any other (docs/contract.md §2).
-    - `deliver_raw`: a subscription's messages go to a plain callback as they are parsed,
-      without the `Msg` object, queue hop, callback task and header dict nats-py spends on
-      each; the parser takes such frames itself (`wire.RawFirstParser`).
+    - `deliver_raw`: a subscription's messages go to a plain callback as they are parsed, as
+      columns, a run of them per call, without the `Msg` object, queue hop, callback task
+      and header dict nats-py spends on each; the parser takes such frames itself
+      (`wire.RawFirstParser`).
     - `publish_all`: one payload to many subjects (acks) in one protocol write, without the
       formatting and flush future `publish` spends on each.
 
@@ -50,7 +51,8 @@ class LakeNatsClient(Client):
         self._ps = RawFirstParser(self, self._raw_sinks, self.stats)
 
     def deliver_raw(self, subscription: Subscription, sink: RawSink) -> None:
-        """Hand every message of `subscription` to `sink` instead of its callback."""
+        """Hand the messages of `subscription` to `sink` instead of its callback, as columns
+        (`wire.RawMessages`), a run of messages per call."""
         self._raw_sinks[subscription._id] = sink
 
     def stop_raw(self, subscription: Subscription) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from nats.aio.subscription import Subscription
 
 from lake_platform.ingest.connection import LakeNatsClient
-from lake_platform.ingest.wire import STATUS, parse_headers
+from lake_platform.ingest.wire import STATUS, RawMessages, parse_headers
 
 NO_PENDING_MESSAGES = ("404", "408")
 
@@ -63,7 +63,7 @@ class LeanPull:
     async def start(self) -> None:
         """Subscribe the inbox that receives the pulled messages."""
         self._subscription = await self._nc.subscribe(self._inbox)
-        self._nc.deliver_raw(self._subscription, self._on_message)
+        self._nc.deliver_raw(self._subscription, self._on_messages)
 
     async def stop(self) -> None:
         """Unsubscribe (before draining the connection, or a drain waits for expiries)."""
@@ -72,21 +72,38 @@ class LeanPull:
             await self._subscription.unsubscribe()
             self._subscription = None
 
-    def _on_message(self, subject: str, reply: str, data: bytes, headers: bytes | None) -> None:
-        request = self._request
-        status = parse_headers(headers).get(STATUS) if headers and not reply else None
-        if status is not None:  # only parsed without an ack subject: stream messages have one
-            if request is not None:
-                request.status = status
-                request.finished.set()
+    def _on_messages(self, messages: RawMessages) -> None:
+        if "" in messages.replies:  # a status message has none: stream messages have one
+            for index in range(len(messages)):
+                self._on_message(messages, index)
             return
         received = self._received
-        received.subjects.append(subject)
-        received.payloads.append(data)
+        received.subjects.extend(messages.subjects)
+        received.payloads.extend(messages.payloads)
+        received.replies.extend(messages.replies)
+        received.headers.extend(messages.headers)
+        self._count(len(messages))
+
+    def _on_message(self, messages: RawMessages, index: int) -> None:
+        """One message of `messages`: a status ends the request, any other is received."""
+        headers, reply = messages.headers[index], messages.replies[index]
+        status = parse_headers(headers).get(STATUS) if headers and not reply else None
+        if status is not None:
+            if self._request is not None:
+                self._request.status = status
+                self._request.finished.set()
+            return
+        received = self._received
+        received.subjects.append(messages.subjects[index])
+        received.payloads.append(messages.payloads[index])
         received.replies.append(reply)
         received.headers.append(headers)
+        self._count(1)
+
+    def _count(self, received: int) -> None:
+        request = self._request
         if request is not None:
-            request.received += 1
+            request.received += received
             if request.received >= request.wanted:
                 request.finished.set()
 
