@@ -258,11 +258,16 @@ def _frame(schema: TableSchema, messages: Sequence[Any]) -> pl.DataFrame:
     messages a second is most of what decoding costs.
     """
     return pl.DataFrame(
-        [
-            pl.Series(field.name, _arrow(list(map(attrgetter(field.name), messages)), field.dtype))
-            for field in schema.fields
-        ]
+        [_column(field, list(map(attrgetter(field.name), messages))) for field in schema.fields]
     )
+
+
+def _column(field: Field, values: list[Any]) -> pl.Series:
+    """One decoded field's values as a column: nested ones built in Arrow (`_arrow`), flat
+    ones by Polars straight from the Python values (not through Arrow and back)."""
+    if isinstance(field.dtype, pl.List | pl.Struct):
+        return pl.Series(field.name, _arrow(values, field.dtype))
+    return pl.Series(field.name, values, dtype=field.dtype)
 
 
 def _escaped_bytes(column: str) -> pl.Expr:
