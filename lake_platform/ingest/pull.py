@@ -21,19 +21,11 @@ from lake_platform.ingest.wire import STATUS, RawMessages, parse_headers
 NO_PENDING_MESSAGES = ("404", "408")
 
 
-@dataclass(frozen=True)
-class PulledMessages:
-    """The parts of pulled messages the ingest needs, column by column."""
+@dataclass
+class PulledMessages(RawMessages):
+    """Messages pulled from `stream`, column by column: the parts the ingest needs."""
 
-    stream: str
-    subjects: list[str]
-    payloads: list[bytes]
-    replies: list[str]
-    headers: list[bytes | None]
-    """Raw header blocks (`wire.parse_headers` reads one)."""
-
-    def __len__(self) -> int:
-        return len(self.subjects)
+    stream: str = ""
 
 
 @dataclass
@@ -58,7 +50,7 @@ class LeanPull:
         self._received = self._empty()
 
     def _empty(self) -> PulledMessages:
-        return PulledMessages(self.stream, [], [], [], [])
+        return PulledMessages(stream=self.stream)
 
     async def start(self) -> None:
         """Subscribe the inbox that receives the pulled messages."""
@@ -73,6 +65,8 @@ class LeanPull:
             self._subscription = None
 
     def _on_messages(self, messages: RawMessages) -> None:
+        """A run of the inbox's messages: all received, or one by one when a status (which
+        ends the request) may be among them."""
         if "" in messages.replies:  # a status message has none: stream messages have one
             for index in range(len(messages)):
                 self._on_message(messages, index)

@@ -30,13 +30,13 @@ def deduplicate(bronze: pl.DataFrame) -> pl.DataFrame:
     Only the sort key is sorted (`distinct_rows`); each kept column is then gathered by those
     rows, one at a time, and released as it goes: a caller that hands over its only reference
     to `bronze` has its memory released column by column while the output grows, and no
-    sorted copy of the whole frame is ever made. A column is made one chunk just before its
-    gather, replacing its many-chunk self (a frame read from many files has a chunk per file,
-    and gathering rows across many chunks costs more: ~25x for nested rows, ~1.3x for flat
-    ones). Columns are taken out as frames of one column by name (`frame[[name]]`): eager
-    `select` and `drop` on a frame of 1,000 chunks cost ~20 ms each, and a Series would turn
-    a column of one repeated value (the partition column added from the folder) into one
-    value per row.
+    sorted copy of the whole frame is ever made. The sort keys are made one chunk first (see
+    `distinct_rows`), every other column just before its gather, each replacing its
+    many-chunk self (a frame read from many files has a chunk per file, and gathering rows
+    across many chunks costs more: ~25x for nested rows, ~1.3x for flat ones). Columns are
+    taken out as frames of one column by name (`frame[[name]]`): eager `select` and `drop`
+    on a frame of 1,000 chunks cost ~20 ms each, and a Series would turn a column of one
+    repeated value (the partition column added from the folder) into one value per row.
     """
     columns = {name: bronze[[name]] for name in bronze.columns}
     del bronze
