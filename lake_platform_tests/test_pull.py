@@ -149,3 +149,15 @@ def test_parse_headers_reads_fields_and_the_inline_status() -> None:
         "Status": "408",
         "Nats-Pending-Messages": "5",
     }
+
+
+def test_a_malformed_message_line_is_a_protocol_error_after_the_messages_before_it() -> None:
+    async def parse() -> list[bytes]:
+        client = LakeNatsClient()
+        payloads: list[bytes] = []
+        client.deliver_raw(Subscription(client, id=1), lambda run: payloads.extend(run.payloads))
+        with pytest.raises(nats.errors.ProtocolError):
+            await client._ps.parse(b"MSG a.b 1 2\r\nhi\r\nMSG a.b 1 x\r\nzz\r\n")
+        return payloads
+
+    assert asyncio.run(parse()) == [b"hi"]

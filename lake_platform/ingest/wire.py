@@ -105,11 +105,12 @@ class RawFirstParser(Parser):
             body = line_end + len(CRLF)
             fields = view[position:line_end].split()
             header_fields = HEADER_FIELDS.get((fields[0], len(fields))) if fields else None
-            try:
-                sid, size = int(fields[2]), int(fields[-1])
-                header_size = int(fields[-2]) if header_fields else 0
-            except (ValueError, IndexError):
-                header_fields = None
+            if header_fields is not None:
+                try:
+                    sid, size = int(fields[2]), int(fields[-1])
+                    header_size = int(fields[-2]) if header_fields else 0
+                except ValueError:
+                    header_fields = None
             if header_fields is None or not 0 <= header_size <= size:
                 frame_end = body  # not a message line: nats-py's parser takes (or rejects) it
                 break
