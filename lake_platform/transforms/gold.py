@@ -45,30 +45,52 @@ def _flat_level_columns() -> list[pl.Expr]:
 def flatten_signals(bronze: pl.DataFrame) -> pl.DataFrame:
     """One row per level of each distinct signal, sorted by event time, signal, level.
 
-    The distinct signals come in `(ts_event_ns, event_id)` order, each once, and a signal's
-    levels by index: the exploded rows are then already sorted by `SIGNALS_ORDER` and are
-    sorted again only when a key is null (the dedup puts nulls last, the sort first). The
-    levels are moved once, by the distinct signals' rows: not sorted, then filtered, then
-    sorted again flat.
+    The distinct signals come in `(ts_event_ns, event_id)` order, each once
+    (`distinct_rows`), and a signal's levels by index: the flat rows are then already sorted
+    by `SIGNALS_ORDER` and are sorted again only when a key is null (the dedup puts nulls
+    last, the sort first). Nothing nested is moved row by row: the levels of every Bronze
+    row are exploded once, in Bronze order, into flat columns, and each output column is
+    gathered from a flat column by row numbers (`_level_rows`), ~15% faster than gathering
+    the nested rows (one chunk first) and exploding those.
     """
-    rows = distinct_rows(bronze)
-    # One chunk first: a frame read from many files has a chunk per file, and gathering
-    # nested rows across many chunks costs ~25x gathering them from one.
-    signals = bronze.select(*SIGNAL_CONTEXT, "event_id", "levels").rechunk()[rows]
-    exploded = (
-        signals.select(
-            *SIGNAL_CONTEXT,
-            "event_id",
-            pl.col("levels").alias("level"),
-            pl.int_ranges(0, pl.col("levels").list.len(), dtype=pl.Int32).alias("level_index"),
-        )
-        .explode(["level", "level_index"])
-        .filter(pl.col("level_index").is_not_null())
+    rows = _level_rows(bronze)
+    levels = bronze.select(
+        pl.col("levels").explode(empty_as_null=False, keep_nulls=False).alias("level")
+    ).select(_flat_level_columns())
+    signal = rows.get_column("signal_row")
+    flat = pl.concat(
+        [
+            bronze.select(pl.col(*SIGNAL_CONTEXT).gather(signal)),
+            levels.select(pl.all().gather(rows.get_column("level_row"))),
+            bronze.select(pl.col("event_id").gather(signal)),
+            rows.select("level_index"),
+        ],
+        how="horizontal",
     )
-    flat = exploded.select(*SIGNAL_CONTEXT, *_flat_level_columns(), "event_id", "level_index")
     if flat.get_column("ts_event_ns").has_nulls() or flat.get_column("event_id").has_nulls():
         return flat.sort(SIGNALS_ORDER)
     return flat
+
+
+def _level_rows(bronze: pl.DataFrame) -> pl.DataFrame:
+    """For each Gold row, in Gold order: its signal's row in `bronze` (`signal_row`), its
+    level's row among all Bronze levels exploded in order (`level_row`), and `level_index`.
+
+    A null or empty `levels` has no Gold row, a null level in a list has one.
+    """
+    row = distinct_rows(bronze)
+    lengths = bronze.get_column("levels").list.len().fill_null(0).cast(pl.Int64)
+    first_level = lengths.cum_sum() - lengths
+    signals = pl.DataFrame(
+        {"row": row, "first": first_level.gather(row), "count": lengths.gather(row)}
+    )
+    return signals.select(
+        pl.col("row").repeat_by("count").explode(empty_as_null=False).alias("signal_row"),
+        pl.int_ranges("first", pl.col("first") + pl.col("count"))
+        .explode(empty_as_null=False)
+        .alias("level_row"),
+        pl.int_ranges(0, "count", dtype=pl.Int32).explode(empty_as_null=False).alias("level_index"),
+    )
 
 
 GOLD_SIGNALS_SCHEMA = flatten_signals(pl.DataFrame(schema=SIGNALS.bronze_schema)).schema
