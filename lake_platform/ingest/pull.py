@@ -65,34 +65,23 @@ class LeanPull:
             self._subscription = None
 
     def _on_messages(self, messages: RawMessages) -> None:
-        """A run of the inbox's messages: all received, or one by one when a status (which
-        ends the request) may be among them."""
-        if "" in messages.replies:  # a status message has none: stream messages have one
-            for index in range(len(messages)):
-                self._on_message(messages, index)
+        """A run of the inbox's messages: all received at once, or one by one when a status
+        (which ends the request) may be among them."""
+        if "" not in messages.replies:  # a status message has none: stream messages have one
+            self._receive(messages)
             return
-        received = self._received
-        received.subjects.extend(messages.subjects)
-        received.payloads.extend(messages.payloads)
-        received.replies.extend(messages.replies)
-        received.headers.extend(messages.headers)
-        self._count(len(messages))
-
-    def _on_message(self, messages: RawMessages, index: int) -> None:
-        """One message of `messages`: a status ends the request, any other is received."""
-        headers, reply = messages.headers[index], messages.replies[index]
-        status = parse_headers(headers).get(STATUS) if headers and not reply else None
-        if status is not None:
-            if self._request is not None:
+        for index in range(len(messages)):
+            headers, reply = messages.headers[index], messages.replies[index]
+            status = parse_headers(headers).get(STATUS) if headers and not reply else None
+            if status is None:
+                self._receive(messages.one(index))
+            elif self._request is not None:
                 self._request.status = status
                 self._request.finished.set()
-            return
-        received = self._received
-        received.subjects.append(messages.subjects[index])
-        received.payloads.append(messages.payloads[index])
-        received.replies.append(reply)
-        received.headers.append(headers)
-        self._count(1)
+
+    def _receive(self, messages: RawMessages) -> None:
+        self._received.extend(messages)
+        self._count(len(messages))
 
     def _count(self, received: int) -> None:
         request = self._request
