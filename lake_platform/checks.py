@@ -51,19 +51,30 @@ def sorted_by(frame: pl.DataFrame, keys: Sequence[str], file: str) -> CheckOutco
     )
 
 
-def distinct_count(values: pl.Series) -> int:
-    """`values.n_unique()`, exactly, in a fraction of its time on long strings.
+def _hash_shared(values: pl.Series) -> pl.Series:
+    """Whether each row's 64-bit hash is one another row has too.
 
-    A 64-bit hash that only one row has stands for a value that only that row holds; only the
-    rows whose hash several rows share (true duplicates, or the rare collision) are compared by
-    value. Repeated hashes are found by sorting them, not in a hash table.
+    A row whose hash no other row has holds a value no other row holds; only the rows whose
+    hash is shared (true duplicates, or the rare collision) need comparing by value. Shared
+    hashes are found by sorting them, not in a hash table: several times faster than a hash
+    table of the values themselves on long strings.
     """
     hashes = values.hash()
     in_order = hashes.sort()
-    first_of_run = in_order.ne_missing(in_order.shift(1))
-    shared = in_order.filter(~first_of_run).unique()
-    held_once = int(first_of_run.sum()) - shared.len()
-    return held_once + values.filter(hashes.is_in(shared.implode())).n_unique()
+    repeated = in_order.filter(in_order.eq_missing(in_order.shift(1))).unique()
+    return hashes.is_in(repeated.implode())
+
+
+def distinct_count(values: pl.Series) -> int:
+    """`values.n_unique()`, exactly, in a fraction of its time on long strings."""
+    shared = _hash_shared(values)
+    return int((~shared).sum()) + values.filter(shared).n_unique()
+
+
+def is_first_distinct(values: pl.Series) -> pl.Series:
+    """`values.is_first_distinct()`, exactly, in a fraction of its time on long strings."""
+    shared = _hash_shared(values)
+    return (~shared).scatter(shared.arg_true(), values.filter(shared).is_first_distinct())
 
 
 def unique(frame: pl.DataFrame, keys: Sequence[str], file: str) -> CheckOutcome:

@@ -134,6 +134,12 @@ def test_distinct_count_is_n_unique(items):
 
 
 @given(values)
+def test_is_first_distinct_is_polars_own(items):
+    series = pl.Series(items, dtype=pl.String)
+    assert checks.is_first_distinct(series).to_list() == series.is_first_distinct().to_list()
+
+
+@given(values)
 def test_unique_fails_exactly_when_a_key_repeats(items):
     frame = pl.DataFrame({"key": items}, schema={"key": pl.String})
     outcome = checks.unique(frame, ["key"], "f")

@@ -4,7 +4,7 @@ import datetime as dt
 
 import polars as pl
 
-from lake_platform.checks import CheckOutcome, distinct_count
+from lake_platform.checks import CheckOutcome, distinct_count, is_first_distinct
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
 from lake_platform.schemas.registry import partition_column_last
@@ -55,7 +55,10 @@ SILVER_TABLES = {schema.table: silver_table(schema) for schema in SCHEMAS if sch
 SIGNALS_RECONCILE = Reconciliation(
     "row count (levels of the distinct signals in Bronze)",
     pl.len(),
-    pl.col("levels").list.len().filter(pl.col("event_id").is_first_distinct()).sum(),
+    pl.col("levels")
+    .list.len()
+    .filter(pl.col("event_id").map_batches(is_first_distinct, return_dtype=pl.Boolean()))
+    .sum(),
 )
 
 

@@ -1,5 +1,7 @@
 """Silver/Bronze frames to Gold frames: flattened level signals and one-minute bars."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import polars as pl
 
 from lake_platform.schemas import BY_NAME
@@ -51,12 +53,14 @@ def flatten_signals(bronze: pl.DataFrame) -> pl.DataFrame:
     last, the sort first). Nothing nested is moved row by row: the levels of every Bronze
     row are exploded once, in Bronze order, into flat columns, and each output column is
     gathered from a flat column by row numbers (`_level_rows`), ~15% faster than gathering
-    the nested rows (one chunk first) and exploding those.
+    the nested rows (one chunk first) and exploding those. Polars explodes on one thread
+    (it joins the chunks of a frame read from many files), so that runs in a second thread
+    while this one finds the Gold rows: ~0.2–0.4 s less for 1M signals on 2 cores.
     """
-    rows = _level_rows(bronze)
-    levels = bronze.select(
-        pl.col("levels").explode(empty_as_null=False, keep_nulls=False).alias("level")
-    ).select(_flat_level_columns())
+    with ThreadPoolExecutor(1) as pool:
+        exploded = pool.submit(_flat_levels, bronze)
+        rows = _level_rows(bronze)
+        levels = exploded.result()
     signal = rows.get_column("signal_row")
     flat = pl.concat(
         [
@@ -70,6 +74,14 @@ def flatten_signals(bronze: pl.DataFrame) -> pl.DataFrame:
     if flat.get_column("ts_event_ns").has_nulls() or flat.get_column("event_id").has_nulls():
         return flat.sort(SIGNALS_ORDER)
     return flat
+
+
+def _flat_levels(bronze: pl.DataFrame) -> pl.DataFrame:
+    """Every level of every Bronze row, in Bronze order, as flat columns (no row for a null
+    or empty `levels`)."""
+    return bronze.select(
+        pl.col("levels").explode(empty_as_null=False, keep_nulls=False).alias("level")
+    ).select(_flat_level_columns())
 
 
 def _level_rows(bronze: pl.DataFrame) -> pl.DataFrame:
