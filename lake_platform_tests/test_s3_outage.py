@@ -166,6 +166,7 @@ def test_unreachable_or_failing_s3_endpoint_is_retried_until_stopped(
         result = cli_ingest(settings, "--max-seconds", "6")
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stderr
+    assert result.stderr.count("not acked, stopping") == 1  # a failing store: one try at the end
     assert "ingested 5 events" in result.stdout
     assert s3_server.secret_key not in result.stdout + result.stderr
     if failure != "closed port":

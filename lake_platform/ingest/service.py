@@ -341,22 +341,26 @@ class IngestService:
         self.stats.storage_errors += 1
         self.stats.last_error = str(done.error)
         self._retry_at = time.monotonic() + self._backoff_s
+        then = "stopping" if self._stopping else f"retrying in {self._backoff_s:.0f}s"
         log.error(
-            "storage failed (%s), %d messages not acked, retrying in %.0fs: %s",
+            "storage failed (%s), %d messages not acked, %s: %s",
             done.error.kind,
             self._held_rows(),
-            self._backoff_s,
+            then,
             done.error,
         )
         self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
         return False
 
     async def _final_commit(self) -> None:
-        """Commit everything held before stopping; a few quick retries if storage fails.
+        """Commit everything held before stopping; a few quick retries if storage fails,
+        one try when the last commit already failed (against a store that is down, each try
+        would only delay the stop: ~5 s against an unreachable S3 endpoint).
 
         Whatever still cannot be written stays unacked: JetStream redelivers it later.
         """
-        for attempt in range(self.final_commit_attempts):
+        last_failed = self._backoff_s > 1.0  # doubled by each failure, reset by a success
+        for attempt in range(1 if last_failed else self.final_commit_attempts):
             if attempt:
                 await asyncio.sleep(attempt)
             if await self._commit(self.buffers.take_all()):
