@@ -81,12 +81,9 @@ class LeanPull:
 
     def _receive(self, messages: RawMessages) -> None:
         self._received.extend(messages)
-        self._count(len(messages))
-
-    def _count(self, received: int) -> None:
         request = self._request
         if request is not None:
-            request.received += received
+            request.received += len(messages)
             if request.received >= request.wanted:
                 request.finished.set()
 
