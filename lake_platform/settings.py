@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 SECRET_MASK = "***"
 DEFAULT_STREAM_MAX_AGE_S = 7 * 24 * 3_600.0
+DEFAULT_BRONZE_MAX_BUFFER_BYTES = 256 * 2**20
 DURATION_UNITS_S = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 SIZE_UNITS = {
     f"{prefix}{suffix}": 2 ** (10 * power)
@@ -125,6 +126,7 @@ class LakeSettings:
     gold_max_events: int = 500
     gold_max_age_s: float = 10.0
     bronze_max_open_buffers: int = 50_000
+    bronze_max_buffer_bytes: int = DEFAULT_BRONZE_MAX_BUFFER_BYTES
     partitions_start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     automation_lookback_hours: int = 48
     nats_stream_max_age_s: float = DEFAULT_STREAM_MAX_AGE_S
@@ -190,6 +192,8 @@ class LakeSettings:
             values["nats_stream_max_age_s"] = duration_s("NATS_STREAM_MAX_AGE", raw)
         if raw := get("NATS_STREAM_MAX_BYTES"):
             values["nats_stream_max_bytes"] = size_bytes("NATS_STREAM_MAX_BYTES", raw)
+        if raw := get("BRONZE_MAX_BUFFER_BYTES"):
+            values["bronze_max_buffer_bytes"] = size_bytes("BRONZE_MAX_BUFFER_BYTES", raw)
         if raw := get("NATS_STREAM_REPLICAS"):
             values["nats_stream_replicas"] = _positive("NATS_STREAM_REPLICAS", raw, int)
         if raw := get("LAKE_METRICS_PORT"):

@@ -154,3 +154,13 @@ def test_metrics_port_and_host():
 def test_invalid_metrics_port_fails_with_a_clear_message(raw):
     with pytest.raises(SettingsError, match="LAKE_METRICS_PORT must be a TCP port"):
         LakeSettings.from_env({"LAKE_METRICS_PORT": raw})
+
+
+def test_bronze_max_buffer_bytes_takes_a_size():
+    assert LakeSettings.from_env({}).bronze_max_buffer_bytes == 256 * 2**20
+    for raw, size in (("1048576", 2**20), ("64M", 64 * 2**20), ("1GiB", 2**30)):
+        assert (
+            LakeSettings.from_env({"BRONZE_MAX_BUFFER_BYTES": raw}).bronze_max_buffer_bytes == size
+        )
+    with pytest.raises(SettingsError, match="BRONZE_MAX_BUFFER_BYTES must be a positive"):
+        LakeSettings.from_env({"BRONZE_MAX_BUFFER_BYTES": "0"})
