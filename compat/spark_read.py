@@ -11,7 +11,7 @@ Without `--lake` it builds, in a scratch folder, the lake of `lake_platform_test
 (partition values `../evil`, `A/B`, `0700`, `true`, … in every tier and table, Bronze files of
 both layouts). For every table folder it prints one Markdown row: files and rows by the
 footers; whether Spark's row counts per (partition value, date, hour) equal the footers' (the
-values decoded from the folder names) with partition type inference off, as the README says;
+values decoded from the folder names) with partition type inference off, as docs/readers.md says;
 whether every row's `date`/`hour` is that of its `ts_event_ns`; whether each partition-value
 folder read alone (`basePath` set) gives back its value and exactly its footers' rows; and how
 many values Spark's default inference changes in such a read (`0700` → 700). Local lakes only

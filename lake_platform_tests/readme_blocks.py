@@ -1,6 +1,6 @@
-"""The fenced code blocks of a Markdown file, and how the README tests run each kind.
+"""The fenced code blocks of a Markdown file, and how the README and docs tests run each kind.
 
-Convention (documented in the README's "Tests and benchmarks"): every fenced block names its
+Convention (documented in docs/development.md): every fenced block names its
 language. `python`, `sql` and `bash` blocks are code and run in `test_readme.py`; `text` blocks
 are diagrams or sample output and are not code. An HTML comment on the line before a code
 block changes how it runs: `<!-- setup: reason -->` runs it first in the shell of every other
@@ -33,14 +33,17 @@ class Block:
     line: int
     marker: str = ""
     reason: str = ""
+    source: str = "README.md"
+    """The Markdown file the block is in, relative to the repository."""
 
     @property
     def name(self) -> str:
-        return f"L{self.line}-{self.language}"
+        return f"{self.source}:L{self.line}-{self.language}"
 
 
-def fenced_blocks(markdown: str) -> list[Block]:
-    """Every fenced block of `markdown`, with the marker comment just above it."""
+def fenced_blocks(markdown: str, source: str = "README.md") -> list[Block]:
+    """Every fenced block of `markdown` (the text of the file `source`), with the marker
+    comment just above it."""
     lines = markdown.splitlines()
     blocks: list[Block] = []
     index = 0
@@ -60,6 +63,7 @@ def fenced_blocks(markdown: str) -> list[Block]:
                 line=index + 1,
                 marker=marker.group(1) if marker else "",
                 reason=marker.group(2) if marker else "",
+                source=source,
             )
         )
         index = end + 1
@@ -83,7 +87,7 @@ def run_python(block: Block) -> None:
     example's filter or path no longer matches the lake)."""
     namespace: dict[str, object] = {}
     for statement in ast.parse(block.code).body:
-        where = f"README line {block.line + statement.lineno}"
+        where = f"{block.source} line {block.line + statement.lineno}"
         if isinstance(statement, ast.Expr):
             code = compile(ast.Expression(statement.value), where, "eval")
             value = eval(code, namespace)
@@ -96,7 +100,7 @@ def run_sql(block: Block) -> None:
     """Run `block` in a fresh DuckDB connection; its result must have rows."""
     with duckdb.connect() as connection:
         rows = connection.sql(block.code).fetchall()
-    assert rows, f"README line {block.line}: the query returns no rows"
+    assert rows, f"{block.source} line {block.line}: the query returns no rows"
 
 
 def run_bash(block: Block, setup: str, cwd: Path, env: dict[str, str], timeout_s: float) -> str:
@@ -111,6 +115,6 @@ def run_bash(block: Block, setup: str, cwd: Path, env: dict[str, str], timeout_s
         timeout=timeout_s,
     )
     assert done.returncode == 0, (
-        f"README line {block.line}: exit {done.returncode}\n{done.stderr[-3000:]}"
+        f"{block.source} line {block.line}: exit {done.returncode}\n{done.stderr[-3000:]}"
     )
     return done.stdout

@@ -1,11 +1,11 @@
 """pandas, PyArrow, Polars and DuckDB read every tier and table of the lake exactly, through the
-README's own lines ("Reading the lake with …"), on local disk and on S3.
+documented lines (docs/readers.md, "Reading the lake with …"), on local disk and on S3.
 
 The lake holds partition values that readers like to mangle (`../evil`, `0700`, `true`, …),
-Bronze files of both layouts (with the partition column inside, as before issue 13, and
-without it) and the Silver and Gold rebuilt from them. Each reader's rows must be exactly the
-rows published, with each partition value as a string, and `date`/`hour` those of
-`ts_event_ns`.
+Bronze files of both layouts (with the partition column inside, as before the
+partition-column change, and without it) and the Silver and Gold rebuilt from them. Each
+reader's rows must be exactly the rows published, with each partition value as a string, and
+`date`/`hour` those of `ts_event_ns`.
 """
 
 import ast
@@ -27,7 +27,7 @@ from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.readme_blocks import fenced_blocks
 from lake_platform_tests.tricky_lake import KEY, TRICKY, Expected, write_lake
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+READERS_DOC = Path(__file__).resolve().parents[1] / "docs" / "readers.md"
 READER_CALLS: dict[str, tuple[str, ...]] = {
     "pandas": ("pd.read_parquet(",),
     "pyarrow": ("ds.dataset(",),
@@ -37,7 +37,7 @@ READER_CALLS: dict[str, tuple[str, ...]] = {
 
 
 def is_reader_line(statement: ast.stmt) -> bool:
-    """A README line that reads a table with one of `READER_CALLS`."""
+    """A documented line that reads a table with one of `READER_CALLS`."""
     calls = tuple(call for calls in READER_CALLS.values() for call in calls)
     return isinstance(statement, ast.Expr) and ast.unparse(statement).startswith(calls)
 
@@ -49,12 +49,12 @@ def assigns_table_dir(statement: ast.stmt) -> bool:
     )
 
 
-def readme_block(code_marker: str) -> tuple[list[ast.stmt], list[ast.Expr]]:
-    """The README's reader block holding `code_marker`: its set-up statements (without the
+def documented_block(code_marker: str) -> tuple[list[ast.stmt], list[ast.Expr]]:
+    """The documented reader block holding `code_marker`: its set-up statements (without the
     assignment of `table_dir`, which the test makes) and its reader lines."""
     (block,) = [
         block
-        for block in fenced_blocks(README.read_text())
+        for block in fenced_blocks(READERS_DOC.read_text(), "docs/readers.md")
         if block.language == "python"
         and "hive_schema=polars_hive" in block.code
         and code_marker in block.code
@@ -64,12 +64,12 @@ def readme_block(code_marker: str) -> tuple[list[ast.stmt], list[ast.Expr]]:
     return setup, [s for s in body if is_reader_line(s)]  # type: ignore[misc]
 
 
-LOCAL_SETUP, LOCAL_READERS = readme_block("arrow_hive = ")
-S3_SETUP, S3_READERS = readme_block("S3_ENDPOINT")
+LOCAL_SETUP, LOCAL_READERS = documented_block("arrow_hive = ")
+S3_SETUP, S3_READERS = documented_block("S3_ENDPOINT")
 
 
 def reader_line(lines: list[ast.Expr], reader: str) -> ast.Expr:
-    """The README's line of `reader` (the one calling one of `READER_CALLS[reader]`)."""
+    """The documented line of `reader` (the one calling one of `READER_CALLS[reader]`)."""
     (line,) = [line for line in lines if ast.unparse(line).startswith(READER_CALLS[reader])]
     return line
 
@@ -90,7 +90,7 @@ def s3_lake(s3_server: S3Server) -> tuple[LakeSettings, Expected]:
 
 @pytest.fixture
 def s3_environment(s3_lake: tuple[LakeSettings, Expected], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The S3 lake's variables, as the README's S3 block reads them."""
+    """The S3 lake's variables, as the documented S3 block reads them."""
     settings, _ = s3_lake
     monkeypatch.setenv("S3_ENDPOINT", settings.s3_endpoint or "")
     monkeypatch.setenv("S3_REGION", settings.s3_region or "")
@@ -98,19 +98,19 @@ def s3_environment(s3_lake: tuple[LakeSettings, Expected], monkeypatch: pytest.M
     monkeypatch.setenv("S3_SECRET_KEY", settings.s3_secret_key or "")
 
 
-# --- running the README's lines ---------------------------------------------------------------
+# --- running the documented lines -----------------------------------------------------------
 
 
 def run_reader(
     setup: list[ast.stmt], line: ast.Expr, table_dir: str, column: str
 ) -> tuple[pl.DataFrame, bool]:
-    """Run the README's set-up, then its reader `line`, on `table_dir`; the rows as a Polars
+    """Run the documented set-up, then its reader `line`, on `table_dir`; the rows as a Polars
     frame of the partition column, `date`, `hour` and `KEY`, and whether the reader typed the
     partition column as a string itself."""
     namespace: dict[str, object] = {"table_dir": table_dir, "column": column}
     for statement in setup:
-        exec(compile(ast.Module([statement], []), "README", "exec"), namespace)
-    result = eval(compile(ast.Expression(line.value), "README", "eval"), namespace)
+        exec(compile(ast.Module([statement], []), "docs/readers.md", "exec"), namespace)
+    result = eval(compile(ast.Expression(line.value), "docs/readers.md", "eval"), namespace)
     columns = [column, "date", "hour", *KEY]
     if isinstance(result, pd.DataFrame):
         frame = pl.from_arrow(pa.Table.from_pandas(result[columns], preserve_index=False))
@@ -169,10 +169,10 @@ def test_reader_on_s3(reader: str, s3_lake: tuple[LakeSettings, Expected], s3_en
         assert_reads_exactly(frame, is_string, column, rows)
 
 
-def test_plain_pandas_and_pyarrow_read_tables_written_since_issue_13(
+def test_plain_pandas_and_pyarrow_read_tables_without_the_partition_column(
     local_lake: tuple[LakeStore, Expected],
 ):
-    """The issue's failing lines, as users type them, on the rebuilt tiers (no file holds the
+    """The lines that once failed, as users type them, on the rebuilt tiers (no file holds the
     partition column): every row is read; values are typed by inference (categoricals)."""
     store, expected = local_lake
     for folder, (column, rows) in expected.items():

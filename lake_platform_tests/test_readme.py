@@ -1,4 +1,5 @@
-"""Every code block of README.md runs, against a small real lake where the README puts it.
+"""Every code block of README.md and docs/*.md runs, against a small real lake where the README
+puts it.
 
 The lake is built in a scratch folder as a user's would be: `data/lake` (the default
 `DATA_ROOT`) holding an hour of Bronze trades and level signals, with their Silver and Gold
@@ -37,9 +38,16 @@ from lake_platform_tests.samples import SAMPLES
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"
-BLOCKS = fenced_blocks(README.read_text())
+DOCUMENTS = [README, REPOSITORY / "CHANGELOG.md", *sorted((REPOSITORY / "docs").glob("*.md"))]
+"""The Markdown files whose code blocks run and whose links must resolve."""
+BLOCKS = [
+    block
+    for document in DOCUMENTS
+    for block in fenced_blocks(document.read_text(), str(document.relative_to(REPOSITORY)))
+]
 PARTITION = "2025-12-16-14:00"
 MAX_NOT_RUN = 2  # `make run`/`make test`, and the S3 readers (run by test_readers.py)
+MAX_README_LINES = 250
 MAX_SLOW = 2
 SETUP = "".join(block.code for block in BLOCKS if block.marker == "setup")
 SETTINGS_PREFIXES = ("DATA_ROOT", "USE_S3", "S3_", "NATS_", "LAKE_", "BRONZE_", "GOLD_", "DAGSTER_")
@@ -110,12 +118,20 @@ def test_blocks_name_their_language_and_skips_are_few_and_explained():
     assert set(CODE_LANGUAGES) <= run
 
 
-def test_readme_points_only_inside_the_repository():
+def test_readme_is_a_short_front_door_pointing_to_every_doc():
     text = README.read_text()
+    assert len(text.splitlines()) <= MAX_README_LINES
+    for document in DOCUMENTS[1:]:
+        assert str(document.relative_to(REPOSITORY)) in text, f"README does not link {document}"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_documents_point_only_inside_the_repository(document: Path):
+    text = document.read_text()
     assert "shared/" not in text and "INTERFACES" not in text
-    assert "docs/contract.md" in text
+    assert not re.search(r"\b[Ii]ssues? \d+", text), f"{document.name} names an issue number"
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
-        assert (REPOSITORY / target).exists(), f"README links to missing {target}"
+        assert (document.parent / target).exists(), f"{document.name} links to missing {target}"
 
 
 @pytest.mark.parametrize("block", code_blocks(""))
