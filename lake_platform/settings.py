@@ -5,9 +5,10 @@ even for optional fields. Secrets never appear in `repr`/`str` of the settings.
 """
 
 import datetime as dt
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -22,7 +23,21 @@ SIZE_UNITS = {
     if prefix or suffix != "ib"
 }
 MAX_PORT = 65_535
-_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+MAX_BATCH_EVENTS = 1_000_000
+MAX_BATCH_AGE_S = 86_400.0
+"""A day: held messages get in-progress acks, but a micro-batch older than that is a mistake
+(and `ack_wait`, 6 × the age in nanoseconds, must fit JetStream's int64)."""
+MAX_OPEN_BUFFERS = 10_000_000
+MAX_LOOKBACK_HOURS = 87_600
+MAX_STREAM_REPLICAS = 5
+"""JetStream's limit on stream replicas."""
+MAX_STREAM_AGE_S = 36_500 * 86_400
+"""A century: JetStream takes `max_age` in int64 nanoseconds (~292 years)."""
+MAX_SIZE_BYTES = 2**63 - 1
+SIZE_RANGE = "a size from 1 byte to 8EiB like 10GB, 512M or 1073741824"
+DURATION_RANGE = "a duration from 1s to 36500d like 7d, 12h, 30m or 3600"
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)")
+_WHOLE = re.compile(r"[0-9]+")
 
 
 class SettingsError(ValueError):
@@ -38,22 +53,6 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
-def _positive(name: str, raw: str, kind: type[int] | type[float]) -> float:
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
-    return value
-
-
-def _port(name: str, raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PORT:
-        raise SettingsError(f"{name} must be a TCP port (1-{MAX_PORT}), got {raw!r}")
-    return int(raw)
-
-
 def _partition_start(raw: str) -> dt.datetime:
     try:
         start = dt.datetime.strptime(raw, PARTITION_KEY_FORMAT)
@@ -66,23 +65,99 @@ def _partition_start(raw: str) -> dt.datetime:
     return start.replace(tzinfo=dt.UTC)
 
 
-def _quantity(name: str, raw: str, units: Mapping[str, int], example: str) -> float:
-    """A positive number with an optional unit suffix (`12h`, `10g`); plain numbers are in
-    the base unit (seconds, bytes)."""
+def _whole(raw: str) -> int:
+    """An unsigned decimal integer in ASCII digits (`int()` also takes `١٢`, `1_0`, `-3`)."""
+    if _WHOLE.fullmatch(raw) is None:
+        raise ValueError(raw)
+    return int(raw)
+
+
+def _quantity(raw: str, units: Mapping[str, int]) -> float:
+    """A number with an optional unit suffix (`12h`, `10g`); plain numbers are in the base
+    unit (seconds, bytes)."""
     match = _QUANTITY.fullmatch(raw.strip().lower())
-    if match is None or match.group(2) not in units or float(match.group(1)) <= 0:
-        raise SettingsError(f"{name} must be a positive amount like {example}, got {raw!r}")
+    if match is None or match.group(2) not in units:
+        raise ValueError(raw)
     return float(match.group(1)) * units[match.group(2)]
 
 
-def duration_s(name: str, raw: str) -> float:
-    """Seconds of `7d`, `12h`, `30m`, `45s` or a plain number of seconds."""
-    return _quantity(name, raw, DURATION_UNITS_S, "7d, 12h, 30m or 3600")
+def _duration(raw: str) -> float:
+    return _quantity(raw, DURATION_UNITS_S)
 
 
-def size_bytes(name: str, raw: str) -> int:
-    """Bytes of `10GB`, `512M`, `1TiB` or a plain number of bytes (units are powers of 1024)."""
-    return int(_quantity(name, raw, SIZE_UNITS, "10GB, 512M or 1073741824"))
+def _size(raw: str) -> int:
+    amount = _quantity(raw, SIZE_UNITS)
+    if not math.isfinite(amount):
+        raise ValueError(raw)
+    return int(amount)
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """How one numeric setting is written and the range it accepts.
+
+    The range is checked on the parsed value, whether it came from the environment or from
+    code, so `nan`, `inf`, zero and negative values never reach the ingest.
+    """
+
+    variable: str
+    parse: Callable[[str], float]
+    low: float
+    high: float
+    accepts: str
+    low_excluded: bool = False
+
+    def read(self, raw: str) -> float:
+        """The value of the variable's text `raw`, or a `SettingsError` naming the range."""
+        try:
+            value = self.parse(raw)
+        except (ValueError, OverflowError):
+            raise self.error(raw) from None
+        self.check(value, raw)
+        return value
+
+    def check(self, value: float, shown: object) -> None:
+        """Raise a `SettingsError` unless `value` is a finite number inside the range."""
+        above_low = value > self.low if self.low_excluded else value >= self.low
+        if not (math.isfinite(value) and above_low and value <= self.high):
+            raise self.error(shown)
+
+    def error(self, shown: object) -> SettingsError:
+        return SettingsError(f"{self.variable} must be {self.accepts}, got {shown!r}")
+
+
+def _count(variable: str, high: int) -> NumberRule:
+    return NumberRule(variable, _whole, 1, high, f"a whole number from 1 to {high}")
+
+
+def _seconds(variable: str, high: float) -> NumberRule:
+    return NumberRule(
+        variable, float, 0, high, f"a number of seconds above 0 and at most {high:g}", True
+    )
+
+
+NUMBER_RULES: dict[str, NumberRule] = {
+    "bronze_max_events": _count("BRONZE_MAX_EVENTS", MAX_BATCH_EVENTS),
+    "bronze_max_age_s": _seconds("BRONZE_MAX_AGE_S", MAX_BATCH_AGE_S),
+    "gold_max_events": _count("GOLD_MAX_EVENTS", MAX_BATCH_EVENTS),
+    "gold_max_age_s": _seconds("GOLD_MAX_AGE_S", MAX_BATCH_AGE_S),
+    "bronze_max_open_buffers": _count("BRONZE_MAX_OPEN_BUFFERS", MAX_OPEN_BUFFERS),
+    "bronze_max_buffer_bytes": NumberRule(
+        "BRONZE_MAX_BUFFER_BYTES", _size, 1, MAX_SIZE_BYTES, SIZE_RANGE
+    ),
+    "automation_lookback_hours": _count("LAKE_AUTOMATION_LOOKBACK_H", MAX_LOOKBACK_HOURS),
+    "nats_stream_max_age_s": NumberRule(
+        "NATS_STREAM_MAX_AGE", _duration, 1, MAX_STREAM_AGE_S, DURATION_RANGE
+    ),
+    "nats_stream_max_bytes": NumberRule(
+        "NATS_STREAM_MAX_BYTES", _size, 1, MAX_SIZE_BYTES, SIZE_RANGE
+    ),
+    "nats_stream_replicas": _count("NATS_STREAM_REPLICAS", MAX_STREAM_REPLICAS),
+    "metrics_port": NumberRule(
+        "LAKE_METRICS_PORT", _whole, 1, MAX_PORT, f"a TCP port (1-{MAX_PORT})"
+    ),
+}
+"""Every numeric field of `LakeSettings` with its variable and accepted range."""
 
 
 def redact_url(url: str) -> str:
@@ -136,6 +211,10 @@ class LakeSettings:
     metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
+        for name, rule in NUMBER_RULES.items():
+            value = getattr(self, name)
+            if value is not None:
+                rule.check(value, value)
         is_s3_root = self.data_root.startswith("s3://")
         if self.use_s3 and not is_s3_root:
             raise SettingsError(
@@ -175,29 +254,11 @@ class LakeSettings:
             if not servers:
                 raise SettingsError(f"NATS_URL has no server in {raw!r}")
             values["nats_servers"] = servers
-        for name, kind in (
-            ("BRONZE_MAX_EVENTS", int),
-            ("BRONZE_MAX_AGE_S", float),
-            ("GOLD_MAX_EVENTS", int),
-            ("GOLD_MAX_AGE_S", float),
-            ("BRONZE_MAX_OPEN_BUFFERS", int),
-        ):
-            if raw := get(name):
-                values[name.lower()] = _positive(name, raw, kind)
-        if raw := get("LAKE_AUTOMATION_LOOKBACK_H"):
-            values["automation_lookback_hours"] = _positive("LAKE_AUTOMATION_LOOKBACK_H", raw, int)
+        for name, rule in NUMBER_RULES.items():
+            if raw := get(rule.variable):
+                values[name] = rule.read(raw)
         if raw := get("LAKE_PARTITIONS_START"):
             values["partitions_start"] = _partition_start(raw)
-        if raw := get("NATS_STREAM_MAX_AGE"):
-            values["nats_stream_max_age_s"] = duration_s("NATS_STREAM_MAX_AGE", raw)
-        if raw := get("NATS_STREAM_MAX_BYTES"):
-            values["nats_stream_max_bytes"] = size_bytes("NATS_STREAM_MAX_BYTES", raw)
-        if raw := get("BRONZE_MAX_BUFFER_BYTES"):
-            values["bronze_max_buffer_bytes"] = size_bytes("BRONZE_MAX_BUFFER_BYTES", raw)
-        if raw := get("NATS_STREAM_REPLICAS"):
-            values["nats_stream_replicas"] = _positive("NATS_STREAM_REPLICAS", raw, int)
-        if raw := get("LAKE_METRICS_PORT"):
-            values["metrics_port"] = _port("LAKE_METRICS_PORT", raw)
         if raw := get("LAKE_METRICS_HOST"):
             values["metrics_host"] = raw
         return cls(**values)  # type: ignore[arg-type]

@@ -1,6 +1,9 @@
 """Settings from the environment: defaults, validation, and secrets never shown."""
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,8 +49,8 @@ def test_values_are_parsed():
         ({"USE_S3": "true"}, "USE_S3=true needs DATA_ROOT=s3://"),
         ({"DATA_ROOT": "s3://bucket"}, "set USE_S3=true"),
         ({"USE_S3": "maybe"}, "USE_S3 must be true or false"),
-        ({"BRONZE_MAX_EVENTS": "0"}, "BRONZE_MAX_EVENTS must be a positive int"),
-        ({"BRONZE_MAX_AGE_S": "soon"}, "BRONZE_MAX_AGE_S must be a positive float"),
+        ({"BRONZE_MAX_EVENTS": "0"}, "BRONZE_MAX_EVENTS must be a whole number from 1 to"),
+        ({"BRONZE_MAX_AGE_S": "soon"}, "BRONZE_MAX_AGE_S must be a number of seconds above 0"),
         ({"LAKE_PARTITIONS_START": "2024-01-01"}, "LAKE_PARTITIONS_START must look like"),
         ({"LAKE_PARTITIONS_START": "2024-01-01-00:30"}, "whole hour"),
         ({"NATS_URL": " , "}, "NATS_URL has no server"),
@@ -132,10 +135,10 @@ def test_stream_retention_and_replicas():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"NATS_STREAM_MAX_AGE": "a week"}, "NATS_STREAM_MAX_AGE must be a positive amount"),
-        ({"NATS_STREAM_MAX_AGE": "0"}, "NATS_STREAM_MAX_AGE must be a positive amount"),
-        ({"NATS_STREAM_MAX_BYTES": "10 furlongs"}, "NATS_STREAM_MAX_BYTES must be a positive"),
-        ({"NATS_STREAM_REPLICAS": "0"}, "NATS_STREAM_REPLICAS must be a positive int"),
+        ({"NATS_STREAM_MAX_AGE": "a week"}, "NATS_STREAM_MAX_AGE must be a duration from"),
+        ({"NATS_STREAM_MAX_AGE": "0"}, "NATS_STREAM_MAX_AGE must be a duration from"),
+        ({"NATS_STREAM_MAX_BYTES": "10 furlongs"}, "NATS_STREAM_MAX_BYTES must be a size from"),
+        ({"NATS_STREAM_REPLICAS": "0"}, "NATS_STREAM_REPLICAS must be a whole number from 1 to 5"),
     ],
 )
 def test_invalid_retention_fails_with_a_clear_message(env, message):
@@ -162,5 +165,107 @@ def test_bronze_max_buffer_bytes_takes_a_size():
         assert (
             LakeSettings.from_env({"BRONZE_MAX_BUFFER_BYTES": raw}).bronze_max_buffer_bytes == size
         )
-    with pytest.raises(SettingsError, match="BRONZE_MAX_BUFFER_BYTES must be a positive"):
+    with pytest.raises(SettingsError, match="BRONZE_MAX_BUFFER_BYTES must be a size from"):
         LakeSettings.from_env({"BRONZE_MAX_BUFFER_BYTES": "0"})
+
+
+NUMBERS = ("nan", "NaN", "inf", "-inf", "Infinity", "0", "-1", "-0.5", "1e999")
+COUNTS = (
+    "BRONZE_MAX_EVENTS",
+    "GOLD_MAX_EVENTS",
+    "BRONZE_MAX_OPEN_BUFFERS",
+    "LAKE_AUTOMATION_LOOKBACK_H",
+    "NATS_STREAM_REPLICAS",
+)
+SECONDS = ("BRONZE_MAX_AGE_S", "GOLD_MAX_AGE_S")
+QUANTITIES = ("NATS_STREAM_MAX_AGE", "NATS_STREAM_MAX_BYTES", "BRONZE_MAX_BUFFER_BYTES")
+
+
+@pytest.mark.parametrize("raw", [*NUMBERS, "2.5", "1e3", "10 000", "１０"])
+@pytest.mark.parametrize("variable", COUNTS)
+def test_counts_accept_only_whole_numbers_in_range(variable, raw):
+    with pytest.raises(SettingsError, match=rf"^{variable} must be a whole number from 1 to \d+"):
+        LakeSettings.from_env({variable: raw})
+
+
+@pytest.mark.parametrize("raw", [*NUMBERS, "1e9", "-0"])
+@pytest.mark.parametrize("variable", SECONDS)
+def test_flush_ages_accept_only_finite_seconds_in_range(variable, raw):
+    """`nan` never flushed by age, `inf` broke consumer creation (ack_wait in ns)."""
+    with pytest.raises(SettingsError, match=rf"^{variable} must be a number of seconds above 0"):
+        LakeSettings.from_env({variable: raw})
+
+
+@pytest.mark.parametrize("raw", [*NUMBERS, "0.1", "0k", "9" * 400, "10 furlongs"])
+@pytest.mark.parametrize("variable", QUANTITIES)
+def test_durations_and_sizes_reject_nonsense(variable, raw):
+    """`0.1` bytes is 0 (unlimited to JetStream); 400 nines is an infinite float."""
+    with pytest.raises(SettingsError, match=rf"^{variable} must be a (duration|size) from "):
+        LakeSettings.from_env({variable: raw})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("bronze_max_age_s", float("nan"), "BRONZE_MAX_AGE_S"),
+        ("gold_max_age_s", float("inf"), "GOLD_MAX_AGE_S"),
+        ("gold_max_events", 0, "GOLD_MAX_EVENTS"),
+        ("bronze_max_open_buffers", -5, "BRONZE_MAX_OPEN_BUFFERS"),
+        ("nats_stream_max_bytes", 0, "NATS_STREAM_MAX_BYTES"),
+        ("bronze_max_buffer_bytes", -1, "BRONZE_MAX_BUFFER_BYTES"),
+        ("metrics_port", 70_000, "LAKE_METRICS_PORT"),
+    ],
+)
+def test_settings_built_in_code_are_validated_too(field, value, variable):
+    with pytest.raises(SettingsError, match=rf"^{variable} must be "):
+        LakeSettings(**{field: value})
+
+
+def test_the_edges_of_each_range_are_accepted():
+    settings = LakeSettings.from_env(
+        {
+            "BRONZE_MAX_EVENTS": "1",
+            "GOLD_MAX_AGE_S": "0.001",
+            "BRONZE_MAX_AGE_S": "86400",
+            "NATS_STREAM_REPLICAS": "5",
+            "NATS_STREAM_MAX_AGE": "1s",
+            "NATS_STREAM_MAX_BYTES": "1",
+            "BRONZE_MAX_BUFFER_BYTES": "1k",
+        }
+    )
+    assert (settings.bronze_max_events, settings.gold_max_age_s) == (1, 0.001)
+    assert (settings.bronze_max_age_s, settings.nats_stream_replicas) == (86_400, 5)
+    assert (settings.nats_stream_max_age_s, settings.nats_stream_max_bytes) == (1, 1)
+    assert settings.bronze_max_buffer_bytes == 1024
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [("BRONZE_MAX_AGE_S", "nan"), ("GOLD_MAX_AGE_S", "inf"), ("BRONZE_MAX_EVENTS", "-3")],
+)
+def test_cli_names_the_bad_variable_in_one_line(monkeypatch, capsys, variable, raw):
+    monkeypatch.setenv(variable, raw)
+    assert main(["tables"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"lake-platform: error: {variable} must be ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variable", "raw"), [("GOLD_MAX_AGE_S", "inf"), ("LAKE_AUTOMATION_LOOKBACK_H", "0")]
+)
+def test_ingest_refuses_to_start_with_one_line(tmp_path, variable, raw):
+    """A fresh process: settings read while the Dagster definitions are imported fail the same."""
+    cli = Path(sys.executable).with_name("lake-platform")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_ROOT": str(tmp_path / "lake")}
+    done = subprocess.run(
+        [cli, "ingest", "--until-idle"],
+        env={**env, variable: raw, "NATS_URL": "nats://127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"lake-platform: error: {variable} must be ")
