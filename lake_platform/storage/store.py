@@ -2,8 +2,9 @@
 
 Every Parquet file is ZSTD level 3 and written atomically: on local disk a hidden temporary
 file in the same folder, fsync, rename, fsync of the folder (and of the parent of every folder
-the write created); on S3 a single PUT (s3fs turns a
-large body into one multipart upload, which S3 also makes visible only once complete).
+the write created); on S3 one PUT, or for a file larger than a part (`S3_PART_BYTES`) one
+multipart upload streamed part by part, which S3 makes visible only once it is completed and
+which is aborted on any failure. A write never holds the whole file in memory.
 Bronze files can be written but never deleted through this class.
 
 Every failure of the underlying filesystem (OSError, botocore's connection and client errors,
@@ -26,6 +27,7 @@ from typing import BinaryIO, Literal
 import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 from lake_platform.settings import LakeSettings, SettingsError, redact_url
 from lake_platform.storage.paths import LAKE_KEY_MAX_BYTES
@@ -78,6 +80,10 @@ WRITE_THREADS = 16
 creation and fsync release the GIL, and concurrent fsyncs share the journal's commits."""
 S3_WRITE_THREADS = 16
 """Concurrent PUTs of one ingest commit on S3."""
+S3_PART_BYTES = 32 * 1024**2
+"""Part size of a streamed S3 upload: a write holds about two parts in memory whatever the
+file's size (a 1 GB file goes up in 32 parts with ~64 MiB held); a smaller file is one PUT.
+S3 requires parts of at least 5 MiB (but the last) and at most 10,000 of them (~320 GB)."""
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 """Bounded waits: a store that stopped answering fails a call in seconds, and the caller's
 own retry (with backoff) takes over, instead of one call hanging for minutes."""
@@ -140,6 +146,7 @@ class LakeStore:
         self.is_local = isinstance(fs, LocalFileSystem)
         self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
         self.endpoint = redact_url(endpoint) if endpoint else None
+        self.s3_part_bytes = S3_PART_BYTES
         self._secrets = tuple(value for value in secrets_to_hide if value)
 
     @classmethod
@@ -313,11 +320,22 @@ class LakeStore:
             return self._put(path, write)
 
     def _put(self, path: str, write: Callable[[BinaryIO], object]) -> int:
-        """One S3 object from what `write` writes; its size."""
-        body = io.BytesIO()
-        write(body)
-        self.fs.pipe_file(path, body.getvalue())
-        return body.tell()
+        """One S3 object from what `write` writes, streamed; its size.
+
+        fsspec files commit what they hold when closed, also from `__exit__` and `__del__`
+        after an exception: so the file is closed only once `write` succeeded, and on any
+        failure the upload is discarded (a started multipart upload aborted) and the file
+        marked closed, so that no partial object ever appears.
+        """
+        handle = self.fs.open(path, "wb", block_size=self.s3_part_bytes)
+        try:
+            write(handle)
+            size = handle.tell()
+            handle.close()
+        except BaseException:
+            _discard(handle)
+            raise
+        return size
 
     def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
         """Relative paths of the files below a folder ending with `suffix`, sorted.
@@ -438,6 +456,16 @@ class _HashingWriter:
 
     def flush(self) -> None:
         self._handle.flush()
+
+
+def _discard(handle: AbstractBufferedFile) -> None:
+    """Abort an unfinished S3 upload (best effort: an abort that fails leaves invisible parts
+    that the bucket's lifecycle rules expire) and keep the file from committing later."""
+    try:
+        with suppress(Exception):
+            handle.discard()
+    finally:
+        handle.closed = True
 
 
 def _deletable(relative: str) -> str:
