@@ -1,5 +1,6 @@
 """`lake-platform compact`: rebuild Silver for every hour of a date, through Dagster.
 
+First it sweeps what killed writes left in the lake (old temporaries, unfinished uploads).
 The run goes through the Dagster instance of `DAGSTER_HOME` (an ephemeral one when it is unset)
 so lineage and check results are recorded as for a backfill from the UI.
 """
@@ -9,10 +10,12 @@ import datetime as dt
 import dagster as dg
 
 from lake_platform.commands.dagster_runs import command_instance, materialize_hours
+from lake_platform.commands.init import sweep_leftovers
 from lake_platform.defs.partitions import HOURLY
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.schemas import BY_TABLE, SCHEMAS
 from lake_platform.settings import LakeSettings
+from lake_platform.storage import LakeStore
 
 
 def _hours_of(day: dt.date) -> tuple[str, str]:
@@ -36,7 +39,9 @@ def run_compact(day: dt.date, table: str | None) -> int:
     """Materialize Silver for the date's hours; prints a summary per table."""
     assets = _silver_assets(table)
     first, last = _hours_of(day)
-    result = materialize_hours(assets, command_instance(), LakeSettings.from_env(), first, last)
+    settings = LakeSettings.from_env()
+    sweep_leftovers(LakeStore.from_settings(settings), print)
+    result = materialize_hours(assets, command_instance(), settings, first, last)
     checks_by_table: dict[str, list[dg.AssetCheckEvaluation]] = {}
     for evaluation in result.get_asset_check_evaluations():
         table_path = "/".join(evaluation.asset_key.path[1:])

@@ -25,7 +25,7 @@ from lake_platform.ingest.jetstream import (
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import SECRET_MASK, LakeSettings
 from lake_platform.storage import LakeStore, StorageError
-from lake_platform.storage.store import storage_error_kind
+from lake_platform.storage.store import TEMPORARY_MAX_AGE_S, storage_error_kind
 
 COMPUTE_LOG_BUCKET_ENV = "DAGSTER_COMPUTE_LOG_BUCKET"
 AWS_DEFAULT_REGION = "us-east-1"
@@ -53,6 +53,7 @@ def init_lake(settings: LakeSettings, say: Say) -> None:
         existed = os.path.isdir(store.root)
         store.check_access()
         say(f"{_state(existed)} lake folder {store.root}")
+        sweep_leftovers(store, say)
         return
     buckets = [store.root.split("/", 1)[0]]
     if (logs := os.environ.get(COMPUTE_LOG_BUCKET_ENV, "").strip()) and logs not in buckets:
@@ -72,6 +73,17 @@ def init_lake(settings: LakeSettings, say: Say) -> None:
             ) from None
         say(f"{_state(existed)} bucket {bucket} at {store.endpoint}")
     store.check_access()
+    sweep_leftovers(store, say)
+
+
+def sweep_leftovers(store: LakeStore, say: Say) -> None:
+    """Remove what killed writes left (`LakeStore.sweep_temporaries`); one line when any."""
+    swept = len(store.sweep_temporaries(TEMPORARY_MAX_AGE_S))
+    if swept:
+        what = "temporary file" if store.is_local else "unfinished upload"
+        plural = "" if swept == 1 else "s"
+        hours = TEMPORARY_MAX_AGE_S / 3_600
+        say(f"removed {swept} {what}{plural} older than {hours:g} h left by interrupted writes")
 
 
 def _create_bucket(store: LakeStore, bucket: str, region: str | None) -> None:

@@ -17,8 +17,10 @@ import hashlib
 import io
 import os
 import posixpath
+import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -84,6 +86,13 @@ S3_PART_BYTES = 32 * 1024**2
 """Part size of a streamed S3 upload: a write holds about two parts in memory whatever the
 file's size (a 1 GB file goes up in 32 parts with ~64 MiB held); a smaller file is one PUT.
 S3 requires parts of at least 5 MiB (but the last) and at most 10,000 of them (~320 GB)."""
+TEMPORARY_MAX_AGE_S = 3_600
+"""Age (since its last write) past which a local write's hidden temporary file, or an S3
+multipart upload never completed, is taken for what a killed writer (SIGKILL, power loss)
+left, and `sweep_temporaries` removes it. A live write touches its temporary with every
+block it writes and ends within minutes (a 1 GB derived file), so an hour is far from it."""
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+"""Names of the temporary files of local writes (`_temporary_path`)."""
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 """Bounded waits: a store that stopped answering fails a call in seconds, and the caller's
 own retry (with backoff) takes over, instead of one call hanging for minutes."""
@@ -337,6 +346,46 @@ class LakeStore:
             raise
         return size
 
+    def sweep_temporaries(self, older_than_s: float = TEMPORARY_MAX_AGE_S) -> list[str]:
+        """Remove what writes that were killed left, untouched for `older_than_s` seconds:
+        locally the hidden temporary files (`.part-00000.parquet.1a2b3c4d5e6f.tmp`), on S3 the
+        multipart uploads never completed (their parts are stored, and billed, until aborted).
+        Returns the relative paths swept, sorted. Younger ones may be writes in flight: kept.
+
+        Locally every folder of the lake is scanned (a start-up or maintenance task).
+        """
+        deadline = time.time() - older_than_s
+        with self._failures(f"sweep temporaries below {self._shown(self.root)}"):
+            if self.is_local:
+                return _sweep_local(self.root, deadline)
+            return self._abort_uploads(deadline)
+
+    def _abort_uploads(self, deadline: float) -> list[str]:
+        """Abort the multipart uploads below the root started before `deadline`."""
+        bucket, _, prefix = self.root.partition("/")
+        prefix = f"{prefix}/" if prefix else ""
+        aborted = []
+        markers: dict[str, str] = {}
+        while True:
+            page = self.fs.call_s3(
+                "list_multipart_uploads", Bucket=bucket, Prefix=prefix, **markers
+            )
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < deadline:
+                    self.fs.call_s3(
+                        "abort_multipart_upload",
+                        Bucket=bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+                    aborted.append(upload["Key"].removeprefix(prefix))
+            if not page.get("IsTruncated"):
+                return sorted(aborted)
+            markers = {
+                "KeyMarker": page["NextKeyMarker"],
+                "UploadIdMarker": page["NextUploadIdMarker"],
+            }
+
     def list_files(self, relative_dir: str, suffix: str = ".parquet") -> list[str]:
         """Relative paths of the files below a folder ending with `suffix`, sorted.
 
@@ -508,7 +557,7 @@ def _write_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[int, s
     folder, name = os.path.split(path)
     created = _missing_folders(folder)
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+    temporary = _temporary_path(folder, name)
     try:
         with open(temporary, "wb") as handle:
             write(handle)
@@ -525,6 +574,27 @@ def _write_local(path: str, write: Callable[[BinaryIO], object]) -> tuple[int, s
             raise OSError(errno.ENOSPC, detail) from error
         raise
     return size, {folder, *(os.path.dirname(new) for new in created)}
+
+
+def _temporary_path(folder: str, name: str) -> str:
+    """The hidden file a local write of `name` goes through (its name fits `TEMPORARY_NAME`)."""
+    return os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+
+
+def _sweep_local(root: str, deadline: float) -> list[str]:
+    """Remove the temporary files below `root` last written before `deadline`; their paths
+    relative to `root`. One removed meanwhile (a concurrent sweep) is no error."""
+    swept = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if not TEMPORARY_NAME.fullmatch(name):
+                continue
+            with suppress(FileNotFoundError):
+                if os.stat(path).st_mtime < deadline:
+                    os.remove(path)
+                    swept.append(os.path.relpath(path, root))
+    return sorted(swept)
 
 
 def _fsync_path(path: str) -> None:
