@@ -19,8 +19,12 @@ import fsspec
 import polars as pl
 import pytest
 
-from lake_platform.commands.dagster_runs import materialize_hours
+from lake_platform.commands.dagster_runs import RANGE_END_TAG, RANGE_START_TAG, materialize_hours
+from lake_platform.definitions import defs
+from lake_platform.defs.gold.assets import GOLD_ASSETS
+from lake_platform.defs.keys import GOLD_BARS_1M
 from lake_platform.defs.partitions import partition_key_for
+from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.hourly import check_hour, rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
@@ -30,6 +34,8 @@ from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
 
 TABLE = SILVER_TABLES["stocks/trades"]
+SILVER = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
+BARS = next(a for a in GOLD_ASSETS if a.key == GOLD_BARS_1M)
 SYMBOLS = tuple(f"S{i:02d}" for i in range(24))
 SEED = int(os.environ.get("LAKE_FAULT_SEED", "20251216"))
 KILLS = int(os.environ.get("LAKE_FAULT_KILLS", "3"))
@@ -186,26 +192,109 @@ def test_an_unreadable_bronze_file_is_named(lake: LakeStore, how):
     assert f"{paths[1]}: not a readable Parquet file" in str(raised.value)
 
 
+def recent_hours() -> tuple[dt.datetime, dt.datetime]:
+    """Two consecutive hours inside the automation's lookback."""
+    first = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).replace(
+        minute=0, second=0, microsecond=0
+    )
+    return first, first + dt.timedelta(hours=1)
+
+
+def step_failure_message(run: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [event for event in run.all_events if event.is_step_failure]
+    return failure.step_failure_data.error.message
+
+
+def assert_only_the_good_hour_is_recorded(
+    instance: dg.DagsterInstance, run: dg.ExecuteInProcessResult, good: str, rows: int
+) -> None:
+    """The good hour is materialized (with its partition and its own metadata) and checked,
+    hour by hour; nothing of the failed hour is recorded."""
+    assert instance.get_materialized_partitions(SILVER.key) == {good}
+    (materialization,) = run.get_asset_materialization_events()
+    recorded = materialization.step_materialization_data.materialization
+    assert recorded.partition == good
+    assert recorded.metadata["hour_written_rows"].value == rows
+    assert recorded.metadata["rows_written"].value == rows
+    evaluations = run.get_asset_check_evaluations()
+    assert {(e.check_name, e.partition, e.passed) for e in evaluations} == {
+        (name, good, True) for name in TABLE.check_names
+    }
+
+
 @pytest.mark.slow
-def test_a_corrupt_bronze_file_fails_its_hour_by_name_and_the_other_hour_is_rebuilt(tmp_path):
-    """One Dagster run over two hours, one with a truncated Bronze file: the run fails naming
-    the file and the hour; the other hour is rebuilt all the same, and its own run passes."""
+def test_a_corrupt_bronze_file_fails_its_hour_only_and_the_good_hour_is_recorded(tmp_path):
+    """One run of Silver and Gold over two hours, one with a truncated Bronze file: the step
+    fails naming the file and the hour; the other hour is rebuilt, recorded as materialized
+    with its checks, and automation runs Gold on its new Silver (the failed run skipped Gold).
+
+    Before, the step failed before yielding anything: the good hour's new files were on disk
+    but Dagster never heard of them."""
     store = local_store(tmp_path / "lake")
-    later = HOUR + dt.timedelta(hours=1)
-    rows = bronze_rows(TRADES, trades(60) + trades(60, seed=3, hour=later))
+    bad_hour, good_hour = recent_hours()
+    rows = bronze_rows(TRADES, trades(60, hour=bad_hour) + trades(60, seed=3, hour=good_hour))
     paths = write_bronze(store, TRADES, rows, files=2)
-    bad = next(path for path in paths if hour_folder(HOUR) in path and "SPY" in path)
-    corrupt(store, bad, "truncated")
+    bad_file = next(path for path in paths if hour_folder(bad_hour) in path and "SPY" in path)
+    corrupt(store, bad_file, "truncated")
     settings = LakeSettings(data_root=str(tmp_path / "lake"))
-    asset = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
-    hours = partition_key_for(HOUR), partition_key_for(later)
+    bad, good = partition_key_for(bad_hour), partition_key_for(good_hour)
     with dg.instance_for_test() as instance:
-        both = materialize_hours([asset], instance, settings, *hours)
-        alone = materialize_hours([asset], instance, settings, hours[1], hours[1])
-    assert not both.success
-    (failure,) = [event for event in both.all_events if event.is_step_failure]
-    message = failure.step_failure_data.error.message
-    assert "1 of 2 hours failed" in message and f"{hours[0]}: cannot read" in message
-    assert f"{bad}: not a readable Parquet file" in message
-    assert alone.success and all(c.passed for c in alone.get_asset_check_evaluations())
-    assert event_ids(silver_files(store, later)).len() == 60
+        cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+        run = materialize_hours([SILVER, BARS], instance, settings, bad, good)
+        assert not run.success
+        message = step_failure_message(run)
+        assert "1 of 2 hours failed" in message and f"{bad}: cannot read" in message
+        assert f"{bad_file}: not a readable Parquet file" in message
+        assert_only_the_good_hour_is_recorded(instance, run, good, 60)
+        assert not instance.get_materialized_partitions(GOLD_BARS_1M)
+        automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert automation.get_requested_partitions(GOLD_BARS_1M) == {good}
+    assert event_ids(silver_files(store, good_hour)).len() == 60
+
+
+class FailingReads(LakeStore):
+    """A local lake whose reads of files below `folder` fail, as in a storage outage."""
+
+    def __init__(self, root: str, folder: str) -> None:
+        super().__init__(root, fsspec.filesystem("file"))
+        self.folder = folder
+
+    def read_bytes(self, relative: str) -> bytes:
+        if relative.startswith(self.folder):
+            raise StorageError(f"cannot read {relative}: storage unavailable")
+        return super().read_bytes(relative)
+
+
+class LakeFailingReads(LakeResource):
+    """The lake, with reads below `folder` failing (after the rebuild wrote there)."""
+
+    folder: str
+
+    def store(self) -> LakeStore:
+        return FailingReads(str(self.data_root), self.folder)
+
+
+@pytest.mark.slow
+def test_a_storage_error_while_checking_an_hour_fails_that_hour_only(tmp_path):
+    """Reading the rebuilt files back for the checks fails in one hour of two: that hour
+    fails by name like a failed rebuild, the other is recorded. Before, the error escaped the
+    step and nothing was recorded."""
+    store = local_store(tmp_path / "lake")
+    bad_hour, good_hour = recent_hours()
+    rows = bronze_rows(TRADES, trades(40, hour=bad_hour) + trades(30, seed=3, hour=good_hour))
+    write_bronze(store, TRADES, rows)
+    bad, good = partition_key_for(bad_hour), partition_key_for(good_hour)
+    folder = f"silver/{TRADES.table}/symbol=SPY/{hour_folder(bad_hour)}"
+    lake = LakeFailingReads(data_root=str(tmp_path / "lake"), folder=folder)
+    with dg.instance_for_test() as instance:
+        run = dg.materialize(
+            [SILVER],
+            instance=instance,
+            resources={"lake": lake},
+            tags={RANGE_START_TAG: bad, RANGE_END_TAG: good},
+            raise_on_error=False,
+        )
+        assert not run.success
+        message = step_failure_message(run)
+        assert "1 of 2 hours failed" in message and f"{bad}: cannot read {folder}" in message
+        assert_only_the_good_hour_is_recorded(instance, run, good, 30)

@@ -19,6 +19,8 @@ storage id below the run's planned event was in that run's input. One later than
 import datetime as dt
 import os
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -31,8 +33,10 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
     """Partitions whose upstream partition was materialized after this asset's latest
     planned run of it (or which were never planned).
 
-    An upstream event from the very run planned for the partition is no news: a run of
-    Silver and Gold together materializes Silver after planning Gold, and Gold read it."""
+    An upstream event from the very run planned for the partition is no news when that run
+    rebuilt the partition: a run of Silver and Gold together materializes Silver after
+    planning Gold, and Gold read it. When that run failed before recording the partition (its
+    Gold step was skipped after Silver failed for another hour), Gold never read it."""
 
     @property
     def name(self) -> str:
@@ -46,49 +50,87 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
         if not partitions:
             return dg.AutomationResult(context, true_subset=candidates)
         instance = context.asset_graph_view.instance
-        baseline = _latest_plans(instance, context.key, partitions)
+        plans = LatestPlans.load(instance, context.key, partitions)
         newer: list[tuple[str, int]] = []  # (partition, upstream event after its baseline)
         for upstream in context.asset_graph.get(context.key).parent_keys:
             updated = instance.event_log_storage.get_latest_storage_id_by_partition(
                 upstream, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
             )
-            newer += [(p, id_) for p, id_ in updated.items() if id_ > baseline.get(p, 0)]
-        ours = {baseline[p] for p, _ in newer if p in baseline}
-        run_ids = _run_ids(instance, [*ours, *(storage_id for _, storage_id in newer)])
+            newer += [(p, id_) for p, id_ in updated.items() if id_ > plans.baseline(p)]
+        upstream_runs = _run_ids(instance, [storage_id for _, storage_id in newer])
         stale = {
             partition
             for partition, storage_id in newer
-            if partition not in baseline
-            or run_ids.get(storage_id, "upstream") != run_ids.get(baseline[partition], "ours")
+            if upstream_runs.get(storage_id, NO_RUN) != plans.run_that_read(partition)
         }
         return dg.AutomationResult(
             context, true_subset=candidates.compute_intersection_with_partition_keys(stale)
         )
 
 
-def _latest_plans(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: set[str]
-) -> dict[str, int]:
-    """Partition -> storage id of the latest plan of it; where that plan's run was canceled
-    (it may never have read its inputs), of the latest materialization instead."""
-    storage = instance.event_log_storage
-    planned = storage.get_latest_storage_id_by_partition(
-        key, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, partitions
-    )
-    run_ids = _run_ids(instance, list(planned.values()))
-    if not run_ids:
-        return dict(planned)
-    canceled_runs = dg.RunsFilter(
-        run_ids=sorted(set(run_ids.values())), statuses=[dg.DagsterRunStatus.CANCELED]
-    )
-    canceled = {run.run_id for run in instance.get_runs(canceled_runs)}
-    unplanned = {p for p, id_ in planned.items() if run_ids.get(id_) in canceled}
-    if not unplanned:
-        return dict(planned)
-    materialized = storage.get_latest_storage_id_by_partition(
-        key, dg.DagsterEventType.ASSET_MATERIALIZATION, unplanned
-    )
-    return {p: id_ for p, id_ in planned.items() if p not in unplanned} | materialized
+NO_RUN = ""
+"""The run id of runless events (Bronze is reported by a sensor, not by a run)."""
+
+
+@dataclass(frozen=True)
+class LatestPlans:
+    """The latest planned run of each partition of an asset, and what it did.
+
+    `planned` and `materialized` hold the storage id of each partition's latest plan and
+    latest materialization, `run_of` the run id of those events, `runs` the plans' runs."""
+
+    planned: Mapping[str, int]
+    materialized: Mapping[str, int]
+    run_of: Mapping[int, str]
+    runs: Mapping[str, dg.RunRecord]
+
+    @classmethod
+    def load(
+        cls, instance: dg.DagsterInstance, key: dg.AssetKey, partitions: set[str]
+    ) -> "LatestPlans":
+        """Four queries (plans, materializations, their runs' ids, the runs), whatever the
+        number of partitions."""
+        storage = instance.event_log_storage
+        planned = storage.get_latest_storage_id_by_partition(
+            key, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, partitions
+        )
+        materialized = storage.get_latest_storage_id_by_partition(
+            key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
+        )
+        run_of = _run_ids(instance, [*planned.values(), *materialized.values()])
+        plan_runs = sorted({run_of[id_] for id_ in planned.values() if id_ in run_of})
+        records = instance.get_run_records(dg.RunsFilter(run_ids=plan_runs)) if plan_runs else []
+        return cls(planned, materialized, run_of, {r.dagster_run.run_id: r for r in records})
+
+    def plan_run(self, partition: str) -> dg.RunRecord | None:
+        """The run of the partition's latest plan (None when never planned)."""
+        plan = self.planned.get(partition)
+        return None if plan is None else self.runs.get(self.run_of.get(plan, NO_RUN))
+
+    def status(self, partition: str) -> dg.DagsterRunStatus | None:
+        run = self.plan_run(partition)
+        return None if run is None else run.dagster_run.status
+
+    def recorded(self, partition: str) -> bool:
+        """Whether the latest planned run materialized the partition."""
+        run, latest = self.plan_run(partition), self.materialized.get(partition)
+        return run is not None and self.run_of.get(latest or 0) == run.dagster_run.run_id
+
+    def baseline(self, partition: str) -> int:
+        """The storage id after which an upstream event is news to the partition: its latest
+        plan; where that plan's run was canceled (it may never have read its inputs), its
+        latest materialization; 0 when never planned."""
+        if self.status(partition) == dg.DagsterRunStatus.CANCELED:
+            return self.materialized.get(partition, 0)
+        return self.planned.get(partition, 0)
+
+    def run_that_read(self, partition: str) -> str | None:
+        """The run whose own upstream events are no news to the partition: the run of its
+        baseline event, unless that run failed without recording the partition."""
+        failed = self.status(partition) == dg.DagsterRunStatus.FAILURE
+        if failed and not self.recorded(partition):
+            return None
+        return self.run_of.get(self.baseline(partition))
 
 
 def _run_ids(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, str]:

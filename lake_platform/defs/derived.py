@@ -3,21 +3,24 @@
 A run may cover a range of hours (single-run backfills): they are rebuilt one after the other,
 each one partition value at a time, so memory never holds more than one value's hour.
 Checks are partitioned like their asset and every hour records its own result, so a failed
-hour blocks its own downstream partitions and no other. An hour whose input cannot be read (a
-truncated or corrupt Bronze file) fails the run with the file's name, after the run's other
-hours are rebuilt.
+hour blocks its own downstream partitions and no other. An hour whose storage fails (a
+truncated or corrupt Bronze file, an outage while rebuilding or checking it) fails the step
+with the hour and the file's name, after the run's other hours are rebuilt, recorded as
+materialized and checked: automation and downstream assets see them, and only the failed
+hours stay to be retried.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
+from lake_platform.checks import CheckOutcome
 from lake_platform.defs.automation import DERIVED_AUTOMATION
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
 from lake_platform.defs.resources import LakeResource
-from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
-from lake_platform.storage import StorageError
+from lake_platform.derived.hourly import DerivedTable, HourResult, check_hour, rebuild_hour
+from lake_platform.storage import LakeStore, StorageError
 
 
 def build_derived_asset(
@@ -53,13 +56,14 @@ def build_derived_asset(
     )
     def derived(
         context: dg.AssetExecutionContext, lake: LakeResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
+    ) -> Iterator[
+        dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output
+    ]:
         store = lake.store()
         results, outcomes, failed = {}, {}, {}
         for partition_key in context.partition_keys:
-            hour = hour_of_partition(partition_key)
             try:
-                result = rebuild_hour(store, table, hour)
+                result, outcome = _rebuild_and_check(store, table, partition_key)
             except StorageError as error:
                 failed[partition_key] = str(error)
                 context.log.error(f"{table.target} {partition_key}: {error}")
@@ -68,18 +72,52 @@ def build_derived_asset(
                 f"{table.target} {partition_key}: {result.rows_read} rows read, "
                 f"{result.rows_written} written in {len(result.files)} files"
             )
-            results[partition_key] = result
-            outcomes[partition_key] = check_hour(store, table, result)
-            context.add_asset_metadata(
-                hour_metadata(partition_key, result), partition_key=partition_key
-            )
+            results[partition_key], outcomes[partition_key] = result, outcome
         if failed:
-            raise dg.Failure(
-                f"{table.target}: {len(failed)} of {len(context.partition_keys)} hours failed "
-                f"(the others were rebuilt): "
-                + "; ".join(f"{key}: {reason}" for key, reason in failed.items())
-            )
-        yield dg.MaterializeResult(metadata=run_metadata(results))
+            yield from _hour_materializations(key, results)
+        else:
+            for partition_key, result in results.items():
+                context.add_asset_metadata(
+                    hour_metadata(partition_key, result), partition_key=partition_key
+                )
+            yield dg.MaterializeResult(metadata=run_metadata(results))
         yield from check_evaluations(context, key, results, outcomes)
+        if failed:
+            raise _failed_hours(table, failed, len(context.partition_keys))
 
     return derived
+
+
+def _rebuild_and_check(
+    store: LakeStore, table: DerivedTable, partition_key: str
+) -> tuple[HourResult, dict[str, CheckOutcome]]:
+    """One hour rebuilt and checked; a `StorageError` of either fails that hour only."""
+    result = rebuild_hour(store, table, hour_of_partition(partition_key))
+    return result, check_hour(store, table, result)
+
+
+def _hour_materializations(
+    key: dg.AssetKey, results: Mapping[str, HourResult]
+) -> Iterator[dg.AssetMaterialization]:
+    """One materialization per rebuilt hour, with the metadata a successful run records.
+
+    A run that fails cannot yield its `MaterializeResult`: Dagster would record it for every
+    hour of the run, the failed ones too. Each rebuilt hour is recorded by its own event
+    instead, before the step fails for the others.
+    """
+    shared = run_metadata(results)
+    for partition_key, result in results.items():
+        yield dg.AssetMaterialization(
+            asset_key=key,
+            partition=partition_key,
+            metadata={**shared, **hour_metadata(partition_key, result)},
+        )
+
+
+def _failed_hours(table: DerivedTable, failed: Mapping[str, str], hours: int) -> dg.Failure:
+    """The step's failure: which hours failed and why (the others are recorded)."""
+    return dg.Failure(
+        f"{table.target}: {len(failed)} of {hours} hours failed (the others were rebuilt and "
+        "recorded): " + "; ".join(f"{key}: {reason}" for key, reason in failed.items()),
+        metadata={"failed_hours": dg.MetadataValue.json(sorted(failed))},
+    )
