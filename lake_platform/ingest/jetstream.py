@@ -15,7 +15,8 @@ Streams get the retention of the settings (`NATS_STREAM_MAX_AGE`, `NATS_STREAM_M
 
 Every JetStream API request here is retried for up to `API_RETRY_S` on the errors of a
 cluster that is electing a stream leader (4-7 s) or restarting a node: a process starting at
-that moment waits instead of exiting.
+that moment waits instead of exiting. The waits are jittered (`backoff.Backoff`), so workers
+restarted together do not ask in lockstep.
 """
 
 import asyncio
@@ -32,6 +33,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
+from lake_platform.ingest.backoff import Backoff
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
 
@@ -71,21 +73,21 @@ async def retrying(
     on_retry: Callable[[str, BaseException], None] | None = None,
     **kwargs: object,
 ) -> T:
-    """`await request(*args, **kwargs)`, retried with backoff on `PASSING_ERRORS` for
-    `API_RETRY_S` (then the last error is raised). `on_retry(what, error)` is told of each
-    retry; by default it is logged as a warning."""
+    """`await request(*args, **kwargs)`, retried with jittered backoff on `PASSING_ERRORS`
+    for `API_RETRY_S` (then the last error is raised). `on_retry(what, error)` is told of
+    each retry; by default it is logged as a warning."""
     deadline = time.monotonic() + API_RETRY_S
-    backoff = FIRST_BACKOFF_S
+    backoff = Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S)
     while True:
         try:
             return await request(*args, **kwargs)
         except PASSING_ERRORS as error:
             lasting = getattr(error, "err_code", None) in LASTING_ERR_CODES
-            if lasting or time.monotonic() + backoff > deadline:
+            delay = backoff.next()
+            if lasting or time.monotonic() + delay > deadline:
                 raise
             (on_retry or _warn_retry)(what, error)
-            await asyncio.sleep(backoff)
-            backoff = min(2 * backoff, MAX_BACKOFF_S)
+            await asyncio.sleep(delay)
 
 
 def _warn_retry(what: str, error: BaseException) -> None:
@@ -150,7 +152,7 @@ async def ensure_consumers(js: JetStreamContext, sizing: ConsumerSizing) -> floa
         try:
             actual = (await retrying(what, js.consumer_info, stream, DURABLE)).config
         except NotFoundError:
-            config = _consumer_config(sizing)
+            config = consumer_config(sizing)
             actual = (await retrying(what, js.add_consumer, stream, config)).config
         if actual.ack_policy != js_api.AckPolicy.EXPLICIT:
             raise ConsumerConfigError(
@@ -174,7 +176,8 @@ async def ensure_consumers(js: JetStreamContext, sizing: ConsumerSizing) -> floa
     return min(ack_waits)
 
 
-def _consumer_config(sizing: ConsumerSizing) -> js_api.ConsumerConfig:
+def consumer_config(sizing: ConsumerSizing) -> js_api.ConsumerConfig:
+    """A new durable consumer's configuration: explicit acks, every message of the stream."""
     return js_api.ConsumerConfig(
         durable_name=DURABLE,
         ack_policy=js_api.AckPolicy.EXPLICIT,

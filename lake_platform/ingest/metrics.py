@@ -8,8 +8,9 @@ unacked messages are the durable consumers' (shared by every worker), read by a 
 the exporter with its own NATS connection, so the ingest loop never waits on them.
 
 `/healthz` answers 200 while the service runs (its pull tasks alive) and its status was
-updated recently; 503 before it starts, once it stops (a signal, the end, a failed task), and
-when its loop stalls for `STALE_AFTER_S`.
+updated recently; 503 before it starts, once it stops (a signal, the end, a failed task),
+when its loop stalls for `STALE_AFTER_S`, and while the service says it cannot work
+(`IngestStats.unhealthy`: JetStream refusing its pulls for long), with the reason.
 """
 
 import asyncio
@@ -55,6 +56,7 @@ class IngestMetrics:
         self.is_running: Callable[[], bool] = lambda: False
         self._last_status: float | None = None
         self._last_messages = 0
+        self._unhealthy: str | None = None
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}
         registry = self.registry
@@ -110,6 +112,7 @@ class IngestMetrics:
                 rate = (stats.messages - self._last_messages) / (now - self._last_status)
                 self.events_per_second.set(rate)
             self._last_status, self._last_messages = now, stats.messages
+            self._unhealthy = stats.unhealthy
 
     def observe_commit(self, seconds: float) -> None:
         """Commit callback: one commit's duration."""
@@ -127,6 +130,8 @@ class IngestMetrics:
             return 503, "starting\n"
         if time.monotonic() - self._last_status > STALE_AFTER_S:
             return 503, f"no status for more than {STALE_AFTER_S:.0f}s\n"
+        if self._unhealthy is not None:
+            return 503, f"{self._unhealthy}\n"
         return 200, "ok\n"
 
 

@@ -11,6 +11,12 @@ raises `IngestFailedError`. Storage failures never stop it: transient ones are r
 backoff (nothing is acked meanwhile), files the store rejects are quarantined (see `commit`).
 Every third of the consumer's `ack_wait`, each message held (in a buffer waiting for its max
 age, in a slow commit, in a retry) gets an in-progress ack, so it is not redelivered meanwhile.
+
+A pull that JetStream answers with a status instead of messages (503: the consumer is
+deleted or has no leader; 409: a conflict) backs off with jitter, is logged once per change,
+makes `/healthz` fail after `PULL_UNHEALTHY_AFTER_S` and ends an `until_idle` run after
+`PULL_GIVE_UP_S`; a deleted consumer is created again after the last committed message
+(`consumer_recovery`). Every retry waits a jittered delay (`backoff.Backoff`).
 """
 
 import asyncio
@@ -26,9 +32,11 @@ from dataclasses import dataclass, field
 import nats.errors
 from nats.js import JetStreamContext
 
+from lake_platform.ingest.backoff import Backoff
 from lake_platform.ingest.buffers import Buffer, Buffers
 from lake_platform.ingest.commit import Reporter, Written, commit, report_entry
 from lake_platform.ingest.connection import LakeNatsClient, connect
+from lake_platform.ingest.consumer_recovery import recreate_if_deleted
 from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.jetstream import (
     DURABLE,
@@ -38,18 +46,30 @@ from lake_platform.ingest.jetstream import (
     pending_messages,
 )
 from lake_platform.ingest.ledger import LedgerEntry
-from lake_platform.ingest.pull import LeanPull, PulledMessages
+from lake_platform.ingest.pull import NO_PENDING_MESSAGES, LeanPull, PulledMessages
 from lake_platform.ingest.route import route
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
-from lake_platform.storage import LakeStore
+from lake_platform.storage import LakeStore, StorageError
 
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 10_000
 PULL_WAIT_S = 0.5
 TICK_S = 0.1
+FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
+"""Storage retries: from 1 s (jittered) up to this."""
+PULL_FIRST_BACKOFF_S = 0.1
+PULL_MAX_BACKOFF_S = 5.0
+PULL_UNHEALTHY_AFTER_S = 30.0
+"""Pulls answered 409/503 this long make `/healthz` fail (a leader election takes 4-7 s)."""
+PULL_GIVE_UP_S = 60.0
+"""Pulls answered 409/503 this long end an `until_idle` run (a sensor tick, a one-shot)."""
+STATUS_MEANINGS = {
+    "503": "no responders: the consumer was deleted or has no leader",
+    "409": "a conflict",
+}
 FLUSH_TIMEOUT_S = 5
 FINAL_COMMIT_ATTEMPTS = 3
 REPORT_DRAIN_S = 10.0
@@ -60,6 +80,21 @@ IN_PROGRESS = b"+WPI"
 
 class IngestFailedError(RuntimeError):
     """A task of the ingest failed; what it had pulled was committed or left unacked."""
+
+
+class PullStuckError(RuntimeError):
+    """JetStream answered a stream's pulls with 409/503 for longer than `PULL_GIVE_UP_S`."""
+
+
+@dataclass
+class PullTrouble:
+    """Since when, and with which status, a stream's pulls get no messages but a 409/503."""
+
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(PULL_FIRST_BACKOFF_S, PULL_MAX_BACKOFF_S)
+    )
+    since: float | None = None
+    state: str | None = None
 
 
 @dataclass
@@ -75,6 +110,8 @@ class IngestStats:
     commits: int = 0
     storage_errors: int = 0
     last_error: str | None = None
+    unhealthy: str | None = None
+    """Why the worker cannot do its job now (pulls answered 503 for long), else None."""
 
     @property
     def events_per_s(self) -> float:
@@ -128,7 +165,9 @@ class IngestService:
         self._committing_rows = 0
         self._routing_rows = 0
         self._retry_at = 0.0
-        self._backoff_s = 1.0
+        self.storage_backoff = Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S)
+        self._pull_troubles: dict[str, str] = {}
+        self._until_idle = False
         self._stopping = False
         self._nc: LakeNatsClient | None = None
         self._committing: list[Buffer] = []
@@ -157,6 +196,7 @@ class IngestService:
         caller has checked already).
         """
         stop = stop or asyncio.Event()
+        self._until_idle = until_idle
         if check_access:
             await asyncio.to_thread(self.store.check_access)
         nc = self._nc = await connect(
@@ -174,7 +214,7 @@ class IngestService:
             pulls = [LeanPull(nc, stream, DURABLE) for stream in STREAMS]
             for pull in pulls:
                 await pull.start()
-            tasks = {asyncio.create_task(self._pull_loop(p)): f"pull {p.stream}" for p in pulls}
+            tasks = {asyncio.create_task(self._pull_loop(p, js)): f"pull {p.stream}" for p in pulls}
             progress = asyncio.create_task(self._progress_loop(ack_wait_s / 3))
             tasks[progress] = "in-progress acks"
             if self.reporter is not None:
@@ -263,9 +303,10 @@ class IngestService:
             except nats.errors.Error as error:  # reconnecting: the next round sends them
                 log.warning("cannot send in-progress acks: %s", error)
 
-    async def _pull_loop(self, pull: LeanPull) -> None:
+    async def _pull_loop(self, pull: LeanPull, js: JetStreamContext) -> None:
         """Fetch, and route the previous batch in a worker thread while the next one arrives."""
         routing: asyncio.Task[None] | None = None
+        trouble = PullTrouble()
         while not self._stopping:
             room = self.sizing.process_inflight - self._held_rows()
             if room <= 0 or self.buffers.full or time.monotonic() < self._retry_at:
@@ -283,8 +324,54 @@ class IngestService:
             self._drained[pull.stream] = drained and not messages
             if messages:
                 routing = asyncio.create_task(self._accept(messages))
+            if messages or pull.status is None or pull.status in NO_PENDING_MESSAGES:
+                self._pull_works(pull, trouble)
+            else:
+                await self._pull_refused(pull, js, trouble)
         if routing is not None:
             await routing
+
+    def _pull_works(self, pull: LeanPull, trouble: PullTrouble) -> None:
+        if trouble.state is not None:
+            log.warning("pulls from %s work again (after %s)", pull.stream, trouble.state)
+        trouble.since = trouble.state = None
+        trouble.backoff.reset()
+        if self._pull_troubles.pop(pull.stream, None) is not None:
+            self.stats.unhealthy = "; ".join(self._pull_troubles.values()) or None
+
+    async def _pull_refused(
+        self, pull: LeanPull, js: JetStreamContext, trouble: PullTrouble
+    ) -> None:
+        """A pull answered with a status instead of messages: recreate a deleted consumer,
+        else wait a jittered, growing delay (the server answers at once: asking again at once
+        would spin). Said once per status; past the bounds, unhealthy, then given up."""
+        state = f"{pull.status} {pull.description}".strip()
+        now = time.monotonic()
+        if trouble.state != state:
+            meaning = STATUS_MEANINGS.get(pull.status or "", "unexpected")
+            log.warning("pull from %s answered %s (%s), backing off", pull.stream, state, meaning)
+            trouble.state = state
+        if trouble.since is None:
+            trouble.since = now
+        if (pull.status == "503" or "Deleted" in pull.description) and await self._recreated(
+            js, pull.stream
+        ):
+            return
+        lasting = f"pulls from {pull.stream} answered {state} for {now - trouble.since:.0f}s"
+        if now - trouble.since >= PULL_UNHEALTHY_AFTER_S:
+            self._pull_troubles[pull.stream] = lasting
+            self.stats.unhealthy = "; ".join(self._pull_troubles.values())
+        if self._until_idle and now - trouble.since >= PULL_GIVE_UP_S:
+            raise PullStuckError(f"{lasting}: is stream {pull.stream} or its consumer gone?")
+        await asyncio.sleep(trouble.backoff.next())
+
+    async def _recreated(self, js: JetStreamContext, stream: str) -> bool:
+        """True when the consumer of `stream` was deleted and is created again now."""
+        try:
+            return await recreate_if_deleted(js, self.store, stream, self.sizing)
+        except (nats.errors.Error, StorageError) as error:
+            log.warning("cannot check or recreate the consumer of %s: %s", stream, error)
+            return False
 
     async def _accept(self, pulled: PulledMessages) -> None:
         failpoint(f"raise:route:{pulled.stream}")
@@ -336,12 +423,13 @@ class IngestService:
         else:
             await self._acknowledge(done.entry, done.replies)
         if done.error is None:
-            self._backoff_s = 1.0
+            self.storage_backoff.reset()
             return True
         self.stats.storage_errors += 1
         self.stats.last_error = str(done.error)
-        self._retry_at = time.monotonic() + self._backoff_s
-        then = "stopping" if self._stopping else f"retrying in {self._backoff_s:.0f}s"
+        delay = self.storage_backoff.next()
+        self._retry_at = time.monotonic() + delay
+        then = "stopping" if self._stopping else f"retrying in {delay:.1f}s"
         log.error(
             "storage failed (%s), %d messages not acked, %s: %s",
             done.error.kind,
@@ -349,7 +437,6 @@ class IngestService:
             then,
             done.error,
         )
-        self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
         return False
 
     async def _final_commit(self) -> None:
@@ -359,7 +446,7 @@ class IngestService:
 
         Whatever still cannot be written stays unacked: JetStream redelivers it later.
         """
-        last_failed = self._backoff_s > 1.0  # doubled by each failure, reset by a success
+        last_failed = self.storage_backoff.failing  # reset by a success
         for attempt in range(1 if last_failed else self.final_commit_attempts):
             if attempt:
                 await asyncio.sleep(attempt)
