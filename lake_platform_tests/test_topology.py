@@ -26,17 +26,18 @@ import nats
 import polars as pl
 import psycopg2
 import pytest
-from nats.js import api as js_api
 
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.ingest.jetstream import DURABLE
+from lake_platform.local_servers import NatsNode
 from lake_platform.schemas import STREAMS, decode_batch, schema_for_subject
 from lake_platform.settings import PARTITION_KEY_FORMAT, LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform_tests.jetstream_reads import consumer_backlog, stream_messages
 from lake_platform_tests.topology import (
     ServiceProcess,
     Topology,
+    first_value,
     processes_with_marker,
     require_postgres,
     wait_for,
@@ -85,30 +86,12 @@ class Published:
     messages: int = 0
 
 
-async def _stream_messages(urls: list[str], stream: str) -> list[nats.aio.msg.Msg]:
-    """Every message of ``stream``, read by an ephemeral consumer (the durable one untouched)."""
-    nc = await nats.connect(servers=urls)
-    try:
-        js = nc.jetstream()
-        total = (await js.stream_info(stream)).state.messages
-        config = js_api.ConsumerConfig(
-            ack_policy=js_api.AckPolicy.NONE, deliver_policy=js_api.DeliverPolicy.ALL
-        )
-        reader = await js.pull_subscribe(STREAMS[stream], stream=stream, config=config)
-        messages: list[nats.aio.msg.Msg] = []
-        while len(messages) < total:
-            messages += await reader.fetch(min(1_000, total - len(messages)), timeout=10)
-        return messages
-    finally:
-        await nc.close()
-
-
 def published(urls: list[str], earliest_ns: int) -> Published:
     """Classify the streams' messages with the platform's own decoder (tested elsewhere)."""
     result = Published()
     by_schema: dict[str, list[nats.aio.msg.Msg]] = {}  # schema name -> its messages
     for stream in STREAMS:
-        for message in asyncio.run(_stream_messages(urls, stream)):
+        for message in asyncio.run(stream_messages(urls, stream)):
             result.messages += 1
             schema = schema_for_subject(message.subject)
             if schema is None:
@@ -283,22 +266,8 @@ def quarantined(store: LakeStore) -> set[tuple[str, int]]:
     return set(rows.select("stream", "stream_seq").iter_rows())
 
 
-async def _consumer_backlog(urls: list[str]) -> dict[str, tuple[int, int]]:
-    """Stream -> (pending, ack pending) of its durable ingest consumer."""
-    nc = await nats.connect(servers=urls)
-    try:
-        js = nc.jetstream()
-        backlog = {}
-        for stream in STREAMS:
-            info = await js.consumer_info(stream, DURABLE)
-            backlog[stream] = (info.num_pending, info.num_ack_pending)
-        return backlog
-    finally:
-        await nc.close()
-
-
 def consumers_drained(topology: Topology) -> bool:
-    backlog = asyncio.run(_consumer_backlog(topology.nats.urls))
+    backlog = asyncio.run(consumer_backlog(topology.nats.urls))
     return all(counts == (0, 0) for counts in backlog.values())
 
 
@@ -316,7 +285,7 @@ def metric_total(text: str, name: str) -> float:
 # --- The test ------------------------------------------------------------------------------
 
 
-def _leader(topology: Topology) -> object:
+def _leader(topology: Topology) -> NatsNode | None:
     try:
         return topology.nats.stream_leader("MARKET")
     except LookupError:  # mid-election
@@ -333,7 +302,7 @@ def _mid_session_failures(topology: Topology, worker: ServiceProcess, started: f
     worker.start()
     events.append(f"ingest worker {killed} killed, restarted as {worker.pid}")
     time.sleep(max(0.0, started + LEADER_KILL_AT_S - time.monotonic()))
-    leader = topology.nats.stream_leader("MARKET")
+    leader = first_value(lambda: _leader(topology), 60, "a MARKET stream leader")
     topology.nats.kill(leader)
     wait_for(lambda: _leader(topology) not in (None, leader), 60, "a new stream leader")
     topology.nats.restart(leader)

@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import pytest
 import yaml
@@ -60,6 +60,7 @@ THIRD_PARTY = {"nats": 4222, "seaweedfs": 8333, "postgres": 5432}
 STOP_ORDER = ("simulator", "ingest", "daemon", "webserver", "code-server", "init")
 """Ours stop before the servers they use (a code server outliving Postgres hangs)."""
 STOP_TIMEOUT_S = 30.0
+T = TypeVar("T")
 HEALTHCHECK_TIMEOUT_S = 120.0
 """Local health checks share the machine with everything else: no container CPU budget."""
 
@@ -345,6 +346,19 @@ def wait_for(
             raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+def first_value(
+    produce: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2
+) -> T:
+    """Poll ``produce`` until it returns something other than None; that value. Fails the
+    test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (value := produce()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
+        time.sleep(interval)
+    return value
 
 
 def processes_with_marker(marker: str) -> list[int]:
