@@ -1,4 +1,5 @@
-"""The invariants of derived files (docs/contract.md §1, 3–7), as plain functions.
+"""The invariants of derived files (docs/contract.md §1, 3–7), as plain functions, and what
+each check of a derived hour verifies, as the UI shows it (`check_descriptions`).
 
 Each returns a `CheckOutcome` whose message names the file and the first offending row, so a
 failing Dagster check says exactly where to look.
@@ -7,12 +8,64 @@ failing Dagster check says exactly where to look.
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 import polars as pl
 import pyarrow.parquet as pq
 
+if TYPE_CHECKING:
+    from lake_platform.derived.hourly import DerivedTable
+
 HOUR_NS = 3_600 * 10**9
 EXPECTED_COMPRESSION = "ZSTD"
+
+WITHIN_PARTITION_HOUR: Final = "within_partition_hour"
+MATCHES_DECLARED_SCHEMA: Final = "matches_declared_schema"
+ZSTD_COMPRESSED: Final = "zstd_compressed"
+OHLC_CONSISTENT: Final = "ohlc_consistent"
+"""Names of the checks every derived table has (and of Gold bars' own); the order and
+uniqueness checks are named after the table's keys (`DerivedTable.sorted_check`,
+`DerivedTable.unique_check`), the reconciliations after their `DerivedTable` entry."""
+
+TABLE_CHECK_DESCRIPTIONS: Final = {
+    OHLC_CONSISTENT: "Every bar has low <= open, close <= high.",
+}
+"""What a table's own per-file check (`DerivedTable.extra_file_checks`) verifies."""
+
+
+def check_descriptions(table: "DerivedTable") -> dict[str, str]:
+    """What each check of `table` verifies over one hour, by check name (the UI's text).
+
+    Order and uniqueness span all the files of one partition value's hour (see
+    `lake_platform.derived.hourly.check_hour`), not each file alone; the reconciliations
+    compare with the input rows the rebuild read.
+    """
+    value = table.partition_column
+    descriptions = {
+        table.sorted_check: (
+            f"Each {value}'s files of the hour are sorted by ({', '.join(table.order)}): within "
+            "every file and across its files in name order."
+        ),
+        table.unique_check: (
+            f"No ({', '.join(table.unique_keys)}) appears twice among one {value}'s files of "
+            "the hour, all of them together."
+        ),
+        WITHIN_PARTITION_HOUR: "Every row's ts_event_ns lies in the partition's UTC hour.",
+        MATCHES_DECLARED_SCHEMA: (
+            f"Every file's columns and types, with {value} from its folder last, are exactly "
+            "the declared ones, in order."
+        ),
+        ZSTD_COMPRESSED: "Every column chunk of every file of the hour is ZSTD-compressed.",
+        **{name: TABLE_CHECK_DESCRIPTIONS[name] for name in table.extra_file_checks},
+        **{
+            name: (
+                f"{reconciliation.what[0].upper()}{reconciliation.what[1:]}: the hour's total "
+                f"equals that of the input rows its rebuild read, taken per {value} and summed."
+            )
+            for name, reconciliation in table.reconciliations.items()
+        },
+    }
+    return {name: descriptions[name] for name in table.check_names}
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ def _tables(_: argparse.Namespace) -> int:
             f"{schema.subject:<24}{schema.stream:<9}{schema.table:<26}"
             f"{schema.partition_column:<16}{assets}"
         )
-    print("gold: gold/levels/signals (from bronze/levels/signals), ", end="")
-    print("gold/stocks/bars_1m (from silver/stocks/trades)")
+    from lake_platform.defs.gold.assets import GOLD_TABLES
+
+    gold = (f"{gold.table.target} (from {gold.table.source})" for gold in GOLD_TABLES)
+    print(f"gold: {', '.join(gold)}")
     return 0
 
 

@@ -2,12 +2,18 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from lake_platform.cli import main
 from lake_platform.definitions import defs
+from lake_platform.defs.gold import assets as gold_assets
+from lake_platform.defs.gold.assets import GoldTable
+from lake_platform.defs.keys import derived_key
+from lake_platform.derived.tables import GOLD_BARS
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 EXPECTED_KEYS = {
@@ -69,3 +75,27 @@ def test_dagster_validates_the_code_location(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def listed_gold_tables(capsys) -> dict[str, str]:
+    """`lake-platform tables`' Gold line: each table listed, with what it is built from."""
+    assert main(["tables"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gold:")]
+    listed = [entry.split(" (from ") for entry in line.removeprefix("gold: ").split(", ")]
+    return {target: source.rstrip(")") for target, source in listed}
+
+
+def test_the_cli_lists_exactly_the_defined_gold_tables(capsys):
+    graph = defs.resolve_asset_graph()
+    gold = {key for key in graph.get_all_asset_keys() if key.path[0] == "gold"}
+    listed = listed_gold_tables(capsys)
+    assert {derived_key(target) for target in listed} == gold
+    for target, source in listed.items():
+        assert graph.get(derived_key(target)).parent_keys == {derived_key(source)}
+
+
+def test_a_new_gold_table_is_listed_by_the_cli(capsys, monkeypatch):
+    """The CLI reads the one list of Gold tables (it used to print its own copy)."""
+    extra = GoldTable(replace(GOLD_BARS, target="gold/stocks/bars_5m"), "Five-minute bars.")
+    monkeypatch.setattr(gold_assets, "GOLD_TABLES", (*gold_assets.GOLD_TABLES, extra))
+    assert listed_gold_tables(capsys)["gold/stocks/bars_5m"] == "silver/stocks/trades"

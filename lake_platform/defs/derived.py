@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from lake_platform.checks import CheckOutcome
+from lake_platform.checks import CheckOutcome, check_descriptions
 from lake_platform.defs.automation import DERIVED_AUTOMATION
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
@@ -30,9 +30,9 @@ def build_derived_asset(
     *,
     group_name: str,
     description: str,
-    check_descriptions: dict[str, str],
 ) -> dg.AssetsDefinition:
     """The hourly asset that rebuilds `table` and runs its blocking checks."""
+    descriptions = check_descriptions(table)
 
     @dg.asset(
         key=key,
@@ -45,7 +45,7 @@ def build_derived_asset(
                 name,
                 asset=key,
                 blocking=True,
-                description=check_descriptions.get(name),
+                description=descriptions[name],
                 partitions_def=HOURLY,
             )
             for name in table.check_names

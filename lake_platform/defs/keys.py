@@ -1,7 +1,9 @@
-"""Asset keys of every tier, derived from the registry's table paths."""
+"""Asset keys of every tier, derived from the registry's and the derived tables' paths."""
 
 import dagster as dg
 
+from lake_platform.derived.tables import GOLD_BARS
+from lake_platform.derived.tables import GOLD_SIGNALS as GOLD_SIGNALS_TABLE
 from lake_platform.schemas import TableSchema
 
 
@@ -15,5 +17,10 @@ def silver_key(schema: TableSchema) -> dg.AssetKey:
     return dg.AssetKey(["silver", *schema.table.split("/")])
 
 
-GOLD_SIGNALS = dg.AssetKey(["gold", "levels", "signals"])
-GOLD_BARS_1M = dg.AssetKey(["gold", "stocks", "bars_1m"])
+def derived_key(path: str) -> dg.AssetKey:
+    """The asset of a lake folder path, e.g. `gold/stocks/bars_1m`."""
+    return dg.AssetKey(path.split("/"))
+
+
+GOLD_SIGNALS = derived_key(GOLD_SIGNALS_TABLE.target)
+GOLD_BARS_1M = derived_key(GOLD_BARS.target)
