@@ -173,6 +173,7 @@ class IngestService:
         self._committing: list[Buffer] = []
         self._written = Written()
         self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
+        self._unsent_acks: list[str] = []  # of committed messages, while NATS is away
         self._reports: asyncio.Queue[LedgerEntry] = asyncio.Queue()
 
     @property
@@ -229,6 +230,7 @@ class IngestService:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
+                await self._send_acks()
                 if now >= self._retry_at:
                     drained = until_idle and all(self._drained.values())
                     await self._commit(
@@ -248,8 +250,15 @@ class IngestService:
             failure = failure or _failed_task(tasks)
             try:
                 await self._final_commit()
+                await self._send_acks()
                 await self._drain_reports(reporting)
             finally:
+                if self._unsent_acks:
+                    log.error(
+                        "NATS unreachable at shutdown: %d committed messages not acked, "
+                        "JetStream redelivers them (Silver removes the duplicates)",
+                        len(self._unsent_acks),
+                    )
                 with contextlib.suppress(nats.errors.Error, TimeoutError):
                     for pull in pulls:
                         await pull.stop()
@@ -271,7 +280,7 @@ class IngestService:
     def _held_rows(self) -> int:
         """Messages pulled and not yet acked: the consumer's limit bounds them."""
         held = self.buffers.rows + self._committing_rows + self._routing_rows
-        return held + self._unrecorded_rows
+        return held + self._unrecorded_rows + len(self._unsent_acks)
 
     def _idle(self) -> bool:
         return (
@@ -280,6 +289,7 @@ class IngestService:
             and not self._committing_rows
             and not self._routing_rows
             and not self._written
+            and not self._unsent_acks
         )
 
     def _held_replies(self) -> list[str]:
@@ -458,9 +468,10 @@ class IngestService:
         )
 
     async def _acknowledge(self, entry: LedgerEntry, replies: list[str]) -> None:
-        """Ack the entry's messages, then queue it for reporting."""
-        assert self._nc is not None
-        await self._nc.publish_all(replies)
+        """Ack the entry's messages (or keep the acks until NATS is back), then queue the
+        entry for reporting."""
+        self._unsent_acks.extend(replies)
+        await self._send_acks()
         if self.reporter is not None:
             self._reports.put_nowait(entry)
         self.stats.commits += 1
@@ -468,6 +479,24 @@ class IngestService:
         self.stats.rows += sum(f.rows for f in entry.files)
         self.stats.quarantined += sum(f.rows for f in entry.quarantine)
         self.stats.bytes += sum(f.bytes for f in (*entry.files, *entry.quarantine))
+
+    async def _send_acks(self) -> None:
+        """Send the acks of committed messages; while the client reconnects, keep them.
+
+        nats-py buffers what is published while it reconnects, but only up to 2 MiB (~26k
+        acks), and raises past that: the acks of a large commit stay here instead and go out
+        once the client is connected again. Messages whose acks wait past `ack_wait` are
+        redelivered, and written again: Silver removes such duplicates.
+        """
+        assert self._nc is not None
+        if not self._unsent_acks or not self._nc.is_connected:
+            return
+        replies, self._unsent_acks = self._unsent_acks, []
+        try:
+            await self._nc.publish_all(replies)
+        except nats.errors.Error as error:  # disconnected meanwhile: the next tick sends them
+            log.warning("cannot send %d acks yet: %s", len(replies), error)
+            self._unsent_acks[:0] = replies
 
     async def _report_loop(self, reporter: Reporter) -> None:
         """Report acked entries to Dagster one at a time, in a worker thread."""
