@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from lake_platform import checks
 from lake_platform.checks import CheckOutcome
+from lake_platform.derived.inputs import hour_value_folders
 from lake_platform.derived.partition_files import WrittenFile, replace_partition, sha256
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value, hour_folder
@@ -142,11 +144,13 @@ class HourResult:
     `source_totals` holds each reconciliation's total of the rows the rebuild read, so the
     check compares with what the rebuild saw even after the inputs changed or vanished.
     `checked` holds, by value folder, the row checks of the rows each value-hour's files were
-    written from (see `check_hour`).
+    written from (see `check_hour`). `values` are the value folders whose hour the rebuild
+    listed when the ledger named them, for the checks to list the same; None: every one.
     """
 
     hour: dt.datetime
     inputs: dict[str, list[str]] = field(default_factory=dict)
+    values: list[str] | None = None
     source_totals: dict[str, int | float] = field(default_factory=dict)
     rows_read: int = 0
     rows_written: int = 0
@@ -168,10 +172,15 @@ class HourResult:
         return sum(len(files) for files in self.inputs.values())
 
 
-def hour_files(store: LakeStore, base: str, hour: dt.datetime) -> dict[str, list[str]]:
-    """Parquet files of the hour under `base`, by partition-value folder (`symbol=SPY`)."""
+def hour_files(
+    store: LakeStore, base: str, hour: dt.datetime, value_folders: Iterable[str] | None = None
+) -> dict[str, list[str]]:
+    """Parquet files of the hour under `base`, by partition-value folder (`symbol=SPY`): of
+    `value_folders`, or of every value folder there is."""
     found = {}
-    for value_folder in store.list_folders(base):
+    if value_folders is None:
+        value_folders = store.list_folders(base)
+    for value_folder in value_folders:
         files = store.list_files(f"{base}/{value_folder}/{hour_folder(hour)}")
         if files:
             found[value_folder] = files
@@ -184,9 +193,14 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
     Two runs of the same hour at once (`dagster asset materialize` bypasses the instance's
     per-partition run limit) end with the output of the newest inputs: see `_rebuild_value`
     and `_has_inputs`. Each value-hour of one file is seen whole old or whole new throughout.
+
+    Only the values the ledger names for the hour are listed, when it can (`inputs.py`);
+    then the outputs of those values that lost their inputs are the stale ones looked for.
     """
-    inputs = hour_files(store, table.source, hour)
-    result = HourResult(hour, inputs)
+    planned = hour_value_folders(store, table.source, hour, time.time_ns())
+    inputs = hour_files(store, table.source, hour, planned.folders)
+    values = planned.folders if planned.from_ledger else None
+    result = HourResult(hour, inputs, values)
     for value_folder, files in inputs.items():
         value = _rebuild_value(store, table, hour, value_folder, files)
         inputs[value_folder] = value.inputs
@@ -197,7 +211,8 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
         result.rows_written += value.rows_written
         if result.preview is None:
             result.preview = value.preview
-    for value_folder, stale in hour_files(store, table.target, hour).items():
+    outputs = None if values is None else [value for value in values if value not in inputs]
+    for value_folder, stale in hour_files(store, table.target, hour, outputs).items():
         if value_folder not in inputs and not _has_inputs(store, table, hour, value_folder):
             store.delete(stale)
             result.removed_values.append(value_folder)
@@ -475,7 +490,7 @@ def check_hour(
     failures: dict[str, CheckOutcome] = {}
     rows = files = 0
     derived_totals: dict[str, int | float] = {}
-    for value_folder, paths in hour_files(store, table.target, hour).items():
+    for value_folder, paths in hour_files(store, table.target, hour, rebuilt.values).items():
         digests = {}
         for path in paths:
             body = store.read_bytes(path)
