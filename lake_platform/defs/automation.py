@@ -1,8 +1,9 @@
 """How Silver and Gold follow their upstream, and the sensor that evaluates it.
 
 A derived hour is requested when an upstream hour was materialized after the latest run
-planned for it, within LAKE_AUTOMATION_LOOKBACK_H (default 48 h), with no run of it or of its
-upstream in progress and every upstream blocking check passing.
+planned for it, or when that run failed before materializing it (again after a backoff, at
+most MAX_RETRIES times: `FailedHourRetry`), within LAKE_AUTOMATION_LOOKBACK_H (default 48 h),
+with no run of it or of its upstream in progress and every upstream blocking check passing.
 
 Why not `AutomationCondition.eager()`: it remembers "an upstream changed" until the asset is
 updated, and Dagster 1.13 forgets that memory in two ordinary cases of a live ingest, leaving
@@ -17,12 +18,16 @@ storage id below the run's planned event was in that run's input. One later than
 """
 
 import datetime as dt
+import hashlib
 import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
+
+# Dagster exports no public names for the run retry daemon's tags.
+from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 
 from lake_platform.settings import LakeSettings
 
@@ -124,13 +129,133 @@ class LatestPlans:
             return self.materialized.get(partition, 0)
         return self.planned.get(partition, 0)
 
+    def failed(self, partition: str) -> bool:
+        """Whether the latest planned run failed without materializing the partition."""
+        failed = self.status(partition) == dg.DagsterRunStatus.FAILURE
+        return failed and not self.recorded(partition)
+
     def run_that_read(self, partition: str) -> str | None:
         """The run whose own upstream events are no news to the partition: the run of its
         baseline event, unless that run failed without recording the partition."""
-        failed = self.status(partition) == dg.DagsterRunStatus.FAILURE
-        if failed and not self.recorded(partition):
+        if self.failed(partition):
             return None
         return self.run_of.get(self.baseline(partition))
+
+
+FIRST_RETRY_DELAY = dt.timedelta(minutes=5)
+"""Wait after a failed run of an hour before automation requests it again; doubled after
+each further failure, times a jitter in [1, MAX_JITTER) fixed per hour and attempt."""
+MAX_JITTER = 1.5
+MAX_RETRIES = 3
+"""Requests of a failed hour by automation before it gives up until the hour is rebuilt or its
+upstream changes. Each attempt also gets the instance's run retries (`run_retries`)."""
+RETRY_PENDING_GRACE = dt.timedelta(minutes=10)
+"""How long a failed run marked for an automatic run retry waits for the daemon to launch it
+before automation requests the hour itself."""
+MAX_PLANS_COUNTED = 100
+"""Plans of a failed hour read to count its attempts (far above what the bound lets happen)."""
+
+
+class FailedHourRetry(dg.AutomationCondition[dg.AssetKey]):
+    """Partitions whose latest planned run failed before materializing them, requested again
+    after a backoff, at most MAX_RETRIES times in a row.
+
+    A failed run's plan is otherwise the partition's baseline (`UpstreamNewerThanPlan`): the
+    hour would stay failed until new upstream data arrived. Attempts are the failed runs that
+    planned the partition since its latest materialization, a run and its run retries counted
+    once (one root run); a run the retry daemon will retry is left to it."""
+
+    @property
+    def name(self) -> str:
+        return "failed_hour_retry"
+
+    def evaluate(  # ty: ignore[invalid-method-override]
+        self, context: dg.AutomationContext[dg.AssetKey]
+    ) -> dg.AutomationResult[dg.AssetKey]:
+        candidates = context.candidate_subset
+        partitions = set(candidates.expensively_compute_partition_keys())
+        if not partitions:
+            return dg.AutomationResult(context, true_subset=candidates)
+        instance = context.asset_graph_view.instance
+        plans = LatestPlans.load(instance, context.key, partitions)
+        now = context.evaluation_time
+        due = {
+            partition
+            for partition in partitions
+            if plans.failed(partition) and _retry_due(instance, context.key, partition, plans, now)
+        }
+        return dg.AutomationResult(
+            context, true_subset=candidates.compute_intersection_with_partition_keys(due)
+        )
+
+
+def _retry_due(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    partition: str,
+    plans: LatestPlans,
+    now: dt.datetime,
+) -> bool:
+    """Whether the failed partition's next attempt is due: not left to the retry daemon,
+    attempts left, and the backoff since the failed run ended passed."""
+    run = plans.plan_run(partition)
+    if run is None:
+        return False
+    ended = _ended(run)
+    if _retry_pending(run.dagster_run, ended, now):
+        return False
+    attempts = _failed_attempts(instance, key, partition, plans.materialized.get(partition))
+    if attempts > MAX_RETRIES:
+        return False
+    return now >= ended + retry_delay(key, partition, attempts)
+
+
+def retry_delay(key: dg.AssetKey, partition: str, attempts: int) -> dt.timedelta:
+    """The backoff after `attempts` failed attempts: doubling, with a jitter fixed per hour
+    and attempt (so hours that failed together are not requested in lockstep, and one
+    evaluation agrees with the next)."""
+    seed = f"{key.to_user_string()}|{partition}|{attempts}".encode()
+    fraction = int.from_bytes(hashlib.sha256(seed).digest()[:4], "big") / 2**32
+    jitter = 1 + (MAX_JITTER - 1) * fraction
+    return FIRST_RETRY_DELAY * 2 ** max(attempts - 1, 0) * jitter
+
+
+def _ended(run: dg.RunRecord) -> dt.datetime:
+    """When the run ended (its last update when Dagster recorded no end)."""
+    if run.end_time is not None:
+        return dt.datetime.fromtimestamp(run.end_time, dt.UTC)
+    return run.update_timestamp.astimezone(dt.UTC)
+
+
+def _retry_pending(run: dg.DagsterRun, ended: dt.datetime, now: dt.datetime) -> bool:
+    """Whether the run retry daemon is to retry the failed run and has not yet."""
+    will_retry = run.tags.get(WILL_RETRY_TAG, "").lower() == "true"
+    retried = AUTO_RETRY_RUN_ID_TAG in run.tags
+    return will_retry and not retried and now < ended + RETRY_PENDING_GRACE
+
+
+def _failed_attempts(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, materialized: int | None
+) -> int:
+    """Failed runs that planned the partition after its latest materialization, a run and its
+    retries (one root run) counted once."""
+    records = instance.event_log_storage.get_event_records(
+        dg.EventRecordsFilter(
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            asset_key=key,
+            asset_partitions=[partition],
+            after_cursor=materialized,
+        ),
+        limit=MAX_PLANS_COUNTED,
+        ascending=False,
+    )
+    run_ids = sorted({record.event_log_entry.run_id for record in records})
+    if not run_ids:
+        return 0
+    failed = instance.get_runs(
+        dg.RunsFilter(run_ids=run_ids, statuses=[dg.DagsterRunStatus.FAILURE])
+    )
+    return len({run.root_run_id or run.run_id for run in failed})
 
 
 def _run_ids(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, str]:
@@ -150,14 +275,15 @@ def _run_ids(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, 
 
 
 def follows_upstream(lookback_hours: int) -> dg.AutomationCondition:
-    """Run a partition when its upstream changed after its latest plan (see the module)."""
+    """Run a partition when its upstream changed after its latest plan, or again when that
+    plan's run failed (see the module)."""
     window = dg.AutomationCondition.in_latest_time_window(dt.timedelta(hours=lookback_hours))
     return (
         window
         & ~dg.AutomationCondition.in_progress()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.any_deps_missing()
-        & UpstreamNewerThanPlan()
+        & (UpstreamNewerThanPlan() | FailedHourRetry())
         & dg.AutomationCondition.all_deps_blocking_checks_passed()
     ).with_label("follows upstream")
 
@@ -178,5 +304,8 @@ with warnings.catch_warnings():
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
         use_user_code_server=True,
-        description="Materializes Silver and Gold partitions whose upstream changed.",
+        description=(
+            "Materializes Silver and Gold partitions whose upstream changed, and again (with "
+            "backoff, a bounded number of times) those whose run failed."
+        ),
     )
