@@ -25,7 +25,7 @@ from lake_platform.ingest.jetstream import (
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import SECRET_MASK, LakeSettings
 from lake_platform.storage import LakeStore, StorageError
-from lake_platform.storage.store import TEMPORARY_MAX_AGE_S, storage_error_kind
+from lake_platform.storage.store import storage_error_kind
 
 COMPUTE_LOG_BUCKET_ENV = "DAGSTER_COMPUTE_LOG_BUCKET"
 AWS_DEFAULT_REGION = "us-east-1"
@@ -78,11 +78,11 @@ def init_lake(settings: LakeSettings, say: Say) -> None:
 
 def sweep_leftovers(store: LakeStore, say: Say) -> None:
     """Remove what killed writes left (`LakeStore.sweep_temporaries`); one line when any."""
-    swept = len(store.sweep_temporaries(TEMPORARY_MAX_AGE_S))
+    swept = len(store.sweep_temporaries())
     if swept:
         what = "temporary file" if store.is_local else "unfinished upload"
         plural = "" if swept == 1 else "s"
-        hours = TEMPORARY_MAX_AGE_S / 3_600
+        hours = store.temporary_max_age_s / 3_600
         say(f"removed {swept} {what}{plural} older than {hours:g} h left by interrupted writes")
 
 

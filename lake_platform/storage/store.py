@@ -87,10 +87,13 @@ S3_PART_BYTES = 32 * 1024**2
 file's size (a 1 GB file goes up in 32 parts with ~64 MiB held); a smaller file is one PUT.
 S3 requires parts of at least 5 MiB (but the last) and at most 10,000 of them (~320 GB)."""
 TEMPORARY_MAX_AGE_S = 3_600
-"""Age (since its last write) past which a local write's hidden temporary file, or an S3
-multipart upload never completed, is taken for what a killed writer (SIGKILL, power loss)
-left, and `sweep_temporaries` removes it. A live write touches its temporary with every
-block it writes and ends within minutes (a 1 GB derived file), so an hour is far from it."""
+"""Age since its last write past which a local write's hidden temporary file is taken for
+what a killed writer (SIGKILL, power loss) left, and `sweep_temporaries` removes it. A live
+write touches its temporary with every block it writes, so an hour is far from it."""
+UPLOAD_MAX_AGE_S = 24 * 3_600
+"""Age since it started past which an S3 multipart upload never completed is taken for what
+a killed writer left, and aborted. S3 does not advance it with each part, so it must exceed
+the longest write: a 1 GB file over a slow link takes hours, not a day."""
 TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 """Names of the temporary files of local writes (`_temporary_path`)."""
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
@@ -346,15 +349,24 @@ class LakeStore:
             raise
         return size
 
-    def sweep_temporaries(self, older_than_s: float = TEMPORARY_MAX_AGE_S) -> list[str]:
-        """Remove what writes that were killed left, untouched for `older_than_s` seconds:
-        locally the hidden temporary files (`.part-00000.parquet.1a2b3c4d5e6f.tmp`), on S3 the
-        multipart uploads never completed (their parts are stored, and billed, until aborted).
-        Returns the relative paths swept, sorted. Younger ones may be writes in flight: kept.
+    @property
+    def temporary_max_age_s(self) -> float:
+        """The age past which `sweep_temporaries` removes a leftover of this store's writes."""
+        return TEMPORARY_MAX_AGE_S if self.is_local else UPLOAD_MAX_AGE_S
+
+    def sweep_temporaries(self, older_than_s: float | None = None) -> list[str]:
+        """Remove what writes that were killed left, older than `older_than_s` seconds
+        (`temporary_max_age_s` by default): locally the hidden temporary files
+        (`.part-00000.parquet.1a2b3c4d5e6f.tmp`) by their last write, on S3 the multipart
+        uploads never completed (their parts are stored, and billed, until aborted) by their
+        start. Returns the relative paths swept, sorted. Younger ones may be writes in
+        flight: kept.
 
         Locally every folder of the lake is scanned (a start-up or maintenance task).
         """
-        deadline = time.time() - older_than_s
+        deadline = time.time() - (
+            self.temporary_max_age_s if older_than_s is None else older_than_s
+        )
         with self._failures(f"sweep temporaries below {self._shown(self.root)}"):
             if self.is_local:
                 return _sweep_local(self.root, deadline)
