@@ -473,7 +473,8 @@ def _footer_checks(
 def check_hour(
     store: LakeStore, table: DerivedTable, rebuilt: HourResult
 ) -> dict[str, CheckOutcome]:
-    """Every check of the rebuilt hour, on the files as they are in storage.
+    """Every check of the rebuilt hour, on the files as they are in storage (of the value
+    folders the rebuild listed: `rebuilt.values`, or every one).
 
     Each file is read once: its footer settles its schema and codec. A value-hour whose files
     are exactly the ones this rebuild wrote (same names, same SHA-256 of their bytes) holds
