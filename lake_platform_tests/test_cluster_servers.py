@@ -12,9 +12,13 @@ import nats
 import psycopg2
 import pytest
 from nats.js import api as js_api
-from nats.js.errors import NoStreamResponseError
 
-from lake_platform.ingest.jetstream import ConsumerSizing, ensure_consumers, ensure_streams
+from lake_platform.ingest.jetstream import (
+    ConsumerSizing,
+    ensure_consumers,
+    ensure_streams,
+    retrying,
+)
 from lake_platform.local_servers import NatsCluster, PostgresServer
 from lake_platform.settings import LakeSettings
 from lake_platform_tests.test_servers import _accepts_connections, _listening_addresses, _pid_alive
@@ -64,20 +68,16 @@ async def _publish(urls: list[str], payloads: range, create: bool = False) -> No
 
 
 async def _publish_once(js: nats.js.JetStreamContext, index: int) -> None:
+    """Publish tick ``index``; its message id makes a retried publish store it once."""
     headers = {"Nats-Msg-Id": f"tick-{index}"}
-    for _ in range(60):
-        try:
-            await js.publish("ticks.a", str(index).encode(), timeout=1, headers=headers)
-            return
-        except (NoStreamResponseError, nats.errors.TimeoutError):
-            await asyncio.sleep(0.5)
-    raise AssertionError(f"tick {index} was never stored")
+    payload = str(index).encode()
+    await retrying(f"tick {index}", js.publish, "ticks.a", payload, timeout=1, headers=headers)
 
 
 async def _stream_state(url: str) -> js_api.StreamState:
     nc = await nats.connect(url)
     try:
-        return (await nc.jetstream().stream_info("TICKS")).state
+        return (await retrying("stream TICKS", nc.jetstream().stream_info, "TICKS")).state
     finally:
         await nc.close()
 
@@ -163,6 +163,6 @@ def test_ingest_set_up_waits_for_a_cluster_without_quorum(tmp_path: Path, caplog
 async def _stream_info(urls: list[str], stream: str) -> js_api.StreamInfo:
     nc = await nats.connect(servers=urls)
     try:
-        return await nc.jetstream().stream_info(stream)
+        return await retrying(f"stream {stream}", nc.jetstream().stream_info, stream)
     finally:
         await nc.close()
