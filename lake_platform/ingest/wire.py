@@ -3,32 +3,87 @@
 nats-py matches a regular expression against its buffer and deletes the bytes it consumed
 once per message (a copy of the rest of the buffer each time), then builds a `Msg`, a header
 dict and a queue entry for each. Here, the `MSG`/`HMSG` frames at the head of the buffer that
-belong to a raw-delivery subscription (the lean pull's inbox) are split with `find`/`split`
-on one copy of the buffer per read (its slices are the payloads) and handed to their sink as
-columns, one call per run of messages: ~2.4 µs a message, against ~3.5 µs for nats-py's own
-parser before its `Msg` and header dict, and ~4.5 µs when each message was handed over alone
-(`benchmarks/wire.py`, 200,000 JetStream deliveries). The consumed bytes are deleted once
+belong to a raw-delivery subscription (the lean pull's inbox) are read on one copy of the
+buffer per read (its slices are the payloads), with nats-py's own message patterns bounded to
+the line, and handed to their sink as columns, one call per run of messages
+(`benchmarks/wire.py`, 200,000 JetStream deliveries: ~2.4 µs a message, against ~3.5 µs for
+nats-py's own parser before its `Msg` and header dict). The consumed bytes are deleted once
 per read. Every other frame (another subscription's message, `PING`, `-ERR`, `INFO`, a
-malformed line) goes to nats-py's parser alone; a frame not yet complete waits for the next
-read.
+malformed line) goes to nats-py's parser, one control line (then its payload) at a time, so
+that it reads it exactly as it reads a stream fed one byte at a time; a frame not yet complete
+waits for the next read. `fuzz/wire_target.py` checks this against nats-py's parser.
 Headers reach the sink as their raw block: nats-py parses every message's into a dict
 (~4 µs), which the ingest needs only for a quarantined message (`parse_headers`).
+
+The parser's internals are nats-py's (`SUPPORTED_NATS_PY`); importing this module over
+another minor version, or a parser without the state read here, fails (`check_nats_py`).
 """
 
+import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 
 from nats.aio.client import Client
-from nats.protocol.parser import MAX_CONTROL_LINE_SIZE, Parser
+from nats.protocol.parser import AWAITING_CONTROL_LINE, CRLF_SIZE, HMSG_RE, MSG_RE, Parser
 
 CRLF = b"\r\n"
 HEADER_LINE = b"NATS/1.0"
 STATUS = "Status"
 
-HEADER_FIELDS = {(b"MSG", 4): 0, (b"MSG", 5): 0, (b"HMSG", 5): 1, (b"HMSG", 6): 1}
-"""Message control lines by first word and number of fields, and whether they hold a header
-size: `MSG <subject> <sid> [reply] <size>`, `HMSG <subject> <sid> [reply] <header size>
-<size>`."""
+SUPPORTED_NATS_PY = "2.16"
+"""The nats-py minor version whose parser `RawFirstParser` extends (pin `nats-py==2.16.*`)."""
+PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
+"""What nats-py's `Parser` keeps between reads, read or driven here."""
+MESSAGE_PATTERN_GROUPS = ((MSG_RE, 5), (HMSG_RE, 6))
+"""`MSG <subject> <sid> [reply] <size>`, `HMSG <subject> <sid> [reply] <header size> <size>`:
+subject, sid, (reply and its space), reply, [header size,] size."""
+
+
+def check_nats_py(installed: str, parser: type[Parser]) -> None:
+    """Fail loudly when the installed nats-py (`installed`, its `parser`) is not the one whose
+    internals `RawFirstParser` reads: another minor version, or a parser without its state,
+    its message patterns or its coroutine `parse`."""
+    problems = []
+    if installed.split(".")[:2] != SUPPORTED_NATS_PY.split("."):
+        problems.append(
+            f"nats-py {installed} is installed, the fast path is written for {SUPPORTED_NATS_PY}.*"
+        )
+    missing = [name for name in PARSER_STATE if name not in vars(parser())]
+    if missing:
+        problems.append(f"its Parser keeps no {', '.join(missing)} (parser state read here)")
+    if not inspect.iscoroutinefunction(parser.parse):
+        problems.append("its Parser.parse is not a coroutine function")
+    for pattern, groups in MESSAGE_PATTERN_GROUPS:
+        if not pattern.pattern.startswith(rb"\A") or pattern.groups != groups:
+            problems.append(f"its message pattern {pattern.pattern!r} is not the one read here")
+    if not callable(getattr(Client, "_parse_header_lines", None)):
+        problems.append("its Client has no _parse_header_lines")
+    if problems:
+        raise ImportError(
+            "lake_platform.ingest.wire overrides nats-py's protocol parser: "
+            + "; ".join(problems)
+            + f". Install nats-py=={SUPPORTED_NATS_PY}.* (uv.lock), or port RawFirstParser."
+        )
+
+
+def _installed_nats_py() -> str:
+    try:
+        return version("nats-py")
+    except PackageNotFoundError:
+        return "(no distribution metadata)"
+
+
+check_nats_py(_installed_nats_py(), Parser)
+
+MSG_LINE = re.compile(MSG_RE.pattern.removeprefix(rb"\A"), MSG_RE.flags)
+HMSG_LINE = re.compile(HMSG_RE.pattern.removeprefix(rb"\A"), HMSG_RE.flags)
+"""nats-py's message patterns without their start-of-buffer anchor: matched from a line's
+start up to its CRLF (`match(view, start, line_end)`), they read the line as nats-py does when
+it holds just that line (when it reads the stream one byte at a time). Unbounded, they may
+match across CRLFs."""
+MSG_START, HMSG_START = ord("M"), ord("H")
 
 
 @dataclass
@@ -88,67 +143,69 @@ class RawFirstParser(Parser):
         self._stats = stats
 
     async def parse(self, data: bytes = b"") -> None:
-        """Take the whole frames at the head of the buffer: raw-delivery messages go to their
-        sinks, any other frame to nats-py's parser alone; an incomplete frame waits for more."""
+        """Take the complete frames at the head of the buffer: raw-delivery messages go to
+        their sinks, any other frame to nats-py's parser, one control line, then its payload,
+        at a time; an incomplete frame waits for more bytes.
+
+        Progress or wait: each pass of the loop removes at least one byte from the buffer, or
+        returns. It returns when the raw message or the line at the head is not complete, or
+        when nats-py's parser consumed none of the bytes it was handed: it waits for more (as
+        it does for a line of 4 KiB or more that it cannot read yet). So `parse` ends after at
+        most one pass per byte, and never hands nats-py the same bytes twice in one call.
+        """
         self.buf.extend(data)
-        position = 0
-        while position < len(self.buf):
-            position, frame_end = self._take_raw_messages(position)
-            if frame_end is None:
-                break
-            del self.buf[:position]
-            frame_end, position = frame_end - position, 0
-            await self._parse_alone(frame_end)
-        if position:
-            del self.buf[:position]
+        while self.buf:
+            if self.state == AWAITING_CONTROL_LINE:
+                frame_end = self._take_raw_messages()
+            else:  # nats-py's parser took a message line and waits for its payload
+                frame_end = self.needed + CRLF_SIZE
+            if frame_end is None or not await self._parse_alone(frame_end):
+                return
 
-    def _take_raw_messages(self, start: int) -> tuple[int, int | None]:
-        """Hand the complete raw-delivery messages from `start` on to their sinks.
+    def _take_raw_messages(self) -> int | None:
+        """Hand the complete raw-delivery messages at the head of the buffer to their sinks,
+        and delete them from it.
 
-        Returns the position after the last message taken, and the end of the frame there
-        when it is a whole frame of another kind (None: the buffer ends there, or the frame
-        is not complete yet). A line without its end after `MAX_CONTROL_LINE_SIZE` bytes is
-        such a frame, up to the buffer's end: nats-py's parser reports the protocol error.
+        Returns the end of the control line then at the head, for nats-py's parser (another
+        subscription's message, another frame, a line nats-py rejects), or None when the
+        buffer ends first: a line without its CRLF yet, or a raw message without its payload.
+        Each line is read by nats-py's own message patterns, bounded to the line.
         """
         view = bytes(self.buf)
-        position, frame_end = start, None
+        position, frame_end = 0, None
         run, run_sink = RawMessages(), None
-        while position < len(view):
-            line_end = view.find(CRLF, position)
-            if line_end < 0:
-                if len(view) - position > MAX_CONTROL_LINE_SIZE:
-                    frame_end = len(view)
-                break
-            body = line_end + len(CRLF)
-            fields = view[position:line_end].split()
-            header_fields = HEADER_FIELDS.get((fields[0], len(fields))) if fields else None
-            if header_fields is not None:
-                try:
-                    sid, size = int(fields[2]), int(fields[-1])
-                    header_size = int(fields[-2]) if header_fields else 0
-                except ValueError:
-                    header_fields = None
-            if header_fields is None or not 0 <= header_size <= size:
-                frame_end = body  # not a message line: nats-py's parser takes (or rejects) it
-                break
-            payload_end = body + size
-            if payload_end + len(CRLF) > len(view):
-                break
-            sink = self._sinks.get(sid)
+        while (line_end := view.find(CRLF, position)) >= 0:
+            body = line_end + CRLF_SIZE
+            first = view[position]
+            is_hmsg = first == HMSG_START
+            pattern = HMSG_LINE if is_hmsg else MSG_LINE if first == MSG_START else None
+            match = pattern.match(view, position, body) if pattern is not None else None
+            try:
+                sink = self._sinks.get(int(match[2])) if match is not None else None
+            except ValueError:  # a sid that is not a number: nats-py reports the line
+                sink = None
             if sink is None:
-                frame_end = payload_end + len(CRLF)
+                frame_end = body
                 break
+            subject, _, _, reply, *sizes = match.groups()
+            size = int(sizes[-1])
+            payload_end = body + size
+            if payload_end + CRLF_SIZE > len(view):
+                break
+            header_end = body + int(sizes[0]) if is_hmsg else body
+            if header_end > payload_end:  # as nats-py slices a header size above the size
+                header_end = min(header_end, payload_end + CRLF_SIZE)
             if sink is not run_sink:
                 self._deliver(run, run_sink)
                 run, run_sink = RawMessages(), sink
-            run.subjects.append(fields[1].decode(errors="replace"))
-            reply = fields[3] if len(fields) == 5 + header_fields else b""
-            run.replies.append(reply.decode(errors="replace"))
-            run.payloads.append(view[body + header_size : payload_end])
-            run.headers.append(view[body : body + header_size] or None)
-            position = payload_end + len(CRLF)
+            run.subjects.append(subject.decode(errors="replace"))
+            run.replies.append(reply.decode(errors="replace") if reply else "")
+            run.payloads.append(view[header_end:payload_end] if is_hmsg else view[body:payload_end])
+            run.headers.append(view[body:header_end] or None)
+            position = payload_end + CRLF_SIZE
+        del self.buf[:position]
         self._deliver(run, run_sink)
-        return position, frame_end
+        return None if frame_end is None else frame_end - position
 
     def _deliver(self, run: RawMessages, sink: RawSink | None) -> None:
         if sink is not None and run.subjects:
@@ -156,9 +213,15 @@ class RawFirstParser(Parser):
             self._stats["in_bytes"] += sum(map(len, run.payloads))
             sink(run)
 
-    async def _parse_alone(self, frame_end: int) -> None:
-        """nats-py's parser on the buffer's first `frame_end` bytes only."""
+    async def _parse_alone(self, frame_end: int) -> bool:
+        """nats-py's parser on the buffer's first `frame_end` bytes only: whether it consumed
+        any (it waits for more bytes otherwise)."""
         rest = self.buf[frame_end:]
         del self.buf[frame_end:]
-        await super().parse()
-        self.buf.extend(rest)
+        held = len(self.buf)
+        try:
+            await super().parse()
+        finally:
+            consumed = len(self.buf) < held
+            self.buf.extend(rest)
+        return consumed
