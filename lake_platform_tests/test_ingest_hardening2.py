@@ -316,3 +316,42 @@ def test_acks_of_a_big_commit_during_a_nats_outage_are_sent_after_it(ingest_sett
     assert stats.rows == BIG_COMMIT
     seqs = bronze_seqs(root)
     assert seqs.len() == BIG_COMMIT and seqs.n_unique() == BIG_COMMIT
+
+
+# --- item 9: memory bounded in bytes ---------------------------------------------------------
+
+BIG_PAYLOAD = 1_000_000
+BYTE_BOUND = 8 * 2**20
+
+
+class RecordsCommitBytes(LakeStore):
+    """A real local store that records the in-memory size of every commit's frames."""
+
+    commit_bytes: list[int]
+
+    def write_parquet_files(self, files):
+        self.commit_bytes.append(sum(frame.estimated_size() for frame, _ in files))
+        return super().write_parquet_files(files)
+
+
+@pytest.mark.slow
+def test_large_payloads_are_held_within_the_byte_bound(ingest_settings, nats_server):
+    """40 messages of 1 MB (quarantined: not JSON, so each record keeps its payload) against
+    an 8 MiB bound: no commit and no moment holds more than the bound, and all land."""
+    url, root = nats_server.url, ingest_settings.data_root
+    settings = dataclasses.replace(
+        ingest_settings, bronze_max_age_s=600.0, bronze_max_buffer_bytes=BYTE_BOUND
+    )
+    store = RecordsCommitBytes(settings.data_root, LakeStore.from_settings(settings).fs)
+    store.commit_bytes = []
+    payloads = [bytes([65 + i % 26]) * BIG_PAYLOAD for i in range(40)]
+    asyncio.run(publish_core(url, [("market.stocks.trades.BIG", p) for p in payloads]))
+
+    service = IngestService(settings, store, writer="test")
+    stats = asyncio.run(service.run(until_idle=True, max_seconds=WAIT_S))
+
+    quarantine = read_table(root, "_quarantine")
+    assert sorted(quarantine.get_column("payload").to_list()) == sorted(payloads)
+    assert len(store.commit_bytes) > 1
+    assert max(store.commit_bytes) <= BYTE_BOUND, store.commit_bytes
+    assert BIG_PAYLOAD < stats.held_bytes_peak <= BYTE_BOUND, stats.held_bytes_peak

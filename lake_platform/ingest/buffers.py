@@ -14,6 +14,9 @@ took 1.5 s and ~200 MiB here, which made thousands of values per hour slow and l
 
 Open buffers are still capped (`BRONZE_MAX_OPEN_BUFFERS`): past the cap the oldest are due
 too, which bounds the files of one commit and the bookkeeping, whatever the feed does.
+`bytes` is the memory the waiting rows take: the service bounds it with
+`BRONZE_MAX_BUFFER_BYTES` (rows alone do not bound memory: 1 MB payloads make 50,000 held
+messages tens of GB).
 """
 
 import datetime as dt
@@ -86,6 +89,14 @@ class Buffer:
         self.planned.append(planned)
         self.rows += planned.frame.height
 
+    @property
+    def bytes(self) -> int:
+        """Estimated memory of the rows taken and of the files left to retry."""
+        frames = [planned.frame for planned in self.planned]
+        if self.taken is not None:
+            frames.append(self.taken)
+        return sum(frame.estimated_size() for frame in frames)
+
     def due(self, now: float) -> bool:
         return self.rows >= self.max_events or now - self.opened_at >= self.max_age_s
 
@@ -117,6 +128,19 @@ class Buffers:
     @property
     def rows(self) -> int:
         return self._rows
+
+    @property
+    def bytes(self) -> int:
+        """Estimated memory of the rows waiting: pending frames and files left to retry."""
+        pending = sum(
+            part.rows.estimated_size() for parts in self._pending.values() for part in parts
+        )
+        planned = sum(
+            planned.frame.estimated_size()
+            for buffer in self._open.values()
+            for planned in buffer.planned
+        )
+        return pending + planned
 
     def __len__(self) -> int:
         return len(self._open)

@@ -55,6 +55,11 @@ from lake_platform.storage import LakeStore, StorageError
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 10_000
+DECODE_HEADROOM = 8
+"""Pulls ask for at most (1 - 1/8) of the room `BRONZE_MAX_BUFFER_BYTES` leaves: decoded rows
+may take a little more memory than the messages did."""
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+"""Subject, reply and headers of the largest message, beyond the server's `max_payload`."""
 PULL_WAIT_S = 0.5
 TICK_S = 0.1
 FIRST_BACKOFF_S = 1.0
@@ -112,6 +117,8 @@ class IngestStats:
     last_error: str | None = None
     unhealthy: str | None = None
     """Why the worker cannot do its job now (pulls answered 503 for long), else None."""
+    held_bytes_peak: int = 0
+    """The most memory (estimated) messages pulled and not yet acked took at once."""
 
     @property
     def events_per_s(self) -> float:
@@ -164,6 +171,8 @@ class IngestService:
         self._drained: dict[str, bool] = dict.fromkeys(STREAMS, False)
         self._committing_rows = 0
         self._routing_rows = 0
+        self._committing_bytes = 0
+        self._routing_bytes = 0
         self._retry_at = 0.0
         self.storage_backoff = Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S)
         self._pull_troubles: dict[str, str] = {}
@@ -233,8 +242,9 @@ class IngestService:
                 await self._send_acks()
                 if now >= self._retry_at:
                     drained = until_idle and all(self._drained.values())
+                    everything = drained or self._pull_bytes() is None
                     await self._commit(
-                        self.buffers.take_all() if drained else self.buffers.take_due(now)
+                        self.buffers.take_all() if everything else self.buffers.take_due(now)
                     )
                 if until_idle and self._idle() and await self._nothing_pending(js):
                     break
@@ -282,6 +292,28 @@ class IngestService:
         held = self.buffers.rows + self._committing_rows + self._routing_rows
         return held + self._unrecorded_rows + len(self._unsent_acks)
 
+    def _held_bytes(self) -> int:
+        """Estimated memory of the messages pulled and not yet acked."""
+        return self.buffers.bytes + self._committing_bytes + self._routing_bytes
+
+    def _note_held_bytes(self) -> None:
+        self.stats.held_bytes_peak = max(self.stats.held_bytes_peak, self._held_bytes())
+
+    def _pull_bytes(self) -> int | None:
+        """`max_bytes` of the next pull: a stream's share of the room `BRONZE_MAX_BUFFER_BYTES`
+        leaves, less the decoding headroom (the streams' pulls run at once, so each may fill
+        its share); None when a share cannot hold the largest message the server takes (the
+        buffers are then committed at once). Holding nothing, a pull may always take one
+        largest message, even past a bound smaller than that."""
+        assert self._nc is not None
+        bound = self.settings.bronze_max_buffer_bytes
+        held = self._held_bytes()
+        share = (bound - bound // DECODE_HEADROOM - held) // len(STREAMS)
+        largest = self._nc.max_payload + MESSAGE_OVERHEAD_BYTES
+        if share >= largest:
+            return share
+        return largest if held == 0 else None
+
     def _idle(self) -> bool:
         return (
             all(self._drained.values())
@@ -319,21 +351,32 @@ class IngestService:
         trouble = PullTrouble()
         while not self._stopping:
             room = self.sizing.process_inflight - self._held_rows()
-            if room <= 0 or self.buffers.full or time.monotonic() < self._retry_at:
+            max_bytes = self._pull_bytes()
+            if (
+                room <= 0
+                or max_bytes is None
+                or self.buffers.full
+                or time.monotonic() < self._retry_at
+            ):
                 await asyncio.sleep(TICK_S)
                 continue
             try:
-                messages, drained = await pull.fetch(min(FETCH_BATCH, room), PULL_WAIT_S)
+                messages, drained = await pull.fetch(min(FETCH_BATCH, room), PULL_WAIT_S, max_bytes)
             except Exception as error:  # a reconnecting client raises; the loop retries
                 log.warning("pull from %s failed, retrying: %s", pull.stream, error)
                 await asyncio.sleep(PULL_WAIT_S)
                 continue
+            raw_bytes = _raw_bytes(messages)
+            self._routing_bytes += raw_bytes
+            self._note_held_bytes()
             if routing is not None:
                 await routing
                 routing = None
             self._drained[pull.stream] = drained and not messages
             if messages:
-                routing = asyncio.create_task(self._accept(messages))
+                routing = asyncio.create_task(self._accept(messages, raw_bytes))
+            else:
+                self._routing_bytes -= raw_bytes
             if messages or pull.status is None or pull.status in NO_PENDING_MESSAGES:
                 self._pull_works(pull, trouble)
             else:
@@ -383,19 +426,25 @@ class IngestService:
             log.warning("cannot check or recreate the consumer of %s: %s", stream, error)
             return False
 
-    async def _accept(self, pulled: PulledMessages) -> None:
-        failpoint(f"raise:route:{pulled.stream}")
-        self._routing_rows += len(pulled)
+    async def _accept(self, pulled: PulledMessages, raw_bytes: int) -> None:
+        """Route `pulled` (`raw_bytes` of messages, counted as held until routed) into the
+        buffers."""
         try:
-            routed = await asyncio.to_thread(
-                route,
-                pulled,
-                earliest_ns=int(self.settings.partitions_start.timestamp()) * 10**9,
-                now_ns=time.time_ns(),
-            )
+            failpoint(f"raise:route:{pulled.stream}")
+            self._routing_rows += len(pulled)
+            try:
+                routed = await asyncio.to_thread(
+                    route,
+                    pulled,
+                    earliest_ns=int(self.settings.partitions_start.timestamp()) * 10**9,
+                    now_ns=time.time_ns(),
+                )
+            finally:
+                self._routing_rows -= len(pulled)
+            self.buffers.add(routed)
         finally:
-            self._routing_rows -= len(pulled)
-        self.buffers.add(routed)
+            self._routing_bytes -= raw_bytes
+        self._note_held_bytes()
         self._unknown_fields.update(routed.unknown_field_messages)
         self.stats.messages += len(pulled)
 
@@ -409,7 +458,9 @@ class IngestService:
             return True
         unknown, self._unknown_fields = dict(self._unknown_fields), Counter()
         rows = sum(buffer.rows for buffer in buffers)
+        held_bytes = sum(buffer.bytes for buffer in buffers)
         self._committing_rows += rows
+        self._committing_bytes += held_bytes
         self._committing = buffers
         started = time.monotonic()
         try:
@@ -423,6 +474,7 @@ class IngestService:
             )
         finally:
             self._committing_rows -= rows
+            self._committing_bytes -= held_bytes
             self._committing = []
             self._unrecorded_rows = len(self._written.replies)
         if self.on_commit is not None:
@@ -523,6 +575,16 @@ class IngestService:
 
     async def _on_nats_error(self, error: Exception) -> None:
         log.warning("NATS: %s", error)
+
+
+def _raw_bytes(messages: PulledMessages) -> int:
+    """Payload, subject and reply bytes of pulled messages (what `max_bytes` counts, but
+    headers)."""
+    return (
+        sum(map(len, messages.payloads))
+        + sum(map(len, messages.subjects))
+        + sum(map(len, messages.replies))
+    )
 
 
 def _failed_task(tasks: dict[asyncio.Task[None], str]) -> str | None:
