@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FUZZ_DIR = Path(__file__).resolve().parent
-TARGETS = {"decode": "decode_target.py", "paths": "paths_target.py"}
+TARGETS = {"decode": "decode_target.py", "paths": "paths_target.py", "wire": "wire_target.py"}
 """Target name: script; the seed corpus of each is `corpus/<name>`."""
 DONE = re.compile(r"^Done (\d+) (?:runs )?in", re.MULTILINE)
 STATUS = re.compile(r"^#(\d+)\s", re.MULTILINE)

@@ -4,7 +4,7 @@ import pytest
 
 from fuzz.run import TARGETS, run_target
 
-RUNS = {"decode": 300, "paths": 3_000}
+RUNS = {"decode": 300, "paths": 3_000, "wire": 80}
 """Executions per target: a few seconds each on a busy 2-core machine."""
 SEED = 11
 

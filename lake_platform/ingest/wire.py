@@ -37,8 +37,9 @@ SUPPORTED_NATS_PY = "2.16"
 PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
 """What nats-py's `Parser` keeps between reads, read or driven here."""
 MESSAGE_PATTERN_GROUPS = ((MSG_RE, 5), (HMSG_RE, 6))
-"""`MSG <subject> <sid> [reply] <size>`, `HMSG <subject> <sid> [reply] <header size> <size>`:
-subject, sid, (reply and its space), reply, [header size,] size."""
+"""nats-py's patterns of `MSG <subject> <sid> [reply] <size>` and `HMSG <subject> <sid> [reply]
+<header size> <size>`, and their groups: subject, sid, reply with its space, reply, [header
+size,] size."""
 
 
 def check_nats_py(installed: str, parser: type[Parser]) -> None:
@@ -79,10 +80,10 @@ check_nats_py(_installed_nats_py(), Parser)
 
 MSG_LINE = re.compile(MSG_RE.pattern.removeprefix(rb"\A"), MSG_RE.flags)
 HMSG_LINE = re.compile(HMSG_RE.pattern.removeprefix(rb"\A"), HMSG_RE.flags)
-"""nats-py's message patterns without their start-of-buffer anchor: matched from a line's
-start up to its CRLF (`match(view, start, line_end)`), they read the line as nats-py does when
-it holds just that line (when it reads the stream one byte at a time). Unbounded, they may
-match across CRLFs."""
+"""nats-py's message patterns without their start-of-buffer anchor. Matched from a line's
+start to the end of its CRLF (`match(view, line_start, line_end + 2)`), they read the line as
+nats-py does when it holds just that line (as when it reads the stream one byte at a time);
+unbounded, they can match across CRLFs."""
 MSG_START, HMSG_START = ord("M"), ord("H")
 
 
