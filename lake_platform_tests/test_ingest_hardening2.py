@@ -16,6 +16,7 @@ import pytest
 
 from lake_platform.ingest import jetstream
 from lake_platform.ingest.backoff import Backoff
+from lake_platform.ingest.failpoints import FAILPOINT_ENV
 from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.metrics import IngestMetrics
 from lake_platform.ingest.service import IngestFailedError, IngestService, IngestStats, writer_name
@@ -355,3 +356,36 @@ def test_large_payloads_are_held_within_the_byte_bound(ingest_settings, nats_ser
     assert len(store.commit_bytes) > 1
     assert max(store.commit_bytes) <= BYTE_BOUND, store.commit_bytes
     assert BIG_PAYLOAD < stats.held_bytes_peak <= BYTE_BOUND, stats.held_bytes_peak
+
+
+# --- item 8: poison frames -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["encode_error", "encode_panic"])
+def test_a_frame_that_always_fails_is_quarantined_and_the_rest_goes_on(
+    ingest_settings, nats_server, monkeypatch, failure
+):
+    """The Bronze file of symbol POISON fails every write (a Polars encode error, or a
+    PanicException, a BaseException): after a few identical failures its messages are
+    quarantined with the error, the other symbols land, and the run ends with all acked."""
+    monkeypatch.setenv(FAILPOINT_ENV, f"{failure}:POISON")
+    url, root = nats_server.url, ingest_settings.data_root
+    settings = dataclasses.replace(ingest_settings, bronze_max_age_s=0.2)
+    good = [("market.stocks.trades.SPY", trade("SPY", i)) for i in range(5)]
+    poison = [("market.stocks.trades.POISON", trade("POISON", i)) for i in range(5, 8)]
+    asyncio.run(publish_core(url, good + poison))
+
+    service = IngestService(settings, LakeStore.from_settings(settings), writer="test")
+    stats = asyncio.run(service.run(until_idle=True, max_seconds=WAIT_S))
+
+    assert sorted(read_table(root, "bronze/stocks/trades").get_column("seq")) == list(range(5))
+    quarantine = read_table(root, "_quarantine")
+    assert sorted(quarantine.get_column("stream_seq")) == [6, 7, 8]
+    errors = set(quarantine.get_column("error"))
+    kind = "ComputeError" if failure == "encode_error" else "PanicException"
+    assert len(errors) == 1 and kind in errors.pop()
+    assert stats.quarantined == 3
+    assert 2 <= stats.storage_errors <= 10
+    infos = asyncio.run(consumer_infos(url))
+    assert all(info.num_pending + info.num_ack_pending == 0 for info in infos.values())

@@ -9,7 +9,13 @@ of its own, so one failing write never costs the others:
   a rejected quarantine file goes to the last-resort folder `_quarantine/_rejected/`;
 - after a *transient* or *denied* failure no further file is tried: the files already written
   are kept in `Written` and committed (ledger entry, then acks), and only the files not
-  written go back to the caller to be retried.
+  written go back to the caller to be retried;
+- a file that fails `STRIKES_TO_QUARANTINE` times in a row with the same error, and then
+  cannot even be encoded in memory, is poison (a frame Polars cannot encode, a writer that
+  panics on it): its messages are quarantined with the error, so it never holds the stream.
+  A store that is down fails the same way every time too, but the frame then encodes: it
+  is retried. A panic (`PanicException`, a `BaseException`) of the writer fails its own
+  file only: the files of that write are then written one by one.
 
 Every file's name is chosen once, when its rows are cut into files, and kept with the rows
 left to retry: a retry after an ambiguous failure (an S3 PUT that timed out after the object
@@ -22,6 +28,7 @@ Order of a commit: files, ledger entry, acks (the caller), then the report to Da
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import time
@@ -32,12 +39,13 @@ import msgspec
 import polars as pl
 
 from lake_platform.ingest.buffers import DAY_NS, Buffer, BufferKey, PlannedFile
-from lake_platform.ingest.failpoints import failpoint
+from lake_platform.ingest.failpoints import failpoint, poisoned_body
 from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id, write_entry
 from lake_platform.ingest.route import QUARANTINE_SCHEMA, REPLY, cached_schema_for_subject
 from lake_platform.schemas import TableSchema
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import part_file_name, partition_folder, quarantine_folder
+from lake_platform.storage.store import PARQUET_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,28 @@ FILES_PER_WRITE = 1_024
 partition values are made (and freed) a slice at a time."""
 Reporter = Callable[[LedgerEntry], bool]
 """Records an entry's materializations in Dagster after the acks; True when done."""
+STRIKES_TO_QUARANTINE = 3
+"""Identical failures in a row after which a file's frame is tested for poison."""
+UNEXPECTED = (Exception, pl.exceptions.PanicException)
+"""What a write may raise besides `StorageError`: Polars panics are `BaseException`s."""
+
+
+@dataclass
+class Strikes:
+    """Failures in a row of each planned file (by path) with the same error."""
+
+    counts: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def add(self, path: str, error: BaseException) -> int:
+        """Count a failure of `path`; returns how many in a row failed like this one."""
+        signature = _signature(error)
+        previous, count = self.counts.get(path, ("", 0))
+        count = count + 1 if previous == signature else 1
+        self.counts[path] = (signature, count)
+        return count
+
+    def clear(self, path: str) -> None:
+        self.counts.pop(path, None)
 
 
 @dataclass
@@ -99,8 +129,10 @@ class _Target:
     def body(self) -> pl.DataFrame:
         """The file's columns (a selection of existing columns: no copy)."""
         schema = self.buffer.key.schema
-        names = QUARANTINE_SCHEMA.names() if schema is None else schema.bronze_file_schema.names()
-        return self.planned.frame[names]
+        if schema is None:
+            return self.planned.frame[QUARANTINE_SCHEMA.names()]
+        body = self.planned.frame[schema.bronze_file_schema.names()]
+        return poisoned_body(self.buffer.key.value, body)
 
     def committed(self, path: str, size: int) -> CommittedFile:
         key, frame = self.buffer.key, self.planned.frame
@@ -229,12 +261,13 @@ def _own_copy(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _quarantine_rejected(
-    store: LakeStore, schema: TableSchema, planned: PlannedFile, error: StorageError
+    store: LakeStore, schema: TableSchema, planned: PlannedFile, reason: str
 ) -> list[CommittedFile]:
-    """Write a rejected Bronze file's rows as quarantine records, one file per subject and
-    day, all named after the planned file: a retry after a partial failure overwrites."""
-    log.error("quarantining %d messages the store rejected: %s", planned.frame.height, error)
-    records = rejected_records(schema, planned.frame, f"storage rejected the file: {error}")
+    """Write the rows of a Bronze file that cannot be stored as quarantine records, one file
+    per subject and day, all named after the planned file: a retry after a partial failure
+    overwrites."""
+    log.error("quarantining %d messages: %s", planned.frame.height, reason)
+    records = rejected_records(schema, planned.frame, reason)
     days = records.with_columns(_day=pl.col("received_ns") // DAY_NS * DAY_NS)
     return [
         _write_quarantine_file(
@@ -252,11 +285,106 @@ def _after_rejection(store: LakeStore, target: _Target, error: StorageError) -> 
     schema = target.buffer.key.schema
     if schema is None:
         return [_rejected_quarantine_file(store, target, error)]
-    return _quarantine_rejected(store, schema, target.planned, error)
+    return _quarantine_rejected(
+        store, schema, target.planned, f"storage rejected the file: {error}"
+    )
+
+
+def _signature(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _encode_failure(target: _Target) -> BaseException | None:
+    """What encoding the file's frame in memory raises, without the store; None if it
+    encodes (then the store, not the frame, is failing)."""
+    try:
+        target.body.write_parquet(io.BytesIO(), **PARQUET_OPTIONS)  # type: ignore[arg-type]
+    except UNEXPECTED as error:
+        return error
+    return None
+
+
+def _after_poison(store: LakeStore, target: _Target, error: BaseException) -> list[CommittedFile]:
+    """Quarantine the messages of a file that can never be written, with the error: Bronze
+    rows as quarantine records; a quarantine file's records without their payloads (the
+    stream sequence still finds each message in JetStream while the stream keeps it)."""
+    reason = (
+        f"writing its file failed {STRIKES_TO_QUARANTINE} times alike and its rows cannot be "
+        f"encoded: {_signature(error)}"
+    )
+    key = target.buffer.key
+    if key.schema is not None:
+        return _quarantine_rejected(store, key.schema, target.planned, reason)
+    log.error("quarantine records kept without payloads: %s", reason)
+    stripped = target.planned.frame.with_columns(
+        pl.lit(b"", pl.Binary()).alias("payload"),
+        (pl.col("error") + f" (payload not kept: {reason})").alias("error"),
+    )
+    name = target.planned.name
+    return [_write_quarantine_file(store, key.value, key.period_start_ns, stripped, name)]
+
+
+def _settle(
+    store: LakeStore, target: _Target, result: int | BaseException, strikes: Strikes
+) -> list[CommittedFile]:
+    """The committed files of one write's outcome; raises `StorageError` to retry it."""
+    if isinstance(result, int):
+        strikes.clear(target.path)
+        return [target.committed(target.path, result)]
+    if isinstance(result, StorageError) and result.kind == "rejected":
+        return _after_rejection(store, target, result)
+    tried = not isinstance(result, StorageError) or result.__cause__ is not None
+    repeated = tried and strikes.add(target.path, result) >= STRIKES_TO_QUARANTINE
+    if repeated and _encode_failure(target) is not None:
+        try:
+            done = _after_poison(store, target, result)
+        except StorageError:
+            raise
+        except UNEXPECTED as error:
+            raise StorageError(f"cannot quarantine {target.path}: {_signature(error)}") from error
+        strikes.clear(target.path)
+        return done
+    if isinstance(result, StorageError):
+        raise result
+    raise StorageError(f"cannot write {target.path}: {_signature(result)}") from result
+
+
+def _body_or_failure(target: _Target) -> pl.DataFrame | BaseException:
+    try:
+        return target.body
+    except UNEXPECTED as error:
+        return error
+
+
+def _write_alone(store: LakeStore, body: pl.DataFrame, path: str) -> int | BaseException:
+    try:
+        return store.write_parquet_files([(body, path)])[0]
+    except UNEXPECTED as error:
+        return error
+
+
+def _write_chunk(store: LakeStore, chunk: list[_Target]) -> list[int | BaseException]:
+    """Each target's size or failure. When the store's write raises (a panic of one file's
+    writer takes the whole call down), every file is written alone, so that the failure is
+    its own file's only."""
+    bodies = [_body_or_failure(target) for target in chunk]
+    ready = [
+        (body, target.path)
+        for body, target in zip(bodies, chunk, strict=True)
+        if isinstance(body, pl.DataFrame)
+    ]
+    outcomes: list[int | BaseException]
+    try:
+        outcomes = list(store.write_parquet_files(ready))
+    except UNEXPECTED as error:
+        log.error("a write of %d files failed (%s): writing each alone", len(ready), error)
+        outcomes = [_write_alone(store, body, path) for body, path in ready]
+    written = iter(outcomes)
+    return [body if isinstance(body, BaseException) else next(written) for body in bodies]
 
 
 def _write_buffers(
-    store: LakeStore, buffers: list[Buffer], written: Written
+    store: LakeStore, buffers: list[Buffer], written: Written, strikes: Strikes
 ) -> tuple[list[Buffer], StorageError | None]:
     """Write every buffer's files into `written`, all at once; what is left to retry, and why.
 
@@ -266,10 +394,9 @@ def _write_buffers(
     """
     now = dt.datetime.now(dt.UTC)
     targets = [_target(buffer, planned) for buffer in buffers for planned in _slices(buffer, now)]
-    results: list[int | StorageError] = []
+    results: list[int | BaseException] = []
     for start in range(0, len(targets), FILES_PER_WRITE):
-        chunk = targets[start : start + FILES_PER_WRITE]
-        written_now = store.write_parquet_files([(target.body, target.path) for target in chunk])
+        written_now = _write_chunk(store, targets[start : start + FILES_PER_WRITE])
         results.extend(written_now)
         stopped = [r for r in written_now if isinstance(r, StorageError) and r.kind != "rejected"]
         if stopped:  # the store is failing: the rest waits for the retry, untried
@@ -280,12 +407,7 @@ def _write_buffers(
     rejected: StorageError | None = None
     for target, result in zip(targets, results, strict=True):
         try:
-            if isinstance(result, StorageError):
-                if result.kind != "rejected":
-                    raise result
-                done = _after_rejection(store, target, result)
-            else:
-                done = [target.committed(target.path, result)]
+            done = _settle(store, target, result, strikes)
         except StorageError as error:
             if error.kind == "rejected":
                 log.error("the store rejected a quarantine file, retrying later: %s", error)
@@ -331,6 +453,7 @@ def commit(
     written: Written,
     writer: str,
     unknown_field_messages: dict[str, int],
+    strikes: Strikes | None = None,
 ) -> Commit:
     """Write the buffers' files, then one ledger entry for everything in `written`.
 
@@ -340,9 +463,11 @@ def commit(
     Never raises `StorageError`: a failure is returned with the buffers left unwritten, and
     `written` keeps the files of a ledger entry that could not be written, for the retry.
     When the entry is written, `written` is emptied and its acks are returned.
+    `strikes` counts each file's failures across the caller's retries (without it, no file
+    is ever found to be poison).
     """
     failpoint("before_write")
-    unwritten, error = _write_buffers(store, buffers, written)
+    unwritten, error = _write_buffers(store, buffers, written, strikes or Strikes())
     failpoint("after_write")
     if not written:
         return Commit(None, [], unwritten, error)

@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 
 from lake_platform.ingest.backoff import Backoff
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import Reporter, Written, commit, report_entry
+from lake_platform.ingest.commit import Reporter, Strikes, Written, commit, report_entry
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.consumer_recovery import recreate_if_deleted
 from lake_platform.ingest.failpoints import failpoint
@@ -181,6 +181,7 @@ class IngestService:
         self._nc: LakeNatsClient | None = None
         self._committing: list[Buffer] = []
         self._written = Written()
+        self._strikes = Strikes()
         self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
         self._unsent_acks: list[str] = []  # of committed messages, while NATS is away
         self._reports: asyncio.Queue[LedgerEntry] = asyncio.Queue()
@@ -471,6 +472,7 @@ class IngestService:
                 written=self._written,
                 writer=self.writer,
                 unknown_field_messages=unknown,
+                strikes=self._strikes,
             )
         finally:
             self._committing_rows -= rows
