@@ -2,12 +2,15 @@
 
 One `AssetMaterialization` per (asset, hour partition) touched by a set of ledger entries,
 with rows, files, bytes, quarantined messages and the stream sequence range as metadata.
-A sensor tick reads at most `MAX_ENTRIES_PER_TICK` entries, oldest first, and its cursor
-stops at the first entry it did not read: a backlog is reported over several ticks, each far
-inside the sensor timeout, with nothing skipped and nothing reported twice.
+A sensor tick reads at most `MAX_ENTRIES_PER_TICK` entries, earliest stored first, and its
+cursor stops at the first entry it did not read: a backlog is reported over several ticks,
+each far inside the sensor timeout, with nothing skipped and nothing reported twice. What is
+unread is decided by the store's clock (when it recorded each entry), never by the writers'
+clocks: an entry whose writer's clock is behind is reported when it appears.
 """
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,19 +22,26 @@ from lake_platform.defs.partitions import partition_key_for
 from lake_platform.ingest.commit import Reporter
 from lake_platform.ingest.ledger import (
     LedgerEntry,
-    committed_ns_of,
-    list_entries,
+    StoredEntry,
+    list_stored_entries,
     read_entry_files,
 )
 from lake_platform.schemas import BY_TABLE
 from lake_platform.storage import LakeStore
 
 LATENESS_NS = 5 * 60 * 10**9
-"""How long after its commit time a ledger entry may still appear (slow writers, clocks)."""
+"""How long after the store dated an entry it may still appear in a listing: S3 dates an
+object by its upload (a slow one finishes later), a local file by its last write before the
+rename; also covers the store's timestamp precision (a second on some S3 servers)."""
+WRITER_CLOCK_SPAN_NS = 3_600 * 10**9
+"""How far a writer's clock may be off the daemon's for its entries to be found: the commit
+hours listed reach this far back and ahead of now (three hour folders a tick)."""
 FIRST_LOOKBACK_NS = 24 * 3_600 * 10**9
 """How far back a sensor without a cursor looks for unreported entries."""
 MAX_ENTRIES_PER_TICK = 500
 """Ledger entries one tick reads at most (small GETs, read concurrently on S3)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,7 +107,14 @@ def materializations(entries: Iterable[LedgerEntry]) -> list[dg.AssetMaterializa
 
 
 class LedgerCursor(msgspec.Struct):
-    """What the sensor has reported: entries committed since `since_ns` are tracked by id."""
+    """What the sensor has reported, by the store's clock: entries the store recorded before
+    `since_ns` are settled; those recorded since are tracked by id in `seen`.
+
+    Ordering by when the store recorded an entry, not by its writer's clock, reports the
+    entry of a writer whose clock is behind (it is filed under a past commit time but stored
+    now). `seen` holds only the entries stored within `LATENESS_NS` of the newest one listed
+    (or since the first a capped tick left), so the cursor stays as small as that window.
+    """
 
     since_ns: int
     seen: list[str] = []
@@ -112,32 +129,65 @@ class LedgerCursor(msgspec.Struct):
         return msgspec.json.encode(self).decode()
 
     def advanced(
-        self, entries: Iterable[LedgerEntry], now_ns: int, first_unread_ns: int | None = None
+        self, listed: list[StoredEntry], read: Iterable[str], first_unread_ns: int | None = None
     ) -> "LedgerCursor":
-        """The cursor after `entries`; ids older than the lateness window are forgotten.
+        """The cursor after reading the ids `read` of `listed` (every entry the tick listed).
 
-        With `first_unread_ns` (the commit time of the oldest entry a capped tick left), the
+        With `first_unread_ns` (the store time of the oldest entry a capped tick left), the
         cursor stays at that entry so the next tick starts there.
         """
-        floor = now_ns - LATENESS_NS
-        if first_unread_ns is not None:
-            floor = min(floor, first_unread_ns)
-        since_ns = max(self.since_ns, floor)
-        seen = {*self.seen, *(entry.entry_id for entry in entries)}
+        since_ns = self.since_ns
+        if listed:
+            floor = max(entry.stored_ns for entry in listed) - LATENESS_NS
+            if first_unread_ns is not None:
+                floor = min(floor, first_unread_ns)
+            since_ns = max(since_ns, floor)
+        known = {*self.seen, *read}
         return LedgerCursor(
             since_ns=since_ns,
-            seen=sorted(entry_id for entry_id in seen if committed_ns_of(entry_id) >= since_ns),
+            seen=sorted(
+                entry.entry_id
+                for entry in listed
+                if entry.entry_id in known and entry.stored_ns >= since_ns
+            ),
+        )
+
+
+def _warn_of_late_entries(entries: list[LedgerEntry], stored_ns: dict[str, int]) -> None:
+    """One warning for the entries stored long after their commit time: their writers'
+    clocks are behind the store's (or a backlog was copied in)."""
+    late_s = {
+        entry.entry_id: (stored_ns[entry.entry_id] - entry.committed_ns) / 1e9 for entry in entries
+    }
+    late = [entry for entry in entries if late_s[entry.entry_id] > LATENESS_NS / 1e9]
+    if late:
+        log.warning(
+            "%d ledger entries were stored up to %.0fs after their commit time (writers %s): "
+            "their clocks are behind the store's; reported all the same",
+            len(late),
+            max(late_s[entry.entry_id] for entry in late),
+            ", ".join(sorted({entry.writer for entry in late})),
         )
 
 
 def read_unreported(
     store: LakeStore, cursor: LedgerCursor, now_ns: int, limit: int = MAX_ENTRIES_PER_TICK
 ) -> tuple[list[LedgerEntry], LedgerCursor]:
-    """The oldest `limit` entries the cursor has not seen, and the cursor after them."""
-    unread = list_entries(store, cursor.since_ns, now_ns, frozenset(cursor.seen))
-    entries = read_entry_files(store, [path for _, path in unread[:limit]])
-    first_unread_ns = committed_ns_of(unread[limit][0]) if len(unread) > limit else None
-    return entries, cursor.advanced(entries, now_ns, first_unread_ns)
+    """The `limit` earliest stored entries the cursor has not seen, and the cursor after them.
+
+    The commit hours listed reach `WRITER_CLOCK_SPAN_NS` before the cursor (or now, when
+    earlier) and after now, so an entry whose writer's clock is that far off is still found.
+    """
+    first_hour_ns = min(cursor.since_ns, now_ns) - WRITER_CLOCK_SPAN_NS
+    listed = list_stored_entries(store, first_hour_ns, now_ns + WRITER_CLOCK_SPAN_NS)
+    seen = frozenset(cursor.seen)
+    unread = [e for e in listed if e.stored_ns >= cursor.since_ns and e.entry_id not in seen]
+    taken = unread[:limit]
+    entries = read_entry_files(store, [entry.path for entry in taken])
+    _warn_of_late_entries(entries, {entry.entry_id: entry.stored_ns for entry in taken})
+    first_unread_ns = unread[limit].stored_ns if len(unread) > limit else None
+    read = [entry.entry_id for entry in taken]
+    return entries, cursor.advanced(listed, read, first_unread_ns)
 
 
 def instance_reporter(instance: dg.DagsterInstance) -> Reporter:
