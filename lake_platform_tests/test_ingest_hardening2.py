@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -211,19 +212,34 @@ async def delete_stream(url: str, stream: str) -> None:
         await nc.close()
 
 
+class GatedStore(LakeStore):
+    """A real local store whose first write waits until the test opens the gate."""
+
+    entered: threading.Event
+    gate: threading.Event
+
+    def write_parquet_files(self, files):
+        self.entered.set()
+        assert self.gate.wait(WAIT_S), "the gate was never opened"
+        return super().write_parquet_files(files)
+
+
 @pytest.mark.slow
 def test_a_lost_stream_makes_the_worker_unhealthy_and_until_idle_ends_with_one_line(
     ingest_settings, nats_server, monkeypatch
 ):
-    """A stream deleted under a running `--until-idle` ingest cannot get its consumer back:
-    pulls back off (counted at the server), `/healthz` turns 503 naming it, and the run ends
-    with one clear error instead of asking forever."""
+    """A stream deleted under a running `--until-idle` ingest (held in its first commit, so
+    it cannot end first) cannot get its consumer back: pulls back off (counted at the
+    server), `/healthz` turns 503 naming it, and the run ends with one clear error instead
+    of asking forever."""
     from lake_platform.ingest import service as service_module
 
     monkeypatch.setattr(service_module, "PULL_UNHEALTHY_AFTER_S", 2.0, raising=False)
     monkeypatch.setattr(service_module, "PULL_GIVE_UP_S", 6.0, raising=False)
     url = nats_server.url
     settings = dataclasses.replace(ingest_settings, bronze_max_age_s=0.2)
+    store = GatedStore(settings.data_root, LakeStore.from_settings(settings).fs)
+    store.entered, store.gate = threading.Event(), threading.Event()
     metrics = IngestMetrics()
     health: list[tuple[int, str]] = []
 
@@ -233,14 +249,13 @@ def test_a_lost_stream_makes_the_worker_unhealthy_and_until_idle_ends_with_one_l
 
     async def scenario() -> tuple[BaseException | None, int]:
         await publish_core(url, [("market.stocks.trades.SPY", trade("SPY", 1))])
-        service = IngestService(
-            settings, LakeStore.from_settings(settings), writer="test", on_status=on_status
-        )
+        service = IngestService(settings, store, writer="test", on_status=on_status)
         metrics.is_running = lambda: service.running
         running = asyncio.create_task(service.run(until_idle=True, max_seconds=WAIT_S))
-        await poll(lambda: service.stats.rows == 1, "the first row committed")
+        await poll(store.entered.is_set, "the first commit")
         before = server_in_msgs(nats_server)
         await delete_stream(url, "SIGNALS")
+        store.gate.set()
         try:
             await asyncio.wait_for(running, WAIT_S)
         except IngestFailedError as error:
@@ -253,7 +268,7 @@ def test_a_lost_stream_makes_the_worker_unhealthy_and_until_idle_ends_with_one_l
     assert "\n" not in str(error)
     assert any(status == 503 and "SIGNALS" in body for status, body in health), health
     # 6 s of backoff from 0.1 s: at most ~60 pulls of SIGNALS plus MARKET's idle pulls (2 a
-    # second) and the consumer-state requests of `--until-idle`; a busy loop asks thousands.
+    # second) and the acks; a busy loop asks thousands.
     assert asked < 300, asked
 
 
