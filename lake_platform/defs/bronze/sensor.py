@@ -145,7 +145,9 @@ def _ingest(context: dg.SensorEvaluationContext, lake: LakeResource) -> str | No
         )
         context.log.warning(note)
         return note
-    except Exception as error:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # from the worker: a Polars panic is a BaseException too
         context.log.error(f"ingest failed: {_describe(error)}")
         return f"ingest failed: {_describe(error)}"
     return None
