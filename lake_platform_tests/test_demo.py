@@ -36,6 +36,10 @@ def test_demo_summary_matches_the_lake(tmp_path, monkeypatch):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"created DAGSTER_HOME {home}" in done.stderr
+    # Output for logs: one line per stage, no progress bar redrawn with carriage returns, no
+    # Dagster warning about a missing instance configuration.
+    assert "\r" not in done.stderr and "published " in done.stderr
+    assert "No dagster instance configuration file" not in done.stderr + done.stdout
     lines = done.stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("table ")))
     summary = {}

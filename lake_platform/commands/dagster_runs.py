@@ -14,13 +14,19 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The run's events go to the instance; the terminal gets warnings only."""
+DEFAULT_INSTANCE_CONFIG = (
+    "# Written by lake-platform: Dagster's defaults, no telemetry.\ntelemetry:\n  enabled: false\n"
+)
+"""The `dagster.yaml` given to a `DAGSTER_HOME` that has none: without one, Dagster prints a
+warning and a telemetry notice on every command."""
 
 
 def command_instance() -> dg.DagsterInstance:
     """The instance of `DAGSTER_HOME`, or an ephemeral one (with a note) when it is unset.
 
-    A `DAGSTER_HOME` folder that does not exist yet is created (as `make` does); a relative
-    one is refused in one line (Dagster needs an absolute path).
+    A `DAGSTER_HOME` folder that does not exist yet is created (as `make` does), with a
+    `dagster.yaml` when it has none; a relative one is refused in one line (Dagster needs an
+    absolute path).
     """
     home = os.environ.get("DAGSTER_HOME", "").strip()
     if not home:
@@ -32,6 +38,10 @@ def command_instance() -> dg.DagsterInstance:
     if not folder.is_dir():
         folder.mkdir(parents=True)
         print(f"created DAGSTER_HOME {folder}", file=sys.stderr)
+    config = folder / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DEFAULT_INSTANCE_CONFIG)
+        print(f"created {config}", file=sys.stderr)
     return dg.DagsterInstance.get()
 
 

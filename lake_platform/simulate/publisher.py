@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -131,7 +132,8 @@ async def publish(
         await ensure_streams(js, settings)
         pending: list[asyncio.Future] = []
         started = time.monotonic()
-        with tqdm(unit="msg", disable=not progress, desc="publish") as bar:
+        bar_shown = progress and sys.stderr.isatty()  # a bar in a log is one endless line
+        with tqdm(unit="msg", disable=not bar_shown, desc="publish") as bar:
             for index, message in enumerate(messages):
                 if rate is not None:
                     delay = started + index / rate - time.monotonic()
@@ -145,6 +147,9 @@ async def publish(
                     pending = []
             await _all_acked(pending)
             bar.update(len(pending))
+        if progress and not bar_shown:
+            elapsed = time.monotonic() - started
+            print(f"published {stats.total:,} messages in {elapsed:.1f} s", file=sys.stderr)
     finally:
         await nc.close()
     return stats
