@@ -271,6 +271,48 @@ def consumers_drained(topology: Topology) -> bool:
     return all(counts == (0, 0) for counts in backlog.values())
 
 
+def lake_lag(
+    topology: Topology, store: LakeStore, sent: Published, silver_tables: list[str]
+) -> list[str]:
+    """What the consumers have not delivered and acked, and what Silver and Gold lack or hold
+    beyond what was published; empty once the lake holds the session."""
+    backlog = asyncio.run(consumer_backlog(topology.nats.urls))
+    lag = [
+        f"consumer {stream}: {pending} pending, {acks} ack pending"
+        for stream, (pending, acks) in backlog.items()
+        if (pending, acks) != (0, 0)
+    ]
+    if lag:
+        return lag
+    held = {f"silver/{table}": sent.good[table] for table in silver_tables}
+    held["gold/levels/signals"] = sent.signals_with_levels
+    for folder, wanted in held.items():
+        found = set(event_ids(store, folder))
+        if found != wanted:
+            lag.append(f"{folder}: {len(wanted - found)} missing, {len(found - wanted)} extra")
+    return lag
+
+
+def failed_runs(topology: Topology, all_runs: list[dict]) -> list[str]:
+    """The failed steps of the failed runs, and their first error line."""
+    query = (
+        "query Failures($runId: ID!) { runOrError(runId: $runId) { ... on Run { "
+        "eventConnection { events { __typename ... on ExecutionStepFailureEvent { stepKey "
+        "error { message } } ... on RunFailureEvent { message } } } } } }"
+    )
+    failures = []
+    for run in all_runs:
+        if run["status"] != "FAILURE":
+            continue
+        data = topology.graphql(query, {"runId": run["runId"]})["runOrError"]
+        for event in (data.get("eventConnection") or {}).get("events") or []:
+            error = (event.get("error") or {}).get("message") or event.get("message") or ""
+            if event["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent"):
+                step = event.get("stepKey") or "run"
+                failures.append(f"{run['runId'][:8]} {step}: {error.strip()[:300]}")
+    return failures
+
+
 def metrics(worker: ServiceProcess) -> str:
     (port,) = worker.ports.values()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -362,21 +404,18 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
     ]
 
     def settled() -> bool:
-        return (
-            consumers_drained(topology)
-            and not unsettled(topology, expected)
-            and all(
-                set(event_ids(store, f"silver/{table}")) == sent.good[table]
-                for table in silver_tables
-            )
-            and set(event_ids(store, "gold/levels/signals")) == sent.signals_with_levels
+        return not lake_lag(topology, store, sent, silver_tables) and not unsettled(
+            topology, expected
         )
 
     try:
         settle_s = wait_for(settled, SETTLE_TIMEOUT_S, "automation caught up", interval=5)
     except AssertionError as late:
-        why = unsettled(topology, expected)[:20]
-        raise AssertionError(f"{late}: {why}; {run_summary(runs(topology))}") from None
+        why = [*lake_lag(topology, store, sent, silver_tables), *unsettled(topology, expected)]
+        all_runs = runs(topology)
+        raise AssertionError(
+            f"{late}: {why[:20]}; {run_summary(all_runs)}; {failed_runs(topology, all_runs)}"
+        ) from None
 
     for table, ids in sent.good.items():
         assert ids <= set(event_ids(store, f"bronze/{table}")), f"bronze/{table} misses events"
@@ -422,7 +461,7 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
         f"\ntopology: up in {up_s:.0f}s, session {session_s:.0f}s, automation settled "
         f"{settle_s:.0f}s later; {sent.messages} messages ({len(sent.bad)} bad), "
         f"{sum(map(len, expected.values()))} derived partitions; {run_summary(all_runs)}; "
-        f"{failures}"
+        f"{failures}; failed runs: {failed_runs(topology, all_runs)}"
     )
 
     pids = topology.pids
