@@ -108,6 +108,7 @@ SAME_AS_NATS_PY = {
     "a trailing space": b"MSG a.b 1 2 \r\nhi\r\n" + RAW_MESSAGE,
     "a leading space": b" MSG a.b 1 2\r\nhi\r\n" + RAW_MESSAGE,
     "a line feed before the size": b"MSG a.b 1 r\n2\r\nhi\r\n" + RAW_MESSAGE,
+    "tabs and double spaces": b"HMSG a.b 1  12\t14\r\nNATS/1.0\r\n\r\nhi\r\n" + RAW_MESSAGE,
     "a client message split across reads": b"MSG c.d 3 r 10\r\n0123456789\r\n" + RAW_MESSAGE,
     "a sid that is not a number": RAW_MESSAGE + b"MSG a.b x 2\r\nhi\r\n",
     "a size too big": b"MSG a.b 1 9\r\nhi\r\n" + RAW_MESSAGE + RAW_MESSAGE,

@@ -85,6 +85,33 @@ start to the end of its CRLF (`match(view, line_start, line_end + 2)`), they rea
 nats-py does when it holds just that line (as when it reads the stream one byte at a time);
 unbounded, they can match across CRLFs."""
 MSG_START, HMSG_START = ord("M"), ord("H")
+MESSAGE_SHAPES = {
+    (b"MSG", 4): (False, False),
+    (b"MSG", 5): (False, True),
+    (b"HMSG", 5): (True, False),
+    (b"HMSG", 6): (True, True),
+}
+"""Message lines by first word and number of fields: whether they hold a header size, and a
+reply (`MSG <subject> <sid> [reply] <size>`, `HMSG <subject> <sid> [reply] <header size>
+<size>`)."""
+
+
+def _nats_py_reading(
+    view: bytes, start: int, end: int
+) -> tuple[list[bytes], tuple[bool, bool]] | tuple[None, None]:
+    """The fields of the line from `start` to `end` (after its CRLF) as nats-py's patterns
+    read the line alone, and its shape (`MESSAGE_SHAPES`); (None, None) when they do not read
+    a message line there. For the lines nats-server does not write (odd whitespace, sizes
+    not in digits), which nats-py's patterns read in their own way."""
+    first = view[start]
+    pattern = MSG_LINE if first == MSG_START else HMSG_LINE if first == HMSG_START else None
+    match = pattern.match(view, start, end) if pattern is not None else None
+    if match is None:
+        return None, None
+    subject, sid, _, reply, *sizes = match.groups()
+    with_headers = len(sizes) == 2
+    fields = [b"HMSG" if with_headers else b"MSG", subject, sid, *([reply] if reply else [])]
+    return [*fields, *sizes], (with_headers, bool(reply))
 
 
 @dataclass
@@ -170,40 +197,49 @@ class RawFirstParser(Parser):
         Returns the end of the control line then at the head, for nats-py's parser (another
         subscription's message, another frame, a line nats-py rejects), or None when the
         buffer ends first: a line without its CRLF yet, or a raw message without its payload.
-        Each line is read by nats-py's own message patterns, bounded to the line.
+        Each line is read as nats-py reads it alone (split when nats-server wrote it, else
+        `_nats_py_reading`). The CRLF's 2 bytes are written out: this loop is the hot path.
         """
-        view = bytes(self.buf)
+        view, sinks = bytes(self.buf), self._sinks
         position, frame_end = 0, None
         run, run_sink = RawMessages(), None
+        subjects, replies, payloads, headers = run.subjects, run.replies, run.payloads, run.headers
         while (line_end := view.find(CRLF, position)) >= 0:
-            body = line_end + CRLF_SIZE
-            first = view[position]
-            is_hmsg = first == HMSG_START
-            pattern = HMSG_LINE if is_hmsg else MSG_LINE if first == MSG_START else None
-            match = pattern.match(view, position, body) if pattern is not None else None
+            body = line_end + 2
+            line = view[position:line_end]
+            fields = line.split()
+            shape = MESSAGE_SHAPES.get((fields[0], len(fields))) if fields else None
+            if not (  # as nats-server writes it: nats-py's patterns read the same fields
+                shape is not None
+                and line == b" ".join(fields)
+                and fields[-1].isdigit()
+                and (not shape[0] or fields[-2].isdigit())
+            ):
+                fields, shape = _nats_py_reading(view, position, body)
             try:
-                sink = self._sinks.get(int(match[2])) if match is not None else None
+                sink = sinks.get(int(fields[2])) if shape is not None else None
             except ValueError:  # a sid that is not a number: nats-py reports the line
                 sink = None
             if sink is None:
                 frame_end = body
                 break
-            subject, _, _, reply, *sizes = match.groups()
-            size = int(sizes[-1])
-            payload_end = body + size
-            if payload_end + CRLF_SIZE > len(view):
+            payload_end = body + int(fields[-1])
+            if payload_end + 2 > len(view):
                 break
-            header_end = body + int(sizes[0]) if is_hmsg else body
+            with_headers, with_reply = shape
+            header_end = body + int(fields[-2]) if with_headers else body
             if header_end > payload_end:  # as nats-py slices a header size above the size
-                header_end = min(header_end, payload_end + CRLF_SIZE)
+                header_end = min(header_end, payload_end + 2)
             if sink is not run_sink:
                 self._deliver(run, run_sink)
                 run, run_sink = RawMessages(), sink
-            run.subjects.append(subject.decode(errors="replace"))
-            run.replies.append(reply.decode(errors="replace") if reply else "")
-            run.payloads.append(view[header_end:payload_end] if is_hmsg else view[body:payload_end])
-            run.headers.append(view[body:header_end] or None)
-            position = payload_end + CRLF_SIZE
+                subjects, replies = run.subjects, run.replies
+                payloads, headers = run.payloads, run.headers
+            subjects.append(fields[1].decode("utf-8", "replace"))
+            replies.append(fields[3].decode("utf-8", "replace") if with_reply else "")
+            payloads.append(view[header_end:payload_end])
+            headers.append(view[body:header_end] or None)
+            position = payload_end + 2
         del self.buf[:position]
         self._deliver(run, run_sink)
         return None if frame_end is None else frame_end - position
