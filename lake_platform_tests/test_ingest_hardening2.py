@@ -404,3 +404,32 @@ def test_a_frame_that_always_fails_is_quarantined_and_the_rest_goes_on(
     assert 2 <= stats.storage_errors <= 10
     infos = asyncio.run(consumer_infos(url))
     assert all(info.num_pending + info.num_ack_pending == 0 for info in infos.values())
+
+
+@pytest.mark.slow
+def test_a_message_that_panics_the_decoder_is_quarantined_and_the_rest_lands(
+    ingest_settings, nats_server, monkeypatch
+):
+    """One message of a pulled batch panics the decoder (a Polars PanicException, a
+    BaseException): exactly that message is quarantined with the panic's text, the others
+    of its batch land in Bronze, and the `until_idle` run ends normally with all acked
+    (it used to stop the pull task, and the worker met the same message on every start)."""
+    monkeypatch.setenv(FAILPOINT_ENV, "decode_panic:POISON")
+    url, root = nats_server.url, ingest_settings.data_root
+    good = [("market.stocks.trades.SPY", trade("SPY", i)) for i in range(40)]
+    poison = ("market.stocks.trades.POISON", trade("POISON", 99))
+    asyncio.run(publish_core(url, good[:17] + [poison] + good[17:]))
+
+    service = IngestService(ingest_settings, LakeStore.from_settings(ingest_settings), writer="t")
+    stats = asyncio.run(service.run(until_idle=True, max_seconds=WAIT_S))
+
+    assert sorted(read_table(root, "bronze/stocks/trades").get_column("seq")) == list(range(40))
+    quarantine = read_table(root, "_quarantine")
+    assert quarantine.get_column("stream_seq").to_list() == [18]
+    assert quarantine.get_column("subject").to_list() == ["market.stocks.trades.POISON"]
+    assert quarantine.get_column("payload").to_list() == [poison[1]]
+    (error,) = quarantine.get_column("error").to_list()
+    assert "PanicException" in error and "the decoder panicked on POISON" in error
+    assert stats.messages == 41 and stats.rows == 40 and stats.quarantined == 1
+    infos = asyncio.run(consumer_infos(url))
+    assert all(info.num_pending + info.num_ack_pending == 0 for info in infos.values())

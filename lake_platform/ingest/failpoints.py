@@ -8,11 +8,14 @@ e.g. `raise:route:SIGNALS` fails the pull task of stream SIGNALS. Unset, nothing
 Poison points make the Bronze file of one partition value fail every write, as a frame
 Polars cannot encode does: `encode_error:<value>` (the store's writer raises Polars'
 `ComputeError`), `encode_panic:<value>` (it raises Polars' `PanicException`, a
-`BaseException`, as a panic in the Rust writer does).
+`BaseException`, as a panic in the Rust writer does). `decode_panic:<value>` makes decoding
+raise a `PanicException` for every batch holding a message whose payload contains `<value>`
+(a message that panics the decoder).
 """
 
 import os
 import signal
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -20,6 +23,7 @@ FAILPOINT_ENV = "LAKE_INGEST_FAILPOINT"
 RAISING_PREFIX = "raise:"
 ENCODE_ERROR = "encode_error:"
 ENCODE_PANIC = "encode_panic:"
+DECODE_PANIC = "decode_panic:"
 
 
 class FailpointError(RuntimeError):
@@ -51,3 +55,15 @@ def poisoned_body(value: str, body: pl.DataFrame) -> pl.DataFrame:
     if chosen == ENCODE_PANIC + value:
         return _PanickingFrame(body)
     return body
+
+
+def panic_on_poisoned_payload(payloads: Sequence[bytes]) -> None:
+    """Raise Polars' `PanicException` when `decode_panic:<value>` is chosen and a payload
+    contains `<value>`, as a decoder panicking on that message would."""
+    chosen = os.environ.get(FAILPOINT_ENV, "")
+    if not chosen.startswith(DECODE_PANIC):
+        return
+    value = chosen.removeprefix(DECODE_PANIC)
+    needle = value.encode()
+    if any(needle in payload for payload in payloads):
+        raise pl.exceptions.PanicException(f"fault injected: the decoder panicked on {value}")

@@ -3,9 +3,16 @@
 A pulled batch is split by schema (the subject's first tokens), each part is decoded at
 once, and every message ends up as exactly one row or one quarantine record, carrying the
 reply subject that acks it.
+
+Decoding is deterministic, so a message that makes it raise (a Polars `PanicException`, a
+`BaseException`, or any other unexpected error) would do so on every redelivery: the batch
+is then split in halves, recursively, down to the messages that fail alone, which are
+quarantined with the error; every other message of the batch is routed as usual.
 """
 
+import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,11 +20,17 @@ from typing import TypeVar
 
 import polars as pl
 
+from lake_platform.ingest.failpoints import panic_on_poisoned_payload
 from lake_platform.ingest.pull import PulledMessages
 from lake_platform.ingest.wire import parse_headers
 from lake_platform.schemas import TableSchema, decode_batch, schema_for_subject
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+
+NOT_ISOLATED = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+"""What a failing decode may raise that is no message's fault: it goes on up."""
 
 REPLY = "_reply"
 """Column holding each row's ack subject until its file is committed."""
@@ -86,12 +99,20 @@ def _quarantine_records(
             "stream_seq": metadata["stream_seq"].gather(indices),
             "received_ns": metadata["stored_ns"].gather(indices),
             "error": list(errors),
-            "headers": [json.dumps(parse_headers(messages.headers[i])) for i in indices],
+            "headers": [_headers_json(messages.headers[i]) for i in indices],
             "payload": [messages.payloads[i] for i in indices],
             REPLY: [messages.replies[i] for i in indices],
         },
         schema={**QUARANTINE_SCHEMA, REPLY: pl.String()},
     )
+
+
+def _headers_json(raw: bytes | None) -> str:
+    """The message's headers as JSON; unreadable ones as their raw text."""
+    try:
+        return json.dumps(parse_headers(raw))
+    except Exception:
+        return json.dumps({"_raw": (raw or b"").decode("utf-8", "backslashreplace")})
 
 
 def _by_schema(messages: PulledMessages) -> tuple[dict[TableSchema, list[int]], list[int]]:
@@ -122,7 +143,60 @@ def _pick(values: list[T], indices: list[int]) -> list[T]:
 
 
 def route(messages: PulledMessages, *, earliest_ns: int, now_ns: int) -> RoutedMessages:
-    """Decode `messages` into rows per schema; everything else becomes a quarantine record."""
+    """Decode `messages` into rows per schema; everything else becomes a quarantine record,
+    including each message that makes decoding raise (found by splitting the batch in halves:
+    at most 2 × log2(len) decodes per such message, each of a part of the batch)."""
+    try:
+        return _route_all(messages, earliest_ns=earliest_ns, now_ns=now_ns)
+    except NOT_ISOLATED:
+        raise
+    except BaseException as error:
+        failure = error
+    if len(messages) == 1:
+        return _failed_alone(messages, failure)
+    middle = len(messages) // 2
+    halves = (_part(messages, 0, middle), _part(messages, middle, len(messages)))
+    return _merged([route(half, earliest_ns=earliest_ns, now_ns=now_ns) for half in halves])
+
+
+def _part(messages: PulledMessages, start: int, stop: int) -> PulledMessages:
+    return PulledMessages(
+        messages.subjects[start:stop],
+        messages.replies[start:stop],
+        messages.payloads[start:stop],
+        messages.headers[start:stop],
+        stream=messages.stream,
+    )
+
+
+def _failed_alone(message: PulledMessages, error: BaseException) -> RoutedMessages:
+    """The quarantine record of one message whose decoding raises `error`."""
+    reason = f"decoding this message raised {type(error).__name__}: {error}"
+    record = _quarantine_records(message, ack_metadata(message.replies), [0], [reason])
+    log.error(
+        "quarantining message %s of %s: %s",
+        record.get_column("stream_seq")[0],
+        message.stream,
+        reason,
+    )
+    return RoutedMessages(rows=[], quarantine=record, unknown_field_messages={})
+
+
+def _merged(parts: list[RoutedMessages]) -> RoutedMessages:
+    unknown_fields: dict[str, int] = {}
+    for part in parts:
+        for table, count in part.unknown_field_messages.items():
+            unknown_fields[table] = unknown_fields.get(table, 0) + count
+    return RoutedMessages(
+        rows=[rows for part in parts for rows in part.rows],
+        quarantine=pl.concat([part.quarantine for part in parts]),
+        unknown_field_messages=unknown_fields,
+    )
+
+
+def _route_all(messages: PulledMessages, *, earliest_ns: int, now_ns: int) -> RoutedMessages:
+    """Decode `messages` into rows per schema; everything else becomes a quarantine record.
+    Raises what decoding raises."""
     metadata = ack_metadata(messages.replies)
     by_schema, unknown_subjects = _by_schema(messages)
 
@@ -137,9 +211,11 @@ def route(messages: PulledMessages, *, earliest_ns: int, now_ns: int) -> RoutedM
     ]
     unknown_fields: dict[str, int] = {}
     for schema, indices in by_schema.items():
+        payloads = _pick(messages.payloads, indices)
+        panic_on_poisoned_payload(payloads)
         decoded = decode_batch(
             schema,
-            _pick(messages.payloads, indices),
+            payloads,
             received_ns=_pick(metadata["stored_ns"].to_list(), indices),
             earliest_ns=earliest_ns,
             now_ns=now_ns,
