@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from lake_platform.commands.init import sweep_leftovers
 from lake_platform.ingest.commit import Reporter
 from lake_platform.ingest.metrics import IngestMetrics, serving_metrics
 from lake_platform.ingest.service import IngestService, IngestStats, writer_name
@@ -57,6 +58,7 @@ def run_ingest(until_idle: bool, max_seconds: float | None) -> int:
     settings = LakeSettings.from_env()
     store = LakeStore.from_settings(settings)
     store.check_access()  # wrong credentials or a missing bucket: one clear line, exit 1
+    sweep_leftovers(store, lambda line: print(line, file=sys.stderr))
     reporter = dagster_reporter()
     if reporter is None:
         print(

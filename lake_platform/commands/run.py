@@ -17,11 +17,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from lake_platform.commands.init import sweep_leftovers
 from lake_platform.ingest.connection import NatsUnavailableError, connect
 from lake_platform.local_servers import NatsServer, find_binary, terminate_group
 from lake_platform.settings import LakeSettings, redact_url
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import publish
+from lake_platform.storage import LakeStore
 
 UI_READY_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 20
@@ -71,6 +73,7 @@ def main() -> int:
     settings = LakeSettings.from_env()
     if not settings.use_s3:
         settings = dataclasses.replace(settings, data_root=str(Path(settings.data_root).resolve()))
+    sweep_leftovers(LakeStore.from_settings(settings), print)
     nats_server = None
     if asyncio.run(_answers(settings)):
         print(f"using the nats-server at {', '.join(map(redact_url, settings.nats_servers))}")
