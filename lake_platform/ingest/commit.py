@@ -20,7 +20,13 @@ of its own, so one failing write never costs the others:
 Every file's name is chosen once, when its rows are cut into files, and kept with the rows
 left to retry: a retry after an ambiguous failure (an S3 PUT that timed out after the object
 was stored, a folder sync failing after the rename) overwrites the same object instead of
-adding a second copy that no ledger entry names.
+adding a second copy that no ledger entry names. The ledger entry likewise: an entry whose
+write failed is kept (`Written.entry`) and the retry writes it again under its name, before
+anything else, so an entry that was stored after all is overwritten, never doubled.
+
+A failure other than `StorageError` anywhere in a commit (a panic outside the writes, in
+the ledger write, an unforeseen error) is a storage failure too: retried, never the end of
+the worker.
 
 Order of a commit: files, ledger entry, acks (the caller), then the report to Dagster
 (`report_entry`, off the ingest's path and at least once).
@@ -92,20 +98,34 @@ class Written:
     files: list[CommittedFile] = field(default_factory=list)
     quarantine: list[CommittedFile] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    entry: LedgerEntry | None = None
+    """The ledger entry of these files whose write failed: the retry writes this one again."""
 
     def __bool__(self) -> bool:
         return bool(self.files or self.quarantine)
 
+    def clear(self) -> list[str]:
+        """Forget the files (now named by a stored entry); returns their acks."""
+        replies = self.replies
+        self.files, self.quarantine, self.replies, self.entry = [], [], [], None
+        return replies
+
 
 @dataclass(frozen=True)
 class Commit:
-    """What a commit achieved: its ledger entry (None when it wrote none), the acks now due,
-    the buffers left to retry and the failure that left them."""
+    """What a commit achieved: the ledger entries it wrote (an earlier try's entry written
+    again, then the entry of this try's files), the acks now due, the buffers left to retry
+    and the failure that left them."""
 
-    entry: LedgerEntry | None
+    entries: tuple[LedgerEntry, ...]
     replies: list[str]
     unwritten: list[Buffer]
     error: StorageError | None
+
+    @property
+    def entry(self) -> LedgerEntry | None:
+        """The last entry written, None when none was."""
+        return self.entries[-1] if self.entries else None
 
 
 def _seq_range(frame: pl.DataFrame, column: str) -> tuple[int | None, int | None]:
@@ -349,6 +369,18 @@ def _settle(
     raise StorageError(f"cannot write {target.path}: {_signature(result)}") from result
 
 
+def _settled(
+    store: LakeStore, target: _Target, result: int | BaseException, strikes: Strikes
+) -> list[CommittedFile]:
+    """`_settle`, with an unforeseen failure (a panic) as a `StorageError` to retry."""
+    try:
+        return _settle(store, target, result, strikes)
+    except StorageError:
+        raise
+    except UNEXPECTED as error:
+        raise StorageError(f"cannot settle {target.path}: {_signature(error)}") from error
+
+
 def _body_or_failure(target: _Target) -> pl.DataFrame | BaseException:
     try:
         return target.body
@@ -407,7 +439,7 @@ def _write_buffers(
     rejected: StorageError | None = None
     for target, result in zip(targets, results, strict=True):
         try:
-            done = _settle(store, target, result, strikes)
+            done = _settled(store, target, result, strikes)
         except StorageError as error:
             if error.kind == "rejected":
                 log.error("the store rejected a quarantine file, retrying later: %s", error)
@@ -446,6 +478,24 @@ def report_entry(store: LakeStore, entry: LedgerEntry, reporter: Reporter) -> Le
     return reported
 
 
+def _write_ledger_entry(store: LakeStore, entry: LedgerEntry) -> None:
+    """`write_entry`, with any other failure (a panic) as a transient `StorageError`."""
+    try:
+        write_entry(store, entry)
+    except StorageError:
+        raise
+    except UNEXPECTED as error:
+        raise StorageError(
+            f"cannot write ledger entry {entry.entry_id}: {_signature(error)}"
+        ) from error
+
+
+def _untouched(buffers: list[Buffer]) -> list[Buffer]:
+    """`buffers` as left to retry: their files cut and named, none written."""
+    now = dt.datetime.now(dt.UTC)
+    return [_leftover(buffer, _slices(buffer, now)) for buffer in buffers]
+
+
 def commit(
     store: LakeStore,
     buffers: list[Buffer],
@@ -455,24 +505,34 @@ def commit(
     unknown_field_messages: dict[str, int],
     strikes: Strikes | None = None,
 ) -> Commit:
-    """Write the buffers' files, then one ledger entry for everything in `written`.
+    """Write the ledger entry an earlier try could not, then the buffers' files, then one
+    ledger entry for everything in `written`.
 
-    The caller then acks the returned replies and, after the acks, reports the entry to
+    The caller then acks the returned replies and, after the acks, reports the entries to
     Dagster (`report_entry`).
 
-    Never raises `StorageError`: a failure is returned with the buffers left unwritten, and
-    `written` keeps the files of a ledger entry that could not be written, for the retry.
-    When the entry is written, `written` is emptied and its acks are returned.
+    Never raises `StorageError` (nor a panic of a write or of the ledger write): a failure
+    is returned with the buffers left unwritten, and `written` keeps the files (and the
+    entry) of a ledger entry that could not be written, for the retry. When the entry is
+    written, `written` is emptied and its acks are returned.
     `strikes` counts each file's failures across the caller's retries (without it, no file
     is ever found to be poison).
     """
     failpoint("before_write")
+    earlier: tuple[LedgerEntry, ...] = ()
+    earlier_replies: list[str] = []
+    if written.entry is not None:
+        try:
+            _write_ledger_entry(store, written.entry)
+        except StorageError as failure:
+            return Commit((), [], _untouched(buffers), failure)
+        earlier, earlier_replies = (written.entry,), written.clear()
     unwritten, error = _write_buffers(store, buffers, written, strikes or Strikes())
     failpoint("after_write")
     if not written:
-        return Commit(None, [], unwritten, error)
+        return Commit(earlier, earlier_replies, unwritten, error)
     committed_ns = time.time_ns()
-    entry = LedgerEntry(
+    written.entry = LedgerEntry(
         entry_id=new_entry_id(committed_ns),
         committed_ns=committed_ns,
         writer=writer,
@@ -482,10 +542,9 @@ def commit(
         unknown_field_messages=unknown_field_messages,
     )
     try:
-        write_entry(store, entry)
+        _write_ledger_entry(store, written.entry)
     except StorageError as ledger_error:
-        return Commit(None, [], unwritten, error or ledger_error)
+        return Commit(earlier, earlier_replies, unwritten, error or ledger_error)
     failpoint("after_ledger")
-    replies = written.replies
-    written.files, written.quarantine, written.replies = [], [], []
-    return Commit(entry, replies, unwritten, error)
+    entry = written.entry
+    return Commit((*earlier, entry), earlier_replies + written.clear(), unwritten, error)

@@ -34,7 +34,14 @@ from nats.js import JetStreamContext
 
 from lake_platform.ingest.backoff import Backoff
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import Reporter, Strikes, Written, commit, report_entry
+from lake_platform.ingest.commit import (
+    Commit,
+    Reporter,
+    Strikes,
+    Written,
+    commit,
+    report_entry,
+)
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.consumer_recovery import recreate_if_deleted
 from lake_platform.ingest.failpoints import failpoint
@@ -47,7 +54,7 @@ from lake_platform.ingest.jetstream import (
 )
 from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.ingest.pull import NO_PENDING_MESSAGES, LeanPull, PulledMessages
-from lake_platform.ingest.route import route
+from lake_platform.ingest.route import NOT_ISOLATED, route
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError
@@ -464,16 +471,9 @@ class IngestService:
         self._committing_bytes += held_bytes
         self._committing = buffers
         started = time.monotonic()
+        earlier_entries = int(self._written.entry is not None)  # a failed try's, written first
         try:
-            done = await asyncio.to_thread(
-                commit,
-                self.store,
-                buffers,
-                written=self._written,
-                writer=self.writer,
-                unknown_field_messages=unknown,
-                strikes=self._strikes,
-            )
+            done = await asyncio.to_thread(self._commit_or_fail, buffers, unknown)
         finally:
             self._committing_rows -= rows
             self._committing_bytes -= held_bytes
@@ -482,10 +482,10 @@ class IngestService:
         if self.on_commit is not None:
             self.on_commit(time.monotonic() - started)
         self.buffers.put_back(done.unwritten)
-        if done.entry is None:
+        if len(done.entries) <= earlier_entries:  # no entry of this try's files
             self._unknown_fields.update(unknown)
-        else:
-            await self._acknowledge(done.entry, done.replies)
+        if done.entries:
+            await self._acknowledge(done.entries, done.replies)
         if done.error is None:
             self.storage_backoff.reset()
             return True
@@ -502,6 +502,26 @@ class IngestService:
             done.error,
         )
         return False
+
+    def _commit_or_fail(self, buffers: list[Buffer], unknown: dict[str, int]) -> Commit:
+        """`commit`; an error it does not foresee (a panic outside the writes) fails it like
+        storage: what it held is not acked, JetStream redelivers it after `ack_wait`."""
+        try:
+            return commit(
+                self.store,
+                buffers,
+                written=self._written,
+                writer=self.writer,
+                unknown_field_messages=unknown,
+                strikes=self._strikes,
+            )
+        except NOT_ISOLATED:
+            raise
+        except BaseException as failure:
+            held = sum(buffer.rows for buffer in buffers)
+            log.exception("commit failed unexpectedly, %d messages left for redelivery", held)
+            error = StorageError(f"commit failed: {type(failure).__name__}: {failure}")
+            return Commit((), [], [], error)
 
     async def _final_commit(self) -> None:
         """Commit everything held before stopping; a few quick retries if storage fails,
@@ -521,18 +541,19 @@ class IngestService:
             self._held_rows(),
         )
 
-    async def _acknowledge(self, entry: LedgerEntry, replies: list[str]) -> None:
-        """Ack the entry's messages (or keep the acks until NATS is back), then queue the
-        entry for reporting."""
+    async def _acknowledge(self, entries: tuple[LedgerEntry, ...], replies: list[str]) -> None:
+        """Ack the entries' messages (or keep the acks until NATS is back), then queue the
+        entries for reporting."""
         self._unsent_acks.extend(replies)
         await self._send_acks()
-        if self.reporter is not None:
-            self._reports.put_nowait(entry)
-        self.stats.commits += 1
-        self.stats.files += len(entry.files)
-        self.stats.rows += sum(f.rows for f in entry.files)
-        self.stats.quarantined += sum(f.rows for f in entry.quarantine)
-        self.stats.bytes += sum(f.bytes for f in (*entry.files, *entry.quarantine))
+        for entry in entries:
+            if self.reporter is not None:
+                self._reports.put_nowait(entry)
+            self.stats.commits += 1
+            self.stats.files += len(entry.files)
+            self.stats.rows += sum(f.rows for f in entry.files)
+            self.stats.quarantined += sum(f.rows for f in entry.quarantine)
+            self.stats.bytes += sum(f.bytes for f in (*entry.files, *entry.quarantine))
 
     async def _send_acks(self) -> None:
         """Send the acks of committed messages; while the client reconnects, keep them.
