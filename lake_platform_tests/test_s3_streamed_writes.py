@@ -43,7 +43,7 @@ def s3_lake(s3_server) -> LakeStore:
     bucket = f"lake-{secrets.token_hex(4)}"
     s3_server.create_bucket(bucket)
     lake = LakeStore.from_settings(s3_settings(s3_server, bucket))
-    lake.s3_part_bytes = MIN_S3_PART_BYTES
+    lake.backend.part_bytes = MIN_S3_PART_BYTES
     return lake
 
 

@@ -5,6 +5,7 @@ import datetime as dt
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,8 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from lake_platform.settings import LakeSettings, SettingsError
 from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage.backends.local import WRITE_THREADS
+from lake_platform.storage.backends.object_store import UPLOAD_THREADS
 from lake_platform.storage.paths import (
     ESCAPED_VALUE_MAX_BYTES,
     LAKE_KEY_MAX_BYTES,
@@ -29,7 +32,6 @@ from lake_platform.storage.paths import (
     quarantine_folder,
     unescape_partition_value,
 )
-from lake_platform.storage.store import S3_WRITE_THREADS, WRITE_THREADS
 from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.status_server import answering
 
@@ -393,5 +395,19 @@ def test_a_failing_store_costs_a_commit_a_few_writes_not_one_per_file():
         results = LakeStore.from_settings(settings).write_parquet_files(many_files(400))
         requests = server.requests
     assert all(isinstance(r, StorageError) and r.kind == "transient" for r in results)
-    assert sum("not tried" in str(r) for r in results) >= 400 - S3_WRITE_THREADS
-    assert requests <= S3_WRITE_THREADS * 4  # the writes in flight, each tried by botocore
+    assert sum("not tried" in str(r) for r in results) >= 400 - UPLOAD_THREADS
+    assert requests <= UPLOAD_THREADS * 4  # the writes in flight, each tried by botocore
+
+
+def test_files_are_listed_with_the_stores_modification_time(lake: LakeStore):
+    """`list_files_with_mtime`: what `list_files` lists, each with the time the store recorded
+    it (S3's LastModified has whole seconds, so the bounds are widened by one)."""
+    before_ns = (time.time_ns() // 10**9 - 1) * 10**9
+    write_partitions(lake, ["SPY", "QQQ"])
+    lake.write_bytes(b"{}", "bronze/t/notes.json")
+    after_ns = (time.time_ns() // 10**9 + 2) * 10**9
+    listed = lake.list_files_with_mtime("bronze/t")
+    assert list(listed) == lake.list_files("bronze/t")
+    assert all(before_ns <= modified_ns <= after_ns for modified_ns in listed.values()), listed
+    assert list(lake.list_files_with_mtime("bronze/t", ".json")) == ["bronze/t/notes.json"]
+    assert lake.list_files_with_mtime("bronze/absent") == {}
