@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lake_platform.local_servers import NatsServer, S3Server
-from lake_platform.settings import LakeSettings
+from lake_platform.settings import NUMBER_RULES, LakeSettings
 from lake_platform.storage import LakeStore
 
 
@@ -66,22 +66,28 @@ def ingest_settings(nats_server: NatsServer, tmp_path: Path) -> LakeSettings:
 
 
 def settings_env(settings: LakeSettings) -> dict[str, str]:
-    """The environment variables that give `settings` (local or S3 lakes)."""
+    """The environment variables that give `settings` (local or S3 lakes), every one of them:
+    the numeric ones as `NUMBER_RULES` names them (a new setting is passed on by itself), and
+    unset ones as empty strings, which override what the test process inherited."""
     env = {
         "DATA_ROOT": settings.data_root,
+        "USE_S3": "1" if settings.use_s3 else "0",
         "NATS_URL": ",".join(settings.nats_servers),
-        "BRONZE_MAX_AGE_S": str(settings.bronze_max_age_s),
-        "GOLD_MAX_AGE_S": str(settings.gold_max_age_s),
-        "BRONZE_MAX_EVENTS": str(settings.bronze_max_events),
-        "GOLD_MAX_EVENTS": str(settings.gold_max_events),
-        "BRONZE_MAX_OPEN_BUFFERS": str(settings.bronze_max_open_buffers),
+        "LAKE_PARTITIONS_START": settings.partitions_start_key,
+        "LAKE_METRICS_HOST": settings.metrics_host,
     }
-    if settings.use_s3:
-        env |= {
-            "USE_S3": "1",
-            "S3_ENDPOINT": settings.s3_endpoint or "",
-            "S3_ACCESS_KEY": settings.s3_access_key or "",
-            "S3_SECRET_KEY": settings.s3_secret_key or "",
-            "S3_REGION": settings.s3_region or "",
-        }
-    return env
+    optional = {
+        "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_ACCESS_KEY": settings.s3_access_key,
+        "S3_SECRET_KEY": settings.s3_secret_key,
+        "S3_REGION": settings.s3_region,
+        "NATS_USER": settings.nats_user,
+        "NATS_PASSWORD": settings.nats_password,
+        "NATS_TOKEN": settings.nats_token,
+        "NATS_CREDS": settings.nats_creds,
+        "NATS_TLS_CA": settings.nats_tls_ca,
+    }
+    optional |= {rule.variable: getattr(settings, name) for name, rule in NUMBER_RULES.items()}
+    return env | {
+        variable: "" if value is None else str(value) for variable, value in optional.items()
+    }
