@@ -418,7 +418,7 @@ def test_a_message_that_panics_the_decoder_is_quarantined_and_the_rest_lands(
     url, root = nats_server.url, ingest_settings.data_root
     good = [("market.stocks.trades.SPY", trade("SPY", i)) for i in range(40)]
     poison = ("market.stocks.trades.POISON", trade("POISON", 99))
-    asyncio.run(publish_core(url, good[:17] + [poison] + good[17:]))
+    asyncio.run(publish_core(url, [*good[:17], poison, *good[17:]]))
 
     service = IngestService(ingest_settings, LakeStore.from_settings(ingest_settings), writer="t")
     stats = asyncio.run(service.run(until_idle=True, max_seconds=WAIT_S))
