@@ -9,20 +9,17 @@ sequences. Entries are filed by commit hour: `_ledger/date=YYYY-MM-DD/hour=HH/{i
 
 import datetime as dt
 import logging
-import posixpath
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import msgspec
 
-from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder, ledger_file
-from lake_platform.storage.store import storage_error_kind
 
 HOUR_NS = 3_600 * 10**9
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ENTRY_ID = re.compile(r"[0-9]{19}-[0-9a-zA-Z]+")
 """The shape of an entry's id (`new_entry_id`: commit time, a unique suffix); a file under
 `_ledger/` named otherwise is not an entry."""
@@ -87,57 +84,27 @@ class StoredEntry(NamedTuple):
     stored_ns: int
 
 
-def _stored_ns(entry_id: str, info: Mapping[str, object]) -> int:
-    """When the store recorded a file: S3's `LastModified`, a local file's `mtime`; the
-    entry's commit time for a filesystem that tells neither."""
-    modified = info.get("LastModified", info.get("mtime"))
-    if isinstance(modified, dt.datetime):
-        return (modified - EPOCH) // dt.timedelta(microseconds=1) * 1_000
-    if isinstance(modified, int | float):
-        return round(modified * 1e9)
-    return committed_ns_of(entry_id)
-
-
-def _json_files_with_details(store: LakeStore, folder: str) -> dict[str, Mapping[str, object]]:
-    """`LakeStore.list_files(folder, ".json")` with each file's listing details (one LIST
-    on S3 as there; the details carry the store's modification time)."""
-    base = store.full_path(folder)
-    try:
-        found = store.fs.find(base, detail=True)
-    except FileNotFoundError:
-        return {}
-    except Exception as error:  # the message may name the endpoint's credentials: not shown
-        kind = storage_error_kind(error)
-        raise StorageError(f"cannot list {folder}: {type(error).__name__}", kind) from error
-    root = store.root.rstrip("/") + "/"
-    return {
-        path.removeprefix(root): info
-        for path, info in found.items()
-        if path.endswith(".json") and not posixpath.basename(path).startswith(".")
-    }
-
-
 def _listed_hours(
     store: LakeStore, since_ns: int, until_ns: int, *, with_times: bool
-) -> Iterator[tuple[str, str, Mapping[str, object]]]:
-    """(entry id, relative path, listing details) of every entry filed under the commit hours
-    from `since_ns` to `until_ns`; a file under `_ledger/` not named like an entry is skipped
-    with a warning."""
+) -> Iterator[tuple[str, str, int | None]]:
+    """(entry id, relative path, when the store recorded it) of every entry filed under the
+    commit hours from `since_ns` to `until_ns` (that time is listed only `with_times`, else
+    None); a file under `_ledger/` not named like an entry is skipped with a warning."""
     hour_ns = since_ns // HOUR_NS * HOUR_NS
     while hour_ns <= until_ns:
         hour = dt.datetime.fromtimestamp(hour_ns / 1e9, tz=dt.UTC)
         folder = f"_ledger/{hour_folder(hour)}"
         listed = (
-            _json_files_with_details(store, folder)
+            store.list_files_with_mtime(folder, suffix=".json")
             if with_times
-            else {path: {} for path in store.list_files(folder, suffix=".json")}
+            else dict.fromkeys(store.list_files(folder, suffix=".json"))
         )
-        for path, info in listed.items():
+        for path, stored_ns in listed.items():
             entry_id = path.rsplit("/", 1)[-1].removesuffix(".json")
             if not ENTRY_ID.fullmatch(entry_id):
                 log.warning("ignoring %s under _ledger/: not a ledger entry's name", path)
                 continue
-            yield entry_id, path, info
+            yield entry_id, path, stored_ns
         hour_ns += HOUR_NS
 
 
@@ -156,10 +123,11 @@ def list_entries(
 
 def list_stored_entries(store: LakeStore, since_ns: int, until_ns: int) -> list[StoredEntry]:
     """Every entry filed under the commit hours from `since_ns` to `until_ns`, with the time
-    the store recorded it, in the order they were stored (ties by id); nothing is read."""
+    the store recorded it (its commit time on a store that tells none), in the order they
+    were stored (ties by id); nothing is read."""
     found = [
-        StoredEntry(entry_id, path, _stored_ns(entry_id, info))
-        for entry_id, path, info in _listed_hours(store, since_ns, until_ns, with_times=True)
+        StoredEntry(entry_id, path, committed_ns_of(entry_id) if stored_ns is None else stored_ns)
+        for entry_id, path, stored_ns in _listed_hours(store, since_ns, until_ns, with_times=True)
     ]
     return sorted(found, key=lambda entry: (entry.stored_ns, entry.entry_id))
 
