@@ -23,9 +23,11 @@ WITHIN_PARTITION_HOUR: Final = "within_partition_hour"
 MATCHES_DECLARED_SCHEMA: Final = "matches_declared_schema"
 ZSTD_COMPRESSED: Final = "zstd_compressed"
 OHLC_CONSISTENT: Final = "ohlc_consistent"
-"""Names of the checks every derived table has (and of Gold bars' own); the order and
-uniqueness checks are named after the table's keys (`DerivedTable.sorted_check`,
-`DerivedTable.unique_check`), the reconciliations after their `DerivedTable` entry."""
+RECONCILES_WITH_BRONZE: Final = "reconciles_with_bronze"
+"""Names of the checks every derived table has, of Gold bars' own and of the reconciliation
+of the tables built from Bronze; the order and uniqueness checks are named after the table's
+keys (`DerivedTable.sorted_check`, `DerivedTable.unique_check`), the other reconciliations
+by their `DerivedTable` entry."""
 
 TABLE_CHECK_DESCRIPTIONS: Final = {
     OHLC_CONSISTENT: "Every bar has low <= open, close <= high.",

@@ -87,9 +87,9 @@ class DerivedTable:
         return (
             self.sorted_check,
             self.unique_check,
-            "within_partition_hour",
-            "matches_declared_schema",
-            "zstd_compressed",
+            checks.WITHIN_PARTITION_HOUR,
+            checks.MATCHES_DECLARED_SCHEMA,
+            checks.ZSTD_COMPRESSED,
             *self.extra_file_checks,
             *self.reconciliations,
         )
@@ -99,7 +99,7 @@ class DerivedTable:
         return {
             self.sorted_check: lambda frame, path, _: checks.sorted_by(frame, self.order, path),
             self.unique_check: lambda frame, path, _: checks.unique(frame, self.unique_keys, path),
-            "within_partition_hour": lambda frame, path, hour: checks.within_hour(
+            checks.WITHIN_PARTITION_HOUR: lambda frame, path, hour: checks.within_hour(
                 frame, hour, path
             ),
             **self.extra_file_checks,
@@ -465,8 +465,8 @@ def _footer_checks(
     schema = pl.read_parquet_schema(io.BytesIO(body))
     with_value = pl.Schema({**schema, table.partition_column: pl.String()})
     return {
-        "matches_declared_schema": checks.matches_schema(with_value, table.schema, path),
-        "zstd_compressed": checks.zstd_compressed(metadata, path),
+        checks.MATCHES_DECLARED_SCHEMA: checks.matches_schema(with_value, table.schema, path),
+        checks.ZSTD_COMPRESSED: checks.zstd_compressed(metadata, path),
     }
 
 

@@ -4,7 +4,13 @@ import datetime as dt
 
 import polars as pl
 
-from lake_platform.checks import CheckOutcome, distinct_count, is_first_distinct
+from lake_platform.checks import (
+    OHLC_CONSISTENT,
+    RECONCILES_WITH_BRONZE,
+    CheckOutcome,
+    distinct_count,
+    is_first_distinct,
+)
 from lake_platform.derived.hourly import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
 from lake_platform.schemas.registry import partition_column_last
@@ -45,7 +51,7 @@ def silver_table(schema: TableSchema) -> DerivedTable:
         schema=partition_column_last(schema.stored_schema, schema.partition_column),
         order=SILVER_ORDER,
         unique_keys=("event_id",),
-        reconciliations={"reconciles_with_bronze": SILVER_RECONCILES},
+        reconciliations={RECONCILES_WITH_BRONZE: SILVER_RECONCILES},
     )
 
 
@@ -72,7 +78,7 @@ GOLD_SIGNALS = DerivedTable(
     schema=partition_column_last(GOLD_SIGNALS_SCHEMA, SIGNALS.partition_column),
     order=SIGNALS_ORDER,
     unique_keys=("event_id", "level_index"),
-    reconciliations={"reconciles_with_bronze": SIGNALS_RECONCILE},
+    reconciliations={RECONCILES_WITH_BRONZE: SIGNALS_RECONCILE},
 )
 
 
@@ -104,7 +110,7 @@ GOLD_BARS = DerivedTable(
     schema=partition_column_last(GOLD_BARS_SCHEMA, TRADES.partition_column),
     order=BARS_ORDER,
     unique_keys=("symbol", "ts_event_ns"),
-    extra_file_checks={"ohlc_consistent": _ohlc_consistent},
+    extra_file_checks={OHLC_CONSISTENT: _ohlc_consistent},
     reconciliations={
         "volume_matches_silver": Reconciliation(
             "sum of volume (Silver sizes)",
