@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
-import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -209,16 +208,6 @@ def test_the_bronze_guard_sees_through_unnormalized_paths(lake: LakeStore, path)
 def test_nothing_outside_the_lake_can_be_deleted(lake: LakeStore):
     with pytest.raises(PermissionError, match="outside the lake"):
         lake.delete(["../elsewhere/x.parquet"])
-
-
-def test_a_name_the_filesystem_refuses_is_a_rejected_error(tmp_path):
-    lake = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
-    with pytest.raises(StorageError, match="File name too long") as raised:
-        lake.write_parquet(pl.DataFrame({"a": [1]}), f"silver/t/symbol={'x' * 300}/p.parquet")
-    assert raised.value.kind == "rejected"
-    with pytest.raises(StorageError) as missing:
-        lake.read_bytes("silver/absent.parquet")
-    assert missing.value.kind == "rejected"
 
 
 @pytest.fixture(params=["closed port", 503])
