@@ -10,7 +10,7 @@ one, an object store's filesystem gets `ObjectStoreBackend` itself.
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from lake_platform.storage.backends.base import Backend, WriteBody, WrittenFile
+from lake_platform.storage.backends.base import Backend, WriteBody, WrittenFile, protocols_of
 from lake_platform.storage.backends.local import LocalBackend
 from lake_platform.storage.backends.object_store import ObjectStoreBackend
 from lake_platform.storage.backends.s3 import S3Backend
@@ -35,7 +35,8 @@ def backend_for(root: str, fs: fsspec.AbstractFileSystem, endpoint: str | None =
     of `fs`; `endpoint` names an object store's server in messages."""
     if isinstance(fs, LocalFileSystem):
         return LocalBackend(root, fs)
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-    known = [OBJECT_STORE_BACKENDS[name] for name in protocols if name in OBJECT_STORE_BACKENDS]
+    known = [
+        OBJECT_STORE_BACKENDS[name] for name in protocols_of(fs) if name in OBJECT_STORE_BACKENDS
+    ]
     backend = known[0] if known else ObjectStoreBackend
     return backend(root, fs, endpoint)

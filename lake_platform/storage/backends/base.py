@@ -154,6 +154,11 @@ class Backend(ABC):
             self.fs.rm_file(path)
 
 
+def protocols_of(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    """The URL schemes of a filesystem, its own first (`("s3", "s3a")`)."""
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
 def modified_ns(info: Mapping[str, object]) -> int | None:
     """When the store recorded a file, from fsspec's listing details: S3's `LastModified`,
     a local file's `mtime`; None for a filesystem that tells neither."""

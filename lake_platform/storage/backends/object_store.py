@@ -14,7 +14,7 @@ import fsspec
 import polars as pl
 from fsspec.spec import AbstractBufferedFile
 
-from lake_platform.storage.backends.base import Backend, WriteBody, WrittenFile
+from lake_platform.storage.backends.base import Backend, WriteBody, WrittenFile, protocols_of
 from lake_platform.storage.errors import StorageErrorKind, os_error_kind
 from lake_platform.storage.parquet import read_parquet_file
 
@@ -42,8 +42,7 @@ class ObjectStoreBackend(Backend):
         self, root: str, fs: fsspec.AbstractFileSystem, endpoint: str | None = None
     ) -> None:
         super().__init__(root.rstrip("/"), fs)
-        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-        self.scheme: str = protocols[0]
+        self.scheme = protocols_of(fs)[0]
         self.endpoint = endpoint
         self.part_bytes = PART_BYTES
 
