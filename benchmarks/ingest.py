@@ -58,6 +58,7 @@ from lake_platform.ingest.service import FETCH_BATCH, IngestService, IngestStats
 from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform.timestamps import HOUR_NS
 
 STREAM = "MARKET"
 SUBJECT_PREFIX = "market.stocks.trades."
@@ -74,7 +75,6 @@ DRAIN_CONSUMER = "bench-drain"
 DRAIN_WAIT_S = 1.0
 STALL_S = 30.0
 WATCH_S = 0.01
-HOUR_NS = 3_600 * 10**9
 GOAL_EVENTS_PER_S = 40_000
 GOAL_RATIO = 0.6
 GOAL_SCALING = 1.4

@@ -32,8 +32,8 @@ from lake_platform.ingest.service import IngestService, writer_name
 from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform.timestamps import HOUR_NS
 
-HOUR_NS = 3_600 * 10**9
 FLUSH_EVERY = 5_000
 STALL_S = 60.0
 SAMPLE_S = 0.05

@@ -73,13 +73,13 @@ from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import part_file_name, partition_folder
+from lake_platform.timestamps import HOUR_NS
 
 if TYPE_CHECKING:
     from dagster_graphql import DagsterGraphQLClient
 
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
 PARTITION = partition_key_for(HOUR)
-HOUR_NS = 3_600 * 10**9
 SIMULATED_HOUR_EVENTS = int(SessionSpec().rate * 3_600)
 """One hour of `lake-platform publish`'s default session (100 events/s): 360,000 events."""
 LOCATION = "lake_platform"

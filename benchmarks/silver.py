@@ -67,10 +67,10 @@ from lake_platform import ALLOCATOR_CONF
 from lake_platform.schemas import BY_NAME
 from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.registry import without_column
+from lake_platform.timestamps import HOUR_NS
 
 SCHEMA = BY_NAME["stocks.trades"]
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
-HOUR_NS = 3_600 * 10**9
 HOUR_START_NS = int(HOUR.timestamp()) * 10**9
 PARTITION = "symbol=SPY/date=2025-12-16/hour=14"
 BRONZE_FOLDER = f"bronze/{SCHEMA.table}/{PARTITION}"

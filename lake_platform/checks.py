@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Final
 import polars as pl
 import pyarrow.parquet as pq
 
+from lake_platform.timestamps import HOUR_NS
+
 if TYPE_CHECKING:
     from lake_platform.derived.hourly import DerivedTable
 
-HOUR_NS = 3_600 * 10**9
 EXPECTED_COMPRESSION = "ZSTD"
 
 WITHIN_PARTITION_HOUR: Final = "within_partition_hour"

@@ -12,9 +12,9 @@ import polars as pl
 from lake_platform.ingest.jetstream import ensure_streams
 from lake_platform.schemas import BY_NAME, decode_batch
 from lake_platform.storage.paths import unescape_partition_value
+from lake_platform.timestamps import HOUR_NS
 from lake_platform_tests.samples import SAMPLES
 
-HOUR_NS = 3_600 * 10**9
 EARLIEST_NS = 1_704_067_200 * 10**9
 
 

@@ -22,10 +22,10 @@ from lake_platform.ingest.pull import PulledMessages
 from lake_platform.ingest.route import RoutedMessages, route
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError
+from lake_platform.timestamps import HOUR_NS
 from lake_platform_tests.samples import SAMPLES
 
 EARLIEST_NS = 1_704_067_200 * 10**9
-HOUR_NS = 3_600 * 10**9
 
 
 def routed(name: str, values: list[str], first_seq: int) -> RoutedMessages:

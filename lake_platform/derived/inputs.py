@@ -21,8 +21,9 @@ value and hour) is read as before.
 import datetime as dt
 from dataclasses import dataclass
 
-from lake_platform.ingest.ledger import HOUR_NS, list_entries, read_entry_files
+from lake_platform.ingest.ledger import list_entries, read_entry_files
 from lake_platform.storage import LakeStore
+from lake_platform.timestamps import HOUR_NS
 
 LEDGER = "_ledger"
 EARLY_COMMIT_HOURS = 1

@@ -31,9 +31,8 @@ import polars as pl
 from lake_platform.ingest.route import REPLY, RoutedMessages
 from lake_platform.schemas import TableSchema
 from lake_platform.settings import LakeSettings
+from lake_platform.timestamps import DAY_NS, HOUR_NS
 
-HOUR_NS = 3_600 * 10**9
-DAY_NS = 24 * HOUR_NS
 SIGNALS_TABLE = "levels/signals"
 BUFFER_ID = "_buffer"
 """Column of the pending frames: the id of the buffer each row waits in."""

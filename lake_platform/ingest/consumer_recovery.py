@@ -20,8 +20,9 @@ from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from lake_platform.ingest.jetstream import DURABLE, ConsumerSizing, consumer_config, retrying
-from lake_platform.ingest.ledger import HOUR_NS, list_entries, read_entry_files
+from lake_platform.ingest.ledger import list_entries, read_entry_files
 from lake_platform.storage import LakeStore
+from lake_platform.timestamps import HOUR_NS
 
 log = logging.getLogger(__name__)
 

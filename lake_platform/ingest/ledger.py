@@ -18,8 +18,8 @@ import msgspec
 
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder, ledger_file
+from lake_platform.timestamps import HOUR_NS
 
-HOUR_NS = 3_600 * 10**9
 ENTRY_ID = re.compile(r"[0-9]{19}-[0-9a-zA-Z]+")
 """The shape of an entry's id (`new_entry_id`: commit time, a unique suffix); a file under
 `_ledger/` named otherwise is not an entry."""

@@ -27,9 +27,9 @@ from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.fields import Field
 from lake_platform.schemas.registry import TableSchema
 from lake_platform.storage.paths import ESCAPED_VALUE_MAX_BYTES, HIVE_ESCAPED
+from lake_platform.timestamps import HOUR_NS
 
 PARTITION_VALUE_MAX_CHARS = 128
-HOUR_NS = 3_600 * 10**9
 JSON_WHITESPACE = b" \t\n\r"
 """The whitespace JSON allows around a value (RFC 8259)."""
 

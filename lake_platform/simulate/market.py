@@ -11,7 +11,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-HOUR_NS = 3_600 * 10**9
+from lake_platform.timestamps import HOUR_NS
+
 MIX = (
     ("stocks.quotes", 0.33),
     ("stocks.trades", 0.25),
