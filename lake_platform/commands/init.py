@@ -77,8 +77,18 @@ def init_lake(settings: LakeSettings, say: Say) -> None:
 
 
 def sweep_leftovers(store: LakeStore, say: Say) -> None:
-    """Remove what killed writes left (`LakeStore.sweep_temporaries`); one line when any."""
-    swept = len(store.sweep_temporaries())
+    """Remove what killed writes left (`LakeStore.sweep_temporaries`); one line when any.
+
+    A store that does not answer now is said in one line and left for the next start: the
+    sweep is housekeeping, and the command's own retries deal with the outage.
+    """
+    try:
+        swept = len(store.sweep_temporaries())
+    except StorageError as error:
+        if error.kind != "transient":
+            raise
+        say(f"leftovers of interrupted writes not swept now: {error}")
+        return
     if swept:
         what = "temporary file" if store.is_local else "unfinished upload"
         plural = "" if swept == 1 else "s"
