@@ -1,4 +1,6 @@
-"""The Dagster UI in a real headless Chromium: a Silver partition and its passing checks.
+"""The Dagster UI in a real headless Chromium: a Silver partition, its passing checks, and
+its overview (column schema with descriptions, row count, owner). Screenshots are kept in the
+test's temporary folder (CI keeps them as artifacts).
 
 `dagster dev` runs the Bronze ingest sensor: it is pointed at the test's own nats-server, so
 it can never drain a live consumer (the default `NATS_URL`) into a temporary lake.
@@ -22,6 +24,7 @@ from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.ingest.jetstream import DURABLE
 from lake_platform.local_servers import NatsServer, terminate_group
+from lake_platform.schemas.columns import describe_column
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
 
@@ -37,6 +40,13 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 PARTITION = "2025-12-16-14:00"
+TRADES_WRITTEN = 500
+"""Silver rows of the prepared hour (its Bronze trades, none repeated)."""
+SHOWN_COLUMNS = {
+    name: describe_column("silver/stocks/trades", name) for name in ("ts_event_ns", "price")
+}
+NO_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', JSON.stringify('1'))"
+"""As if its "Join the Dagster community" dialog was dismissed: it would cover the page."""
 LOOPBACK = ("-h", "127.0.0.1", "-p")
 WORKSPACE = ("-w", "workspace.yaml")
 
@@ -78,7 +88,7 @@ def prepared_ui(tmp_path, monkeypatch, nats_server):
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     store = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
-    write_bronze(store, TRADES, bronze_rows(TRADES, trades(500)))
+    write_bronze(store, TRADES, bronze_rows(TRADES, trades(TRADES_WRITTEN)))
     silver = [a for a in SILVER_ASSETS if a.key.path[1:] == ["stocks", "trades"]]
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize(
@@ -120,11 +130,22 @@ def test_asset_page_shows_the_partition_and_passing_checks(
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.add_init_script(NO_COMMUNITY_DIALOG)
             page.goto(f"{prepared_ui}/assets/silver/stocks/trades")
             expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=60_000)
             expect(page.get_by_text(PARTITION).first).to_be_visible(timeout=30_000)
             expect(page.get_by_text("rows_written")).to_be_visible()
             page.screenshot(path=tmp_path / "silver_overview.png")
+
+            page.goto(f"{prepared_ui}/assets/silver/stocks/trades?view=overview")
+            expect(page.get_by_text("Row count")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(f"{TRADES_WRITTEN}", exact=True).first).to_be_visible()
+            for column, description in SHOWN_COLUMNS.items():
+                expect(page.get_by_text(column, exact=True).first).to_be_visible()
+                expect(page.get_by_text(description).first).to_be_visible()
+            expect(page.get_by_text("data-platform", exact=True).first).to_be_visible()
+            expect(page.get_by_role("link", name="Open transform")).to_be_visible()
+            page.screenshot(path=tmp_path / "silver_columns.png", full_page=True)
 
             page.goto(f"{prepared_ui}/assets/silver/stocks/trades?view=checks")
             expect(page.get_by_text("Checks (6)")).to_be_visible(timeout=60_000)
@@ -135,6 +156,7 @@ def test_asset_page_shows_the_partition_and_passing_checks(
         finally:
             browser.close()
     assert (tmp_path / "silver_checks.png").stat().st_size > 0
+    assert (tmp_path / "silver_columns.png").stat().st_size > 0
     deadline = time.monotonic() + 120  # the ingest sensor ticked against the test's server
     while ingest_consumers(nats_server) < 2 and time.monotonic() < deadline:
         time.sleep(1)

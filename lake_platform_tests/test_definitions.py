@@ -6,14 +6,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from lake_platform.cli import main
 from lake_platform.definitions import defs
+from lake_platform.defs.catalog import column_schema, table_uri
 from lake_platform.defs.gold import assets as gold_assets
 from lake_platform.defs.gold.assets import GoldTable
 from lake_platform.defs.keys import derived_key
-from lake_platform.derived.tables import GOLD_BARS
+from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
+from lake_platform.schemas import BY_TABLE
+from lake_platform.schemas.registry import partition_column_last
+from lake_platform.settings import LakeSettings
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 EXPECTED_KEYS = {
@@ -32,6 +37,11 @@ EXPECTED_KEYS = {
     "bronze/levels/signals",
     "gold/levels/signals",
     "gold/stocks/bars_1m",
+}
+
+DERIVED_BY_TARGET = {
+    table.target: table
+    for table in [*SILVER_TABLES.values(), *(g.table for g in gold_assets.GOLD_TABLES)]
 }
 
 
@@ -99,3 +109,62 @@ def test_a_new_gold_table_is_listed_by_the_cli(capsys, monkeypatch):
     extra = GoldTable(replace(GOLD_BARS, target="gold/stocks/bars_5m"), "Five-minute bars.")
     monkeypatch.setattr(gold_assets, "GOLD_TABLES", (*gold_assets.GOLD_TABLES, extra))
     assert listed_gold_tables(capsys)["gold/stocks/bars_5m"] == "silver/stocks/trades"
+
+
+def stored_columns(key: str) -> pl.Schema:
+    """The columns of an asset's table as a reader sees them (partition column last)."""
+    tier, table = key.split("/", 1)
+    if tier == "bronze":
+        schema = BY_TABLE[table]
+        return partition_column_last(schema.bronze_schema, schema.partition_column)
+    return DERIVED_BY_TARGET[key].schema
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_KEYS))
+def test_every_asset_shows_its_columns_described_with_their_types(key):
+    """The UI's column schema is the stored schema, in order, each column described."""
+    shown = all_specs()[key].metadata["dagster/column_schema"]
+    columns = stored_columns(key)
+    assert [column.name for column in shown.columns] == columns.names()
+    assert [column.type for column in shown.columns] == [str(t) for t in columns.dtypes()]
+    for column in shown.columns:
+        assert column.description and column.description.endswith("."), column.name
+    if key == "silver/futures/mbp10":
+        described = {column.name: column.description for column in shown.columns}
+        assert described["ask_sz_10"] == "Ask size at book level 10 (1 is the best)."
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_KEYS))
+def test_every_asset_has_a_description_owner_kinds_location_and_code(key):
+    spec = all_specs()[key]
+    tier, table = key.split("/", 1)
+    if tier != "gold":
+        assert spec.description.startswith(BY_TABLE[table].description)
+    assert spec.owners == ["team:data-platform"]
+    assert "parquet" in spec.kinds and len(spec.kinds) == 2
+    assert spec.metadata["dagster/table_name"] == key
+    location = spec.metadata["dagster/uri"]
+    assert location.startswith("file:///") and location.endswith(f"/{key}")
+    references = spec.metadata["dagster/code_references"].code_references
+    assert len(references) >= 2
+    for reference in references:
+        source = Path(reference.file_path).read_text().splitlines()
+        assert source[reference.line_number - 1].startswith("def "), reference
+        assert reference.label
+
+
+def test_the_transform_is_the_first_code_reference_of_a_derived_asset():
+    reference = all_specs()["gold/stocks/bars_1m"].metadata["dagster/code_references"]
+    first = reference.code_references[0]
+    assert first.file_path.endswith("lake_platform/transforms/gold.py")
+    assert "def bars_1m(" in Path(first.file_path).read_text().splitlines()[first.line_number - 1]
+
+
+def test_an_s3_lake_is_located_by_its_s3_uri():
+    settings = LakeSettings(data_root="s3://market/lake/", use_s3=True)
+    assert table_uri("silver/stocks/trades", settings) == "s3://market/lake/silver/stocks/trades"
+
+
+def test_a_column_without_a_description_is_refused():
+    with pytest.raises(KeyError, match="new_field"):
+        column_schema("silver/stocks/trades", pl.Schema({"new_field": pl.Int64()}))

@@ -104,6 +104,33 @@ def test_a_range_run_rebuilds_every_hour_in_one_run(lake):
     assert hours == {"hour=14", "hour=16"}
 
 
+def test_each_hours_materialization_gives_its_rows_and_bytes_in_dagsters_names(lake):
+    """The UI's "Row count" and size of the latest materialization are that hour's, in a
+    range run too (where run-level metadata would repeat the run's totals on every hour)."""
+    later = trades(300, seed=9, hour=HOUR + dt.timedelta(hours=1))
+    write_bronze(lake, TRADES, bronze_rows(TRADES, later, first_seq=5_000))
+    with dg.instance_for_test() as instance:
+        result = materialize(
+            lake,
+            instance,
+            tags={
+                "dagster/asset_partition_range_start": KEY,
+                "dagster/asset_partition_range_end": "2025-12-16-15:00",
+            },
+        )
+        events = result.asset_materializations_for_node(TRADES_SILVER.node_def.name)
+    by_hour = {event.partition: event.metadata for event in events}
+    assert {h: m["dagster/row_count"].value for h, m in by_hour.items()} == {
+        KEY: 1_000,
+        "2025-12-16-15:00": 300,
+    }
+    for hour, metadata in by_hour.items():
+        assert metadata["dagster/partition_row_count"].value == metadata["dagster/row_count"].value
+        files = [p for p in lake.list_files("silver") if f"hour={hour[-5:-3]}" in p]
+        stored = sum(len(lake.read_bytes(path)) for path in files)
+        assert metadata["dagster/size_bytes"].value == stored > 0
+
+
 def test_each_hours_checks_target_this_runs_materialization_of_it(lake):
     """Another run materialized an hour after this run did: its checks still target this run's."""
     with dg.instance_for_test() as instance:

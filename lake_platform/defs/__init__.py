@@ -8,3 +8,9 @@ import dagster as dg
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 # Checks partitioned like their asset record one result per hour; the parameter is a preview.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def", category=dg.PreviewWarning)
+# Code references (the UI's links to each table's transform) are beta classes.
+warnings.filterwarnings(
+    "ignore",
+    message="Class `(LocalFileCodeReference|CodeReferencesMetadataValue)`",
+    category=dg.BetaWarning,
+)

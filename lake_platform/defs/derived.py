@@ -16,6 +16,7 @@ import dagster as dg
 
 from lake_platform.checks import CheckOutcome, check_descriptions
 from lake_platform.defs.automation import DERIVED_AUTOMATION
+from lake_platform.defs.catalog import OWNERS, code_reference, table_metadata
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
 from lake_platform.defs.resources import LakeResource
@@ -33,6 +34,11 @@ def build_derived_asset(
 ) -> dg.AssetsDefinition:
     """The hourly asset that rebuilds `table` and runs its blocking checks."""
     descriptions = check_descriptions(table)
+    code = (
+        code_reference(table.transform, "transform"),
+        code_reference(rebuild_hour, "hourly rebuild"),
+        code_reference(check_hour, "checks"),
+    )
 
     @dg.asset(
         key=key,
@@ -52,7 +58,9 @@ def build_derived_asset(
         ],
         group_name=group_name,
         kinds={"polars", "parquet"},
+        owners=OWNERS,
         description=description,
+        metadata=table_metadata(table.target, table.schema, table.partition_column, code),
     )
     def derived(
         context: dg.AssetExecutionContext, lake: LakeResource

@@ -37,8 +37,14 @@ def hour_metadata(partition: str, result: HourResult) -> dict[str, dg.MetadataVa
     Key-level metadata is copied onto every partition's event of a range run, so per-hour
     values set there would be stored hours × hours times; these are stored once per hour.
     Their names contain none of the run-level names (`rows_written` is the run's total).
+    Dagster's own names give the hour's rows and bytes (the UI shows the latest
+    materialization's, i.e. an hour's): `dagster/row_count` and `dagster/partition_row_count`
+    are both the rows the hour holds now, `dagster/size_bytes` the bytes of its files.
     """
     return {
+        "dagster/row_count": dg.MetadataValue.int(result.rows_written),
+        "dagster/partition_row_count": dg.MetadataValue.int(result.rows_written),
+        "dagster/size_bytes": dg.MetadataValue.int(result.bytes),
         "hour_read_rows": dg.MetadataValue.int(result.rows_read),
         "hour_written_rows": dg.MetadataValue.int(result.rows_written),
         "hour_output_files": dg.MetadataValue.int(len(result.files)),

@@ -3,7 +3,8 @@
 Read one entry to follow a table end to end: its `subject` is consumed from `stream` into
 `bronze/{table}`, partitioned by `partition_column`; Silver (`silver/{table}`) and Gold are
 derived from it. Every entry is data; the decoder, the event-id encoder and the stored
-Arrow schemas are generated from these fields.
+Arrow schemas are generated from these fields. `description` says what one row is (the UI's
+asset description); what each column holds is in `schemas/columns.py`.
 """
 
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class TableSchema:
     table: str
     partition_column: str
     payload_fields: tuple[Field, ...]
+    description: str
     silver: bool = True
 
     @property
@@ -145,6 +147,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
             opt("conditions", INT_LIST),
             opt("seq", I64),
         ),
+        description="Stock trades (prints): one row per trade.",
     ),
     TableSchema(
         name="stocks.quotes",
@@ -162,6 +165,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
             opt("ask_exch", I16),
             opt("seq", I64),
         ),
+        description="Stock top-of-book quotes: one row per best bid/ask update.",
     ),
     TableSchema(
         name="options.trades",
@@ -179,6 +183,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
             opt("conditions", INT_LIST),
             opt("seq", I64),
         ),
+        description="Option trades: one row per trade of an option contract.",
     ),
     TableSchema(
         name="options.greeks",
@@ -198,6 +203,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
             opt("open_interest", I64),
             opt("seq", I64),
         ),
+        description="Option greeks snapshots: one row per contract and snapshot.",
     ),
     TableSchema(
         name="futures.trades",
@@ -213,6 +219,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
             opt("conditions", INT_LIST),
             opt("seq", I64),
         ),
+        description="Futures trades: one row per trade.",
     ),
     TableSchema(
         name="futures.mbp10",
@@ -236,6 +243,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
                 item_required=("bid_px", "bid_sz", "ask_px", "ask_sz"),
             ),
         ),
+        description="Futures book by price, 10 levels (MBP-10): one row per update or snapshot.",
     ),
     TableSchema(
         name="levels.signals",
@@ -254,6 +262,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
                 item_required=("level_id", "level_kind", "level_price"),
             ),
         ),
+        description="Level signals: one row per signal, its price levels nested.",
         silver=False,
     ),
 )

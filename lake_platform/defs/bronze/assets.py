@@ -14,25 +14,47 @@ import warnings
 
 import dagster as dg
 
+from lake_platform.defs.catalog import OWNERS, code_reference, table_metadata
 from lake_platform.defs.keys import bronze_key
 from lake_platform.defs.partitions import HOURLY
-from lake_platform.schemas import SCHEMAS
+from lake_platform.ingest.commit import commit
+from lake_platform.schemas import SCHEMAS, TableSchema, decode_batch
+from lake_platform.schemas.registry import partition_column_last
 
-BRONZE_ASSETS = [
-    dg.AssetSpec(
+BRONZE_CODE = (
+    code_reference(decode_batch, "decoder"),
+    code_reference(commit, "commit"),
+)
+"""The code that writes every Bronze table: the registry-generated decoder and the commit."""
+
+
+def bronze_asset(schema: TableSchema) -> dg.AssetSpec:
+    """The external asset of one registry entry's Bronze table."""
+    table = f"bronze/{schema.table}"
+    return dg.AssetSpec(
         bronze_key(schema),
         partitions_def=HOURLY,
         group_name="bronze",
-        kinds={"parquet"},
+        kinds={"nats", "parquet"},
+        owners=OWNERS,
         description=(
-            f"Raw `{schema.name}` events from NATS subject `{schema.subject}.>` "
-            f"(stream {schema.stream}), append-only Parquet partitioned by "
-            f"`{schema.partition_column}` and UTC hour."
+            f"{schema.description} Raw `{schema.name}` events from NATS subject "
+            f"`{schema.subject}.>` (stream {schema.stream}), append-only Parquet partitioned "
+            f"by `{schema.partition_column}` and UTC hour, with the JetStream provenance."
         ),
-        metadata={"table": schema.table, "partition_column": schema.partition_column},
+        metadata={
+            "table": schema.table,
+            **table_metadata(
+                table,
+                partition_column_last(schema.bronze_schema, schema.partition_column),
+                schema.partition_column,
+                BRONZE_CODE,
+            ),
+        },
     )
-    for schema in SCHEMAS
-]
+
+
+BRONZE_ASSETS = [bronze_asset(schema) for schema in SCHEMAS]
 
 FRESHNESS_LOWER_BOUND = dt.timedelta(hours=2)
 """An hourly table not updated for two hours means the ingest (or its publishers) stopped."""
