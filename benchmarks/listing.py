@@ -31,22 +31,12 @@ from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value, hour_folder
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.conftest import s3_settings
 
 SILVER = SILVER_TABLES["stocks/trades"]
 HOUR_S = 3_600
 PUT_BATCH = 2_000
 """Empty objects put per call while building the history (s3fs sends them concurrently)."""
-
-
-def lake_settings(server: S3Server, bucket: str) -> LakeSettings:
-    return LakeSettings(
-        data_root=f"s3://{bucket}/lake",
-        use_s3=True,
-        s3_endpoint=server.endpoint,
-        s3_access_key=server.access_key,
-        s3_secret_key=server.secret_key,
-        s3_region=S3Server.REGION,
-    )
 
 
 def build_history(store: LakeStore, values: int, old: dt.datetime) -> None:
@@ -126,7 +116,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as workdir, S3Server.start(Path(workdir)) as server:
         bucket = f"lake-{secrets.token_hex(4)}"
         server.create_bucket(bucket)
-        settings = lake_settings(server, bucket)
+        settings = s3_settings(server, bucket)
         builder = LakeStore.from_settings(settings)
         started = time.perf_counter()
         build_history(builder, args.values, hour - dt.timedelta(days=1))
