@@ -55,6 +55,13 @@ def _compact(args: argparse.Namespace) -> int:
     return run_compact(args.date, args.table)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """Check a date's stored Silver and Gold files again, without rebuilding them."""
+    from lake_platform.commands.verify import run_verify
+
+    return run_verify(args.date, args.table)
+
+
 def _publish(args: argparse.Namespace) -> int:
     """Publish a simulated session, or replay a JSON-lines file, to NATS."""
     from lake_platform.commands.publish import run_publish
@@ -116,6 +123,16 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--date", type=_date, required=True, help="UTC date, YYYY-MM-DD")
     compact.add_argument("--table", help="one table, e.g. stocks/trades (default: all six)")
     compact.set_defaults(handler=_compact)
+    verify = commands.add_parser(
+        "verify",
+        help="check a date's stored Silver and Gold files again, without rebuilding them "
+        "(through Dagster; exit 1 on a failure)",
+    )
+    verify.add_argument("--date", type=_date, required=True, help="UTC date, YYYY-MM-DD")
+    verify.add_argument(
+        "--table", help="one table, e.g. silver/stocks/trades or gold/stocks/bars_1m"
+    )
+    verify.set_defaults(handler=_verify)
     publish = commands.add_parser(
         "publish", help="publish a simulated market session (or replay a JSON-lines file)"
     )

@@ -29,3 +29,13 @@ def partition_key_for(timestamp: dt.datetime) -> str:
 def hour_of_partition(partition_key: str) -> dt.datetime:
     """The UTC start of an hourly partition."""
     return HOURLY.time_window_for_partition_key(partition_key).start.astimezone(dt.UTC)
+
+
+def hours_of_day(day: dt.date) -> tuple[str, str]:
+    """The first and last hourly partitions of a UTC date, of those that exist (from the first
+    configured hour to the open one); ValueError when the date has none."""
+    first = max(f"{day:%Y-%m-%d}-00:00", HOURLY.get_first_partition_key() or "")
+    last = min(f"{day:%Y-%m-%d}-23:00", HOURLY.get_last_partition_key() or "")
+    if first > last:
+        raise ValueError(f"{day} has no hourly partition (they run from {HOURLY.start:%Y-%m-%d})")
+    return first, last

@@ -80,17 +80,35 @@ def materialization_targets(
     materialized it later), so records are read newest first, page after page, until every
     hour has this run's; their storage ids are the asset index's, as Dagster's own checks use.
     """
+    return _newest_targets(instance, key, partitions, run_id)
+
+
+def latest_materialization_targets(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each of `partitions` of `key` (of any run, or runless),
+    by partition: what a check of the stored files checks."""
+    return _newest_targets(instance, key, partitions, run_id=None)
+
+
+def _newest_targets(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str], run_id: str | None
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The newest materialization of each partition (of run `run_id`, or of any run), read
+    newest first page after page until every partition has one or there are no more."""
     records_filter = dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(partitions))
     targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
     cursor = None
     while len(targets) < len(set(partitions)):
         page = instance.fetch_materializations(records_filter, len(partitions), cursor)
         for record in page.records:
-            if record.run_id == run_id and record.partition_key is not None:
+            if record.partition_key is not None and run_id in (None, record.run_id):
                 targets.setdefault(
                     record.partition_key,
                     AssetCheckEvaluationTargetMaterializationData(
-                        storage_id=record.storage_id, run_id=run_id, timestamp=record.timestamp
+                        storage_id=record.storage_id,
+                        run_id=record.run_id,
+                        timestamp=record.timestamp,
                     ),
                 )
         if not page.has_more:

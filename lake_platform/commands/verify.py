@@ -1,0 +1,71 @@
+"""`lake-platform verify`: check a day's stored derived files again, without rebuilding them.
+
+Runs the `verify_stored_files` job (`defs/verification.py`) over the date's hours in one
+Dagster run on the instance of `DAGSTER_HOME` (an ephemeral one when unset), so each table
+and hour records its result as the UI's backfills do; prints one line per table and hour and
+exits 1 when any failed or could not be verified.
+"""
+
+import datetime as dt
+import sys
+
+import dagster as dg
+
+from lake_platform.commands.dagster_runs import (
+    QUIET_RUN,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    command_instance,
+)
+from lake_platform.defs.keys import derived_key
+from lake_platform.defs.partitions import hours_of_day
+from lake_platform.defs.verification import DERIVED_TABLES, VERIFY_CHECK, VERIFY_JOB
+from lake_platform.derived.hourly import DerivedTable
+
+
+def chosen_tables(table: str | None) -> list[DerivedTable]:
+    """Every derived table, or the one named by its lake path (`silver/stocks/trades`,
+    `gold/stocks/bars_1m`) or by its registry table (`stocks/trades`: its Silver)."""
+    if table is None:
+        return list(DERIVED_TABLES)
+    for derived in DERIVED_TABLES:
+        if table in (derived.target, derived.target.removeprefix("silver/")):
+            return [derived]
+    known = ", ".join(derived.target for derived in DERIVED_TABLES)
+    raise ValueError(f"no derived table {table!r}; known: {known}")
+
+
+def run_verify(day: dt.date, table: str | None) -> int:
+    """Verify the date's hours of one table or all; 0 when every table-hour passed."""
+    from lake_platform.definitions import defs
+
+    tables = chosen_tables(table)
+    first, last = hours_of_day(day)
+    checks = {dg.AssetCheckKey(derived_key(t.target), VERIFY_CHECK) for t in tables}
+    job = defs.resolve_job_def(VERIFY_JOB).get_subset(asset_check_selection=checks)
+    result = job.execute_in_process(
+        instance=command_instance(),
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        run_config=QUIET_RUN,
+        raise_on_error=False,
+    )
+    evaluations = sorted(
+        result.get_asset_check_evaluations(),
+        key=lambda e: (e.asset_key.to_user_string(), e.partition or ""),
+    )
+    for evaluation in evaluations:
+        print(evaluation.description)
+    failed = sum(not evaluation.passed for evaluation in evaluations)
+    for failure in result.get_step_failure_events():
+        print(f"not verified: {failure.step_key}: {_first_line(failure)}", file=sys.stderr)
+    print(
+        f"verified {day} ({first} … {last}): {len(evaluations)} table-hours, {failed} failed, "
+        f"run {result.run_id}"
+    )
+    return 0 if result.success and not failed else 1
+
+
+def _first_line(failure: dg.DagsterEvent) -> str:
+    error = failure.step_failure_data.error
+    message = error.message.strip() if error is not None else "failed"
+    return message.splitlines()[0] if message else "failed"
