@@ -1,6 +1,7 @@
-"""The Dagster UI in a real headless Chromium: a Silver partition, its passing checks, and
-its overview (column schema with descriptions, row count, owner). Screenshots are kept in the
-test's temporary folder (CI keeps them as artifacts).
+"""The Dagster UI in a real headless Chromium: a Silver partition, its passing checks (the
+inline ones and its re-verification from the stored files), and its overview (column schema
+with descriptions, row count, owner). Screenshots are kept in the test's temporary folder
+(CI keeps them as artifacts).
 
 `dagster dev` runs the Bronze ingest sensor: it is pointed at the test's own nats-server, so
 it can never drain a live consumer (the default `NATS_URL`) into a temporary lake.
@@ -20,8 +21,10 @@ import dagster as dg
 import fsspec
 import pytest
 
+from lake_platform.definitions import defs
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.defs.verification import VERIFY_CHECK, VERIFY_JOB
 from lake_platform.ingest.jetstream import DURABLE
 from lake_platform.local_servers import NatsServer, terminate_group
 from lake_platform.schemas.columns import describe_column
@@ -98,6 +101,13 @@ def prepared_ui(tmp_path, monkeypatch, nats_server):
             resources={"lake": LakeResource(data_root=store.root)},
         )
         assert result.success
+        monkeypatch.setenv("DATA_ROOT", store.root)
+        checks = {dg.AssetCheckKey(silver[0].key, VERIFY_CHECK)}
+        verify = defs.resolve_job_def(VERIFY_JOB).get_subset(asset_check_selection=checks)
+        verified = verify.execute_in_process(
+            instance=instance, tags={"dagster/partition": PARTITION}
+        )
+        assert [e.passed for e in verified.get_asset_check_evaluations()] == [True]
     port = free_port()
     server = subprocess.Popen(
         [Path(sys.executable).with_name("dagster"), "dev", *LOOPBACK, str(port), *WORKSPACE],
@@ -148,10 +158,15 @@ def test_asset_page_shows_the_partition_and_passing_checks(
             page.screenshot(path=tmp_path / "silver_columns.png", full_page=True)
 
             page.goto(f"{prepared_ui}/assets/silver/stocks/trades?view=checks")
-            expect(page.get_by_text("Checks (6)")).to_be_visible(timeout=60_000)
-            for name in ("sorted_by_ts_event_ns", "event_id_unique", "reconciles_with_bronze"):
+            expect(page.get_by_text("Checks (7)")).to_be_visible(timeout=60_000)
+            for name in (
+                "sorted_by_ts_event_ns",
+                "event_id_unique",
+                "reconciles_with_bronze",
+                VERIFY_CHECK,
+            ):
                 expect(page.get_by_text(name).first).to_be_visible()
-            expect(page.get_by_text("Succeeded")).to_have_count(6, timeout=30_000)
+            expect(page.get_by_text("Succeeded")).to_have_count(7, timeout=30_000)
             page.screenshot(path=tmp_path / "silver_checks.png")
         finally:
             browser.close()
