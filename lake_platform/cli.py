@@ -5,6 +5,7 @@ Every failure is one clear line on stderr and a non-zero exit, never a traceback
 
 import argparse
 import datetime as dt
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -62,6 +63,13 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(args.date, args.table)
 
 
+def _status(args: argparse.Namespace) -> int:
+    """The lake at a glance; exit 1 when a check fails or a table is stale."""
+    from lake_platform.commands.status import run_status
+
+    return run_status(args.hours, args.json)
+
+
 def _publish(args: argparse.Namespace) -> int:
     """Publish a simulated session, or replay a JSON-lines file, to NATS."""
     from lake_platform.commands.publish import run_publish
@@ -95,9 +103,15 @@ def _positive_seconds(raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {raw!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number: {raw!r}")
     return value
+
+
+def _positive_int(raw: str) -> int:
+    if not raw.isdecimal() or int(raw) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number: {raw!r}")
+    return int(raw)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,6 +147,16 @@ def _parser() -> argparse.ArgumentParser:
         "--table", help="one table, e.g. silver/stocks/trades or gold/stocks/bars_1m"
     )
     verify.set_defaults(handler=_verify)
+    status = commands.add_parser(
+        "status",
+        help="per table: hours, rows, latest hour, last materialization, failing checks, "
+        "staleness; JetStream lag (exit 1 when a check fails or a table is stale)",
+    )
+    status.add_argument(
+        "--hours", type=_positive_int, default=24, help="the window, in hours (default 24)"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    status.set_defaults(handler=_status)
     publish = commands.add_parser(
         "publish", help="publish a simulated market session (or replay a JSON-lines file)"
     )

@@ -104,3 +104,13 @@ def test_the_command_exits_1_with_json_naming_the_failure(recorded, tmp_path: Pa
     )
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert fresh.stdout.rstrip().endswith("healthy")
+
+
+@pytest.mark.parametrize("hours", ["0", "-3", "nan", "1.5"])
+def test_the_window_must_be_a_positive_whole_number(hours: str, capsys):
+    from lake_platform.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--hours", hours])
+    assert exit_.value.code != 0
+    assert "--hours: must be a positive whole number" in capsys.readouterr().err
