@@ -48,7 +48,7 @@ BLOCKS = [
 PARTITION = "2025-12-16-14:00"
 MAX_NOT_RUN = 2  # `make run`/`make test`, and the S3 readers (run by test_readers.py)
 MAX_README_LINES = 250
-MAX_SLOW = 2
+MAX_SLOW = 3
 SETUP = "".join(block.code for block in BLOCKS if block.marker == "setup")
 SETTINGS_PREFIXES = ("DATA_ROOT", "USE_S3", "S3_", "NATS_", "LAKE_", "BRONZE_", "GOLD_", "DAGSTER_")
 
