@@ -4,8 +4,9 @@ s3fs keeps every listing it makes (`use_listings_cache`, no expiry) and answers 
 `info` from it; `cat_file` asks `info` for the size first. So a store that listed a Bronze
 folder once (a Silver run, the sensor of the long-lived code server) neither lists a value
 folder created since nor reads a file written since: FileNotFoundError. Found by the
-topology test (issue 20): Silver runs failing with "cannot read N files below s3://lake/market:
-FileNotFoundError" for Bronze files the ingest had just written.
+topology test: Silver runs failing with "cannot read N files below s3://lake/market:
+FileNotFoundError" for Bronze files the ingest had just written. The store turns the cache
+off.
 """
 
 import pytest
@@ -23,10 +24,6 @@ FIRST, SECOND, OTHER_VALUE = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LakeStore.from_settings keeps s3fs's listings cache (needs use_listings_cache=False)",
-)
 def test_a_store_lists_and_reads_what_another_wrote_after_it_listed(s3_server: S3Server) -> None:
     s3_server.create_bucket("listings-cache")
     settings = s3_settings(s3_server, "listings-cache")

@@ -131,4 +131,7 @@ def s3_filesystem(settings: LakeSettings) -> "s3fs.S3FileSystem":
         client_kwargs=client_kwargs,
         config_kwargs=S3_CONFIG,
         skip_instance_cache=True,
+        # s3fs would keep every listing forever and answer `ls`, `info` (and the size check of
+        # `cat_file`) from it: a long-lived store would miss what other processes wrote since.
+        use_listings_cache=False,
     )
