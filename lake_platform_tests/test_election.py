@@ -114,3 +114,21 @@ def test_harness_reads_wait_out_stream_leader_elections(cluster):
         assert asyncio.run(consumer_backlog(cluster.urls)) == expected_backlog
         cluster.restart(leader)
         _assert_whole_market(cluster)
+
+
+def test_init_waits_out_a_stream_leader_election(cluster):
+    """`lake-platform init` run while the MARKET stream leader was just SIGKILLed: its
+    existence checks and stream reads wait out the election instead of failing."""
+    from lake_platform.commands.init import init_nats
+
+    leader = cluster.stream_leader("MARKET")
+    cluster.kill(leader)
+    said: list[str] = []
+    settings = LakeSettings(nats_servers=tuple(cluster.urls), nats_stream_replicas=3)
+    asyncio.run(init_nats(settings, said.append))
+    assert [line.split(" (")[0] for line in said] == [
+        "exists stream MARKET",
+        "exists stream SIGNALS",
+        "exists consumer MARKET/lake-bronze",
+        "exists consumer SIGNALS/lake-bronze",
+    ]

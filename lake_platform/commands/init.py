@@ -21,6 +21,7 @@ from lake_platform.ingest.jetstream import (
     ConsumerSizing,
     ensure_consumers,
     ensure_streams,
+    retrying,
 )
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import SECRET_MASK, LakeSettings
@@ -113,7 +114,7 @@ async def init_nats(settings: LakeSettings, say: Say) -> None:
         streams_before = {name: await _stream_exists(js, name) for name in STREAMS}
         await ensure_streams(js, settings)
         for name, existed in streams_before.items():
-            config = (await js.stream_info(name)).config
+            config = (await retrying(f"stream {name}", js.stream_info, name)).config
             max_bytes = "unlimited" if (config.max_bytes or -1) < 0 else f"{config.max_bytes} B"
             say(
                 f"{_state(existed)} stream {name} (replicas {config.num_replicas}, "
@@ -128,16 +129,18 @@ async def init_nats(settings: LakeSettings, say: Say) -> None:
 
 
 async def _stream_exists(js: JetStreamContext, name: str) -> bool:
+    """Whether stream `name` exists; asked again while JetStream elects a leader (bounded)."""
     try:
-        await js.stream_info(name)
+        await retrying(f"stream {name}", js.stream_info, name)
     except NotFoundError:
         return False
     return True
 
 
 async def _consumer_exists(js: JetStreamContext, stream: str) -> bool:
+    """Whether the durable consumer of `stream` exists (asked again during an election)."""
     try:
-        await js.consumer_info(stream, DURABLE)
+        await retrying(f"consumer {stream}/{DURABLE}", js.consumer_info, stream, DURABLE)
     except NotFoundError:
         return False
     return True
