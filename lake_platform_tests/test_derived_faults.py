@@ -298,3 +298,72 @@ def test_a_storage_error_while_checking_an_hour_fails_that_hour_only(tmp_path):
         message = step_failure_message(run)
         assert "1 of 2 hours failed" in message and f"{bad}: cannot read {folder}" in message
         assert_only_the_good_hour_is_recorded(instance, run, good, 30)
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten"])
+def test_a_corrupt_stored_silver_file_fails_the_checks_of_its_hour_naming_it(tmp_path, how):
+    """A stored file of the hour that is not valid Parquet when the checks read it back: the
+    checks of that hour fail with a `rejected` error naming the file, like an unreadable input;
+    the other hour checks out. Before, pyarrow's or Polars' own error escaped (not a
+    `StorageError`), and the asset's step failed for every hour of the run."""
+    store = local_store(tmp_path / "lake")
+    bad_hour, good_hour = HOUR, HOUR + dt.timedelta(hours=1)
+    rows = bronze_rows(TRADES, trades(40, hour=bad_hour) + trades(30, seed=3, hour=good_hour))
+    write_bronze(store, TRADES, rows)
+    bad, good = (rebuild_hour(store, TABLE, hour) for hour in (bad_hour, good_hour))
+    bad_file = bad.files[0].path
+    corrupt(store, bad_file, how)
+    with pytest.raises(StorageError) as raised:
+        check_hour(store, TABLE, bad)
+    assert raised.value.kind == "rejected"
+    assert f"{bad_file}: not a readable Parquet file" in str(raised.value)
+    assert all(outcome.passed for outcome in check_hour(store, TABLE, good).values())
+
+
+class CorruptReads(LakeStore):
+    """A local lake whose files below `folder` read back truncated, as from a damaged disk."""
+
+    def __init__(self, root: str, folder: str) -> None:
+        super().__init__(root, fsspec.filesystem("file"))
+        self.folder = folder
+
+    def read_bytes(self, relative: str) -> bytes:
+        body = super().read_bytes(relative)
+        return body[: len(body) // 2] if relative.startswith(self.folder) else body
+
+
+class LakeCorruptReads(LakeResource):
+    """The lake, with files below `folder` reading back truncated (after the rebuild wrote
+    them)."""
+
+    folder: str
+
+    def store(self) -> LakeStore:
+        return CorruptReads(str(self.data_root), self.folder)
+
+
+@pytest.mark.slow
+def test_a_corrupt_file_read_back_for_the_checks_fails_that_hour_only(tmp_path):
+    """The checks read one hour's rebuilt file back as invalid Parquet: that hour fails naming
+    the file, the other is rebuilt, checked and recorded. Before, pyarrow's `ArrowInvalid`
+    escaped the step: nothing was recorded, the good hour neither."""
+    store = local_store(tmp_path / "lake")
+    bad_hour, good_hour = recent_hours()
+    rows = bronze_rows(TRADES, trades(40, hour=bad_hour) + trades(30, seed=3, hour=good_hour))
+    write_bronze(store, TRADES, rows)
+    bad, good = partition_key_for(bad_hour), partition_key_for(good_hour)
+    folder = f"silver/{TRADES.table}/symbol=SPY/{hour_folder(bad_hour)}"
+    lake = LakeCorruptReads(data_root=str(tmp_path / "lake"), folder=folder)
+    with dg.instance_for_test() as instance:
+        run = dg.materialize(
+            [SILVER],
+            instance=instance,
+            resources={"lake": lake},
+            tags={RANGE_START_TAG: bad, RANGE_END_TAG: good},
+            raise_on_error=False,
+        )
+        assert not run.success
+        message = step_failure_message(run)
+        assert "1 of 2 hours failed" in message
+        assert f"{folder}/part-00000.parquet: not a readable Parquet file" in message
+        assert_only_the_good_hour_is_recorded(instance, run, good, 30)

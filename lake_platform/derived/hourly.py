@@ -25,7 +25,8 @@ from lake_platform import checks
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.inputs import hour_value_folders
 from lake_platform.derived.partition_files import WrittenFile, replace_partition, sha256
-from lake_platform.storage import LakeStore
+from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage.parquet import read_parquet_file
 from lake_platform.storage.paths import folder_partition_value, hour_folder
 
 PREVIEW_ROWS = 5
@@ -451,18 +452,30 @@ def _check_written(
 def _stored_rows(
     store: LakeStore, table: DerivedTable, value_folder: str, paths: Sequence[str]
 ) -> Iterator[tuple[str, pl.DataFrame]]:
-    """Each file's rows as stored, with the partition column from the folder, one at a time."""
+    """Each file's rows as stored, with the partition column from the folder, one at a time
+    (a `rejected` error naming a file that is not valid Parquet)."""
     for path in paths:
-        stored = pl.read_parquet(store.read_bytes(path))
+        stored = read_parquet_file(io.BytesIO(store.read_bytes(path)), path, None)
         yield path, with_partition_value(stored, table.partition_column, value_folder)
 
 
+def _stored_footer(body: bytes, path: str) -> tuple[pq.FileMetaData, pl.Schema]:
+    """The footer of a stored file: its metadata and its schema as Polars reads the file; a
+    `rejected` error naming the file when it is not valid Parquet, as for its rows
+    (`read_parquet_file`): the hour fails, not the step."""
+    try:
+        metadata = pq.ParquetFile(pa.BufferReader(body)).metadata
+        return metadata, pl.read_parquet_schema(io.BytesIO(body))
+    except (pa.ArrowException, pl.exceptions.PolarsError) as error:
+        message = f"cannot read {path}: not a readable Parquet file: {error}"
+        raise StorageError(message, "rejected") from error
+
+
 def _footer_checks(
-    table: DerivedTable, body: bytes, metadata: pq.FileMetaData, value_folder: str, path: str
+    table: DerivedTable, schema: pl.Schema, metadata: pq.FileMetaData, path: str
 ) -> dict[str, CheckOutcome]:
     """The checks a file's footer settles: its declared schema (with the partition column from
     the folder, as `with_partition_value` adds it) and its codec."""
-    schema = pl.read_parquet_schema(io.BytesIO(body))
     with_value = pl.Schema({**schema, table.partition_column: pl.String()})
     return {
         checks.MATCHES_DECLARED_SCHEMA: checks.matches_schema(with_value, table.schema, path),
@@ -481,7 +494,8 @@ def check_hour(
     exactly the rows the rebuild checked before writing them (`rebuilt.checked`), so their
     row checks stand. Any other file (written by another run, changed, added) makes its
     value-hour's files read again and their rows checked here: a check still fails on a bad
-    file whoever wrote it.
+    file whoever wrote it. A file that is not valid Parquet is a `rejected` `StorageError`
+    naming it: the hour fails, as when an input cannot be read.
 
     Reconciliations compare the derived totals with the totals of the rows the rebuild read
     (`rebuilt.source_totals`): the inputs may have changed since (the ingest appends to Bronze,
@@ -495,10 +509,10 @@ def check_hour(
         digests = {}
         for path in paths:
             body = store.read_bytes(path)
-            metadata = pq.ParquetFile(pa.BufferReader(body)).metadata
+            metadata, schema = _stored_footer(body, path)
             digests[path] = sha256(body)
             rows, files = rows + metadata.num_rows, files + 1
-            for name, outcome in _footer_checks(table, body, metadata, value_folder, path).items():
+            for name, outcome in _footer_checks(table, schema, metadata, path).items():
                 if not outcome.passed:
                     failures.setdefault(name, outcome)
         checked = rebuilt.checked.get(value_folder)
