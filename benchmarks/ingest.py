@@ -51,11 +51,11 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.pull import LeanPull
 from lake_platform.ingest.service import FETCH_BATCH, IngestService, IngestStats, writer_name
-from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.timestamps import HOUR_NS

@@ -26,12 +26,12 @@ from pathlib import Path
 from lake_platform.derived.hourly import check_hour, rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id, write_entry
-from lake_platform.local_servers import S3Server
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value, hour_folder
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
 from lake_platform_tests.conftest import s3_settings
+from lake_platform_tests.servers import S3Server
 
 SILVER = SILVER_TABLES["stocks/trades"]
 HOUR_S = 3_600

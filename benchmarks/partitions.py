@@ -27,9 +27,9 @@ from pathlib import Path
 import nats
 import polars as pl
 
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.jetstream import ensure_streams
 from lake_platform.ingest.service import IngestService, writer_name
-from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.timestamps import HOUR_NS

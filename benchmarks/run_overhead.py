@@ -67,13 +67,13 @@ from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.local_servers import PostgresServer
 from lake_platform.schemas import BY_NAME, decode_batch
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import part_file_name, partition_folder
 from lake_platform.timestamps import HOUR_NS
+from lake_platform_tests.servers import PostgresServer
 
 if TYPE_CHECKING:
     from dagster_graphql import DagsterGraphQLClient

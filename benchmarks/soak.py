@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.service import IngestService, writer_name
-from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lake_platform.local_servers import NatsServer, S3Server
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.settings import NUMBER_RULES, LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform_tests.servers import S3Server
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,10 @@ import polars as pl
 
 from lake_platform.derived.hourly import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.jetstream import DURABLE
 from lake_platform.ingest.ledger import read_entries
 from lake_platform.ingest.service import IngestService, writer_name
-from lake_platform.local_servers import NatsServer
 from lake_platform.schemas import BY_NAME, STREAMS
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import Message, SessionSpec, session

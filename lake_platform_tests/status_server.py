@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from lake_platform.local_servers import HOST
+from lake_platform.embedded_nats import HOST
 
 
 class _Handler(BaseHTTPRequestHandler):

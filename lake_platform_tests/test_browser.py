@@ -25,8 +25,8 @@ from lake_platform.definitions import defs
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.defs.verification import VERIFY_CHECK, VERIFY_JOB
+from lake_platform.embedded_nats import NatsServer, terminate_group
 from lake_platform.ingest.jetstream import DURABLE
-from lake_platform.local_servers import NatsServer, terminate_group
 from lake_platform.schemas.columns import describe_column
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze

@@ -19,8 +19,8 @@ from lake_platform.ingest.jetstream import (
     ensure_streams,
     retrying,
 )
-from lake_platform.local_servers import NatsCluster, PostgresServer
 from lake_platform.settings import LakeSettings
+from lake_platform_tests.servers import NatsCluster, PostgresServer
 from lake_platform_tests.test_servers import _accepts_connections, _listening_addresses, _pid_alive
 from lake_platform_tests.topology import require_postgres
 

@@ -13,9 +13,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from lake_platform.ingest.jetstream import ConsumerSizing, ensure_consumers, ensure_streams
-from lake_platform.local_servers import NatsCluster, NatsNode
 from lake_platform.settings import LakeSettings
 from lake_platform_tests.jetstream_reads import FETCH_BATCH, consumer_backlog, stream_messages
+from lake_platform_tests.servers import NatsCluster, NatsNode
 from lake_platform_tests.topology import first_value
 
 pytestmark = pytest.mark.slow

@@ -15,13 +15,13 @@ import nats.errors
 import polars as pl
 import pytest
 
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest import jetstream
 from lake_platform.ingest.backoff import Backoff
 from lake_platform.ingest.failpoints import FAILPOINT_ENV
 from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.metrics import IngestMetrics
 from lake_platform.ingest.service import IngestFailedError, IngestService, IngestStats, writer_name
-from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.session import read_table

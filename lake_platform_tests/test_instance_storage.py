@@ -10,7 +10,7 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from lake_platform.instance_storage import PooledPostgresStorage
-from lake_platform.local_servers import PostgresServer
+from lake_platform_tests.servers import PostgresServer
 from lake_platform_tests.topology import require_postgres
 
 pytestmark = pytest.mark.slow

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from lake_platform.embedded_nats import HOST, NatsServer
 from lake_platform.ingest.connection import connect
 from lake_platform.ingest.jetstream import ensure_streams
-from lake_platform.local_servers import HOST, NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform_tests.nats_auth import (
     Authority,

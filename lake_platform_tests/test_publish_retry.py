@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import nats
 import pytest
 
-from lake_platform.local_servers import NatsServer
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import Message, SessionSpec, session
 from lake_platform.simulate.publisher import MSG_ID_HEADER, publish

@@ -8,6 +8,7 @@ import pytest
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.jetstream import (
     DURABLE,
@@ -17,7 +18,6 @@ from lake_platform.ingest.jetstream import (
 )
 from lake_platform.ingest.pull import LeanPull
 from lake_platform.ingest.wire import parse_headers
-from lake_platform.local_servers import NatsServer
 from lake_platform.settings import LakeSettings
 
 SUBJECTS = [f"market.stocks.trades.S{index}" for index in range(5)]

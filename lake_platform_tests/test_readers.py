@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from lake_platform.local_servers import S3Server
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.readme_blocks import fenced_blocks
+from lake_platform_tests.servers import S3Server
 from lake_platform_tests.tricky_lake import KEY, TRICKY, Expected, write_lake
 
 READERS_DOC = Path(__file__).resolve().parents[1] / "docs" / "readers.md"

@@ -16,14 +16,15 @@ from pathlib import Path
 import nats
 import pytest
 
+from lake_platform.embedded_nats import HOST
 from lake_platform.ingest.jetstream import ensure_streams
 from lake_platform.ingest.ledger import read_entries
 from lake_platform.ingest.service import IngestService, writer_name
-from lake_platform.local_servers import HOST, S3Server
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.conftest import s3_settings, settings_env
 from lake_platform_tests.samples import SAMPLES
+from lake_platform_tests.servers import S3Server
 from lake_platform_tests.status_server import answering
 
 pytestmark = pytest.mark.slow

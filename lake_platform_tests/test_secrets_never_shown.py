@@ -24,9 +24,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lake_platform.local_servers import NatsServer, S3Server
+from lake_platform.embedded_nats import NatsServer
 from lake_platform_tests.nats_auth import users_config
 from lake_platform_tests.samples import SAMPLES
+from lake_platform_tests.servers import S3Server
 
 pytestmark = pytest.mark.slow
 TRADES_SUBJECT = "market.stocks.trades.SPY"

@@ -1,4 +1,4 @@
-"""Real-server tests for lake_platform.local_servers (SeaweedFS S3 and NATS JetStream)."""
+"""Real-server tests for lake_platform_tests.servers (SeaweedFS S3 and NATS JetStream)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import nats
 import pytest
 import s3fs
 
-from lake_platform.local_servers import HOST, NatsServer, S3Server
+from lake_platform.embedded_nats import HOST, NatsServer
+from lake_platform_tests.servers import S3Server
 
 pytestmark = pytest.mark.slow
 

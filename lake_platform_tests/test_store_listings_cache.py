@@ -11,9 +11,9 @@ off.
 
 import pytest
 
-from lake_platform.local_servers import S3Server
 from lake_platform.storage import LakeStore
 from lake_platform_tests.conftest import s3_settings
+from lake_platform_tests.servers import S3Server
 
 pytestmark = pytest.mark.slow
 

@@ -29,11 +29,11 @@ import pytest
 
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.local_servers import NatsNode
 from lake_platform.schemas import STREAMS, decode_batch, schema_for_subject
 from lake_platform.settings import PARTITION_KEY_FORMAT, LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.jetstream_reads import consumer_backlog, stream_messages
+from lake_platform_tests.servers import NatsNode
 from lake_platform_tests.topology import (
     ServiceProcess,
     Topology,

@@ -35,17 +35,15 @@ from typing import Any, Self, TypeVar
 import pytest
 import yaml
 
-from lake_platform.local_servers import (
-    HOST,
+from lake_platform.embedded_nats import HOST, StopsOnExit, terminate_group
+from lake_platform_tests.servers import (
     LaterProcess,
     NatsCluster,
     PostgresServer,
     S3Server,
-    StopsOnExit,
     claim_ports,
     find_postgres_bin,
     release_ports,
-    terminate_group,
 )
 
 REQUIRE_POSTGRES_ENV = "LAKE_REQUIRE_POSTGRES"

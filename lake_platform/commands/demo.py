@@ -20,9 +20,9 @@ from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
+from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.ledger import LedgerEntry, read_entries
 from lake_platform.ingest.service import IngestService, writer_name
-from lake_platform.local_servers import NatsServer
 from lake_platform.schemas import BY_NAME, SCHEMAS
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import SessionSpec, session

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from lake_platform.commands.init import sweep_leftovers
+from lake_platform.embedded_nats import NatsServer, find_binary, terminate_group
 from lake_platform.ingest.connection import NatsUnavailableError, connect
-from lake_platform.local_servers import NatsServer, find_binary, terminate_group
 from lake_platform.settings import LakeSettings, redact_url
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import publish

