@@ -34,7 +34,7 @@ from dagster_postgres.utils import get_conn_string
 from dagster_webserver.cli import cli as dagster_webserver_cli
 
 from lake_platform.cli import _parser
-from lake_platform.settings import LakeSettings
+from lake_platform.settings import NUMBER_RULES, LakeSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -89,8 +89,10 @@ def _dagster_env_refs(node: object) -> Iterator[str]:
 
 
 def _settings_env_names() -> set[str]:
-    """The variables `LakeSettings.from_env` reads (docs/contract.md §5)."""
-    return set(re.findall(r'"([A-Z][A-Z0-9_]+)"', inspect.getsource(LakeSettings.from_env)))
+    """The variables `LakeSettings.from_env` reads (docs/contract.md §5): those it names, and
+    the numeric ones of its range rules."""
+    named = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', inspect.getsource(LakeSettings.from_env)))
+    return named | {rule.variable for rule in NUMBER_RULES.values()}
 
 
 def _contract_env_names() -> set[str]:
