@@ -277,7 +277,7 @@ def _rebuild_once(
     )
     rows_read = source.height
     source_exprs = {name: r.source for name, r in table.reconciliations.items()}
-    totals = pool.submit(_add, {}, _columns_read(source, source_exprs), source_exprs)
+    totals = pool.submit(add_totals, {}, _columns_read(source, source_exprs), source_exprs)
     handed_over = [source]  # so that the transform's argument is the input's only reference
     del source
     output = table.transform(handed_over.pop())
@@ -296,7 +296,7 @@ def _rebuild_once(
 
 def _columns_read(frame: pl.DataFrame, exprs: Mapping[str, pl.Expr]) -> pl.DataFrame:
     """The columns of `frame` that `exprs` read (those it has: a missing one fails its own
-    expression in `_add`)."""
+    expression in `add_totals`)."""
     names = {name for expr in exprs.values() for name in expr.meta.root_names()}
     return frame.select([name for name in frame.columns if name in names])
 
@@ -321,13 +321,13 @@ def _merge(totals: dict[str, int | float], more: Mapping[str, int | float]) -> N
         totals[name] = totals.get(name, 0) + total
 
 
-def _add(
-    totals: dict[str, int | float], frame: pl.DataFrame, exprs: dict[str, pl.Expr]
+def add_totals(
+    totals: dict[str, int | float], frame: pl.DataFrame, exprs: Mapping[str, pl.Expr]
 ) -> dict[str, int | float]:
     """Add each expression's aggregate over `frame` to its running total (null counts as 0);
-    returns `totals`.
+    returns `totals`. The one way reconciliation totals are taken, of rows read or written.
 
-    A file that lacks a column (a schema failure, reported by its own check) adds nothing.
+    A frame that lacks a column (a schema failure, reported by its own check) adds nothing.
     """
     for name, expr in exprs.items():
         try:
@@ -411,7 +411,7 @@ def _check_rows(
     derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
     across = _AcrossFiles(table, folder)
     for path, frame in files:
-        _add(checked.totals, frame, derived_exprs)
+        add_totals(checked.totals, frame, derived_exprs)
         for name, check in table.row_checks().items():
             if name not in checked.failures:
                 outcome = check(frame, path, hour)

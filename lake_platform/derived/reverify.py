@@ -26,6 +26,7 @@ from lake_platform.derived.hourly import (
     DerivedTable,
     HourFiles,
     HourResult,
+    add_totals,
     check_hour,
     hour_files,
     with_partition_value,
@@ -89,9 +90,7 @@ def input_totals(
     totals: dict[str, int | float] = {}
     for value_folder, files in inputs.items():
         rows = store.read_parquet(files, columns)
-        frame = with_partition_value(rows, table.partition_column, value_folder)
-        for name, expr in exprs.items():
-            totals[name] = totals.get(name, 0) + (frame.select(expr).item() or 0)
+        add_totals(totals, with_partition_value(rows, table.partition_column, value_folder), exprs)
     return totals
 
 
