@@ -16,9 +16,12 @@ import pytest
 
 from lake_platform.defs.bronze.reporting import instance_reporter
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import REJECTED_QUARANTINE, Commit, Written, commit, report_entry
+from lake_platform.ingest.commit import Commit, commit
+from lake_platform.ingest.file_writes import Written
 from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.ingest.pull import PulledMessages
+from lake_platform.ingest.quarantine_writes import REJECTED_QUARANTINE
+from lake_platform.ingest.reports import report_entry
 from lake_platform.ingest.route import RoutedMessages, route
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lake_platform.ingest.commit import Written
+from lake_platform.ingest.file_writes import Written
 from lake_platform.ingest.service import IngestService
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore

@@ -34,17 +34,11 @@ from nats.js import JetStreamContext
 
 from lake_platform.ingest.backoff import Backoff
 from lake_platform.ingest.buffers import Buffer, Buffers
-from lake_platform.ingest.commit import (
-    Commit,
-    Reporter,
-    Strikes,
-    Written,
-    commit,
-    report_entry,
-)
+from lake_platform.ingest.commit import Commit, commit
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.consumer_recovery import recreate_if_deleted
 from lake_platform.ingest.failpoints import failpoint
+from lake_platform.ingest.file_writes import Written
 from lake_platform.ingest.jetstream import (
     DURABLE,
     ConsumerSizing,
@@ -54,7 +48,9 @@ from lake_platform.ingest.jetstream import (
 )
 from lake_platform.ingest.ledger import LedgerEntry
 from lake_platform.ingest.pull import NO_PENDING_MESSAGES, LeanPull, PulledMessages
+from lake_platform.ingest.reports import Reporter, ReportQueue
 from lake_platform.ingest.route import NOT_ISOLATED, route
+from lake_platform.ingest.write_outcomes import Strikes
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError
@@ -84,8 +80,6 @@ STATUS_MEANINGS = {
 }
 FLUSH_TIMEOUT_S = 5
 FINAL_COMMIT_ATTEMPTS = 3
-REPORT_DRAIN_S = 10.0
-"""How long a stopping service waits for pending reports; the sensor reports what is left."""
 IN_PROGRESS = b"+WPI"
 """JetStream's in-progress ack: restarts the message's `ack_wait` timer."""
 
@@ -191,7 +185,7 @@ class IngestService:
         self._strikes = Strikes()
         self._unrecorded_rows = 0  # in files a failed commit wrote, awaiting their ledger entry
         self._unsent_acks: list[str] = []  # of committed messages, while NATS is away
-        self._reports: asyncio.Queue[LedgerEntry] = asyncio.Queue()
+        self._reports = ReportQueue()
 
     @property
     def running(self) -> bool:
@@ -236,7 +230,7 @@ class IngestService:
             progress = asyncio.create_task(self._progress_loop(ack_wait_s / 3))
             tasks[progress] = "in-progress acks"
             if self.reporter is not None:
-                reporting = asyncio.create_task(self._report_loop(self.reporter))
+                reporting = asyncio.create_task(self._reports.report(self.store, self.reporter))
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
             next_status = time.monotonic() + 1.0
             while not stop.is_set():
@@ -269,7 +263,7 @@ class IngestService:
             try:
                 await self._final_commit()
                 await self._send_acks()
-                await self._drain_reports(reporting)
+                await self._reports.drain(reporting)
             finally:
                 if self._unsent_acks:
                     log.error(
@@ -548,7 +542,7 @@ class IngestService:
         await self._send_acks()
         for entry in entries:
             if self.reporter is not None:
-                self._reports.put_nowait(entry)
+                self._reports.put(entry)
             self.stats.commits += 1
             self.stats.files += len(entry.files)
             self.stats.rows += sum(f.rows for f in entry.files)
@@ -572,29 +566,6 @@ class IngestService:
         except nats.errors.Error as error:  # disconnected meanwhile: the next tick sends them
             log.warning("cannot send %d acks yet: %s", len(replies), error)
             self._unsent_acks[:0] = replies
-
-    async def _report_loop(self, reporter: Reporter) -> None:
-        """Report acked entries to Dagster one at a time, in a worker thread."""
-        while True:
-            entry = await self._reports.get()
-            try:
-                await asyncio.to_thread(report_entry, self.store, entry, reporter)
-            finally:
-                self._reports.task_done()
-
-    async def _drain_reports(self, reporting: asyncio.Task[None] | None) -> None:
-        """Wait a little for queued reports, then stop; the sensor reports what is left."""
-        if reporting is None:
-            return
-        try:
-            await asyncio.wait_for(self._reports.join(), REPORT_DRAIN_S)
-        except TimeoutError:
-            log.warning(
-                "Dagster reporting is slow: %d ledger entries left for the sensor to report",
-                self._reports.qsize(),
-            )
-        reporting.cancel()
-        await asyncio.gather(reporting, return_exceptions=True)
 
     async def _on_nats_error(self, error: Exception) -> None:
         log.warning("NATS: %s", error)
