@@ -11,20 +11,11 @@ import dagster as dg
 
 from lake_platform.commands.dagster_runs import command_instance, materialize_hours
 from lake_platform.commands.init import sweep_leftovers
-from lake_platform.defs.partitions import HOURLY
+from lake_platform.defs.partitions import hours_of_day
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.schemas import BY_TABLE, SCHEMAS
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
-
-
-def _hours_of(day: dt.date) -> tuple[str, str]:
-    first = max(f"{day:%Y-%m-%d}-00:00", HOURLY.get_first_partition_key() or "")
-    last_key = HOURLY.get_last_partition_key() or ""
-    last = min(f"{day:%Y-%m-%d}-23:00", last_key)
-    if first > last:
-        raise ValueError(f"{day} has no hourly partition (they run from {HOURLY.start:%Y-%m-%d})")
-    return first, last
 
 
 def _silver_assets(table: str | None) -> list[dg.AssetsDefinition]:
@@ -38,7 +29,7 @@ def _silver_assets(table: str | None) -> list[dg.AssetsDefinition]:
 def run_compact(day: dt.date, table: str | None) -> int:
     """Materialize Silver for the date's hours; prints a summary per table."""
     assets = _silver_assets(table)
-    first, last = _hours_of(day)
+    first, last = hours_of_day(day)
     settings = LakeSettings.from_env()
     sweep_leftovers(LakeStore.from_settings(settings), print)
     result = materialize_hours(assets, command_instance(), settings, first, last)
