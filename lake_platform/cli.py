@@ -35,9 +35,9 @@ def _tables(_: argparse.Namespace) -> int:
             f"{schema.subject:<24}{schema.stream:<9}{schema.table:<26}"
             f"{schema.partition_column:<16}{assets}"
         )
-    from lake_platform.defs.gold.assets import GOLD_TABLES
+    from lake_platform.derived.tables import GOLD_TABLES
 
-    gold = (f"{gold.table.target} (from {gold.table.source})" for gold in GOLD_TABLES)
+    gold = (f"{gold.target} (from {' + '.join(gold.inputs)})" for gold in GOLD_TABLES)
     print(f"gold: {', '.join(gold)}")
     return 0
 

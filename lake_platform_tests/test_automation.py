@@ -14,9 +14,10 @@ import pytest
 
 from lake_platform.definitions import defs
 from lake_platform.defs.gold.assets import GOLD_ASSETS
-from lake_platform.defs.keys import GOLD_BARS_1M
+from lake_platform.defs.keys import derived_key
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
+from lake_platform.derived.tables import GOLD_BARS
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 BRONZE = dg.AssetKey(["bronze", "stocks", "trades"])
 SILVER = next(a for a in SILVER_ASSETS if a.key.path[1:] == ["stocks", "trades"])
-BARS = next(a for a in GOLD_ASSETS if a.key == GOLD_BARS_1M)
+BARS = next(a for a in GOLD_ASSETS if a.key == derived_key(GOLD_BARS.target))
 
 
 class LakeReportingBronzeMidRun(LakeResource):

@@ -7,15 +7,12 @@ import pytest
 
 from lake_platform import checks
 from lake_platform.definitions import defs
-from lake_platform.defs.gold.assets import GOLD_TABLES
 from lake_platform.defs.keys import derived_key
 from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
-from lake_platform.derived.tables import SILVER_TABLES
+from lake_platform.derived.tables import DERIVED_TABLES, SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
-
-DERIVED_TABLES = [*SILVER_TABLES.values(), *(gold.table for gold in GOLD_TABLES)]
 
 
 @pytest.mark.parametrize("table", DERIVED_TABLES, ids=lambda table: table.target)

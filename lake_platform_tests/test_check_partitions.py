@@ -7,11 +7,11 @@ import fsspec
 import pytest
 
 from lake_platform.definitions import defs
-from lake_platform.defs.keys import GOLD_BARS_1M
+from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import HOURLY
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.tables import SILVER_TABLES
+from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
@@ -88,7 +88,7 @@ def test_gold_runs_for_the_good_hour_only(tmp_path, range_run):
             of_check = {e.partition: e.passed for e in evaluations if e.check_name == name}
             assert of_check == {bad: name != FAILING, good: True}, name
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        assert result.get_requested_partitions(GOLD_BARS_1M) == {good}
+        assert result.get_requested_partitions(derived_key(GOLD_BARS.target)) == {good}
         assert check_statuses(instance, FAILING)["FAILED"] == {bad}
         assert check_statuses(instance, FAILING)["SUCCEEDED"] == {good}
         assert check_statuses(instance, "event_id_unique")["SUCCEEDED"] == {bad, good}

@@ -12,10 +12,9 @@ import pytest
 from lake_platform.cli import main
 from lake_platform.definitions import defs
 from lake_platform.defs.catalog import column_schema, table_uri
-from lake_platform.defs.gold import assets as gold_assets
-from lake_platform.defs.gold.assets import GoldTable
 from lake_platform.defs.keys import derived_key
-from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
+from lake_platform.derived import tables
+from lake_platform.derived.tables import DERIVED_TABLES, GOLD_BARS
 from lake_platform.schemas import BY_TABLE
 from lake_platform.schemas.registry import partition_column_last
 from lake_platform.settings import LakeSettings
@@ -39,10 +38,7 @@ EXPECTED_KEYS = {
     "gold/stocks/bars_1m",
 }
 
-DERIVED_BY_TARGET = {
-    table.target: table
-    for table in [*SILVER_TABLES.values(), *(g.table for g in gold_assets.GOLD_TABLES)]
-}
+DERIVED_BY_TARGET = {table.target: table for table in DERIVED_TABLES}
 
 
 def all_specs() -> dict[str, dg.AssetSpec]:
@@ -87,12 +83,12 @@ def test_dagster_validates_the_code_location(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def listed_gold_tables(capsys) -> dict[str, str]:
-    """`lake-platform tables`' Gold line: each table listed, with what it is built from."""
+def listed_gold_tables(capsys) -> dict[str, set[str]]:
+    """`lake-platform tables`' Gold line: each table listed, with the tables it is built from."""
     assert main(["tables"]) == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("gold:")]
     listed = [entry.split(" (from ") for entry in line.removeprefix("gold: ").split(", ")]
-    return {target: source.rstrip(")") for target, source in listed}
+    return {target: set(inputs.rstrip(")").split(" + ")) for target, inputs in listed}
 
 
 def test_the_cli_lists_exactly_the_defined_gold_tables(capsys):
@@ -100,15 +96,29 @@ def test_the_cli_lists_exactly_the_defined_gold_tables(capsys):
     gold = {key for key in graph.get_all_asset_keys() if key.path[0] == "gold"}
     listed = listed_gold_tables(capsys)
     assert {derived_key(target) for target in listed} == gold
-    for target, source in listed.items():
-        assert graph.get(derived_key(target)).parent_keys == {derived_key(source)}
+    for target, inputs in listed.items():
+        assert graph.get(derived_key(target)).parent_keys == {derived_key(i) for i in inputs}
+
+
+def test_listing_the_tables_imports_no_dagster():
+    """`lake-platform tables` lists the Gold tables from their declarations, which are plain
+    Python (it used to import the Dagster assets to list them)."""
+    code = (
+        "import sys; from lake_platform.cli import main; main(['tables']); "
+        "print('dagster imported' if 'dagster' in sys.modules else 'no dagster')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "gold: gold/levels/signals (from bronze/levels/signals)" in result.stdout
+    assert result.stdout.splitlines()[-1] == "no dagster"
 
 
 def test_a_new_gold_table_is_listed_by_the_cli(capsys, monkeypatch):
     """The CLI reads the one list of Gold tables (it used to print its own copy)."""
-    extra = GoldTable(replace(GOLD_BARS, target="gold/stocks/bars_5m"), "Five-minute bars.")
-    monkeypatch.setattr(gold_assets, "GOLD_TABLES", (*gold_assets.GOLD_TABLES, extra))
-    assert listed_gold_tables(capsys)["gold/stocks/bars_5m"] == "silver/stocks/trades"
+    extra = replace(GOLD_BARS, target="gold/stocks/bars_5m", description="Five-minute bars.")
+    monkeypatch.setattr(tables, "GOLD_TABLES", (*tables.GOLD_TABLES, extra))
+    assert listed_gold_tables(capsys)["gold/stocks/bars_5m"] == {"silver/stocks/trades"}
 
 
 def stored_columns(key: str) -> pl.Schema:

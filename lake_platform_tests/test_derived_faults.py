@@ -22,12 +22,12 @@ import pytest
 from lake_platform.commands.dagster_runs import RANGE_END_TAG, RANGE_START_TAG, materialize_hours
 from lake_platform.definitions import defs
 from lake_platform.defs.gold.assets import GOLD_ASSETS
-from lake_platform.defs.keys import GOLD_BARS_1M
+from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.hourly import check_hour, rebuild_hour
-from lake_platform.derived.tables import SILVER_TABLES
+from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import hour_folder
@@ -35,7 +35,7 @@ from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, 
 
 TABLE = SILVER_TABLES["stocks/trades"]
 SILVER = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
-BARS = next(a for a in GOLD_ASSETS if a.key == GOLD_BARS_1M)
+BARS = next(a for a in GOLD_ASSETS if a.key == derived_key(GOLD_BARS.target))
 SYMBOLS = tuple(f"S{i:02d}" for i in range(24))
 SEED = int(os.environ.get("LAKE_FAULT_SEED", "20251216"))
 KILLS = int(os.environ.get("LAKE_FAULT_KILLS", "3"))
@@ -246,9 +246,9 @@ def test_a_corrupt_bronze_file_fails_its_hour_only_and_the_good_hour_is_recorded
         assert "1 of 2 hours failed" in message and f"{bad}: cannot read" in message
         assert f"{bad_file}: not a readable Parquet file" in message
         assert_only_the_good_hour_is_recorded(instance, run, good, 60)
-        assert not instance.get_materialized_partitions(GOLD_BARS_1M)
+        assert not instance.get_materialized_partitions(BARS.key)
         automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        assert automation.get_requested_partitions(GOLD_BARS_1M) == {good}
+        assert automation.get_requested_partitions(BARS.key) == {good}
     assert event_ids(silver_files(store, good_hour)).len() == 60
 
 

@@ -17,13 +17,14 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 from lake_platform.commands.dagster_runs import RANGE_END_TAG, RANGE_START_TAG
 from lake_platform.definitions import defs
 from lake_platform.defs.executor import DERIVED_EXECUTOR
-from lake_platform.defs.keys import GOLD_BARS_1M, silver_key
+from lake_platform.defs.keys import derived_key, silver_key
 from lake_platform.defs.partitions import partition_key_for
+from lake_platform.derived.tables import GOLD_BARS
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
 
 HOURS = [HOUR, HOUR + dt.timedelta(hours=1)]
-ASSETS = [silver_key(TRADES), GOLD_BARS_1M]
+ASSETS = [silver_key(TRADES), derived_key(GOLD_BARS.target)]
 ASSET_JOB = "__ASSET_JOB"
 
 

@@ -19,7 +19,7 @@ from lake_platform.defs.bronze.reporting import instance_reporter
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
+from lake_platform.derived.tables import DERIVED_TABLES
 from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.ledger import LedgerEntry, read_entries
 from lake_platform.ingest.service import IngestService, writer_name
@@ -29,10 +29,7 @@ from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import PublishStats, publish
 from lake_platform.storage import LakeStore
 
-SUMMARY_ROW = {
-    derived.target: derived.source.split("/", 1)[1]
-    for derived in (*SILVER_TABLES.values(), GOLD_SIGNALS, GOLD_BARS)
-}
+SUMMARY_ROW = {derived.target: derived.source.split("/", 1)[1] for derived in DERIVED_TABLES}
 """The summary row of each derived asset: the table it is derived from."""
 
 

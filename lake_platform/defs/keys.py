@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from lake_platform.derived.tables import GOLD_BARS
-from lake_platform.derived.tables import GOLD_SIGNALS as GOLD_SIGNALS_TABLE
 from lake_platform.schemas import TableSchema
 
 
@@ -18,9 +16,6 @@ def silver_key(schema: TableSchema) -> dg.AssetKey:
 
 
 def derived_key(path: str) -> dg.AssetKey:
-    """The asset of a lake folder path, e.g. `gold/stocks/bars_1m`."""
+    """The asset of a lake folder path, e.g. `gold/stocks/bars_1m` (a derived table's `target`,
+    or one of its inputs)."""
     return dg.AssetKey(path.split("/"))
-
-
-GOLD_SIGNALS = derived_key(GOLD_SIGNALS_TABLE.target)
-GOLD_BARS_1M = derived_key(GOLD_BARS.target)

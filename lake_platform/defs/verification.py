@@ -25,23 +25,17 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from lake_platform.defs.gold.assets import GOLD_TABLES
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import latest_materialization_targets
 from lake_platform.defs.resources import LakeResource
 from lake_platform.derived.hourly import DerivedTable
 from lake_platform.derived.reverify import Verification, verify_hour
-from lake_platform.derived.tables import SILVER_TABLES
+from lake_platform.derived.tables import DERIVED_TABLES
 from lake_platform.storage import StorageError
 
 VERIFY_CHECK = "verify_stored_files"
 VERIFY_JOB = "verify_stored_files"
-DERIVED_TABLES: tuple[DerivedTable, ...] = (
-    *SILVER_TABLES.values(),
-    *(gold.table for gold in GOLD_TABLES),
-)
-"""Every derived table, Silver then Gold: those a verification can check."""
 
 
 def verification_line(table: DerivedTable, partition: str, verification: Verification) -> str:

@@ -1,6 +1,14 @@
-"""The derived tables: Silver for every market table, and the two Gold tables."""
+"""The derived tables: Silver for every market table, and the Gold tables.
+
+A Gold table is declared once, here, as a `GoldTable`: everything else is derived from its
+declaration (its Dagster asset, key, upstream asset and checks in `defs/gold/assets.py`, the
+`lake-platform tables` listing, the demo's summary, the re-verification). Adding one is a
+declaration appended to `GOLD_TABLES`, its transform, and its tests. This module is plain
+Python (no Dagster), so commands that only list tables do not load Dagster.
+"""
 
 import datetime as dt
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -68,8 +76,33 @@ SIGNALS_RECONCILE = Reconciliation(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class GoldTable(DerivedTable):
+    """A Gold table: how it is derived (input and output folders, transform, partition column,
+    order and unique keys, its own checks and reconciliations: see `DerivedTable`) and what the
+    UI says of it.
+
+    Its asset is keyed by its `target` path and depends on the assets of its `inputs`. Its
+    columns are described by name in `schemas/columns.py` (`COLUMNS`, and `TABLE_COLUMNS`
+    under its `target` for the meanings it gives a common name); a column without a
+    description is refused when its asset is built.
+    """
+
+    description: str
+    """The asset's description in the UI (Markdown)."""
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The lake paths of the tables it is derived from: its upstream assets."""
+        return (self.source,)
+
+
 SIGNALS = BY_NAME["levels.signals"]
-GOLD_SIGNALS = DerivedTable(
+GOLD_SIGNALS = GoldTable(
+    description=(
+        "Level signals, one row per level (`level_index`), deduplicated by `event_id`, "
+        "nested objects flattened as `{object}_{field}`."
+    ),
     source="bronze/levels/signals",
     target="gold/levels/signals",
     partition_column=SIGNALS.partition_column,
@@ -101,7 +134,8 @@ def _ohlc_consistent(frame: pl.DataFrame, path: str, _: dt.datetime) -> CheckOut
 
 
 TRADES = BY_NAME["stocks.trades"]
-GOLD_BARS = DerivedTable(
+GOLD_BARS = GoldTable(
+    description="One-minute OHLCV bars per symbol from Silver stock trades.",
     source="silver/stocks/trades",
     target="gold/stocks/bars_1m",
     partition_column=TRADES.partition_column,
@@ -122,3 +156,9 @@ GOLD_BARS = DerivedTable(
         ),
     },
 )
+
+GOLD_TABLES: tuple[GoldTable, ...] = (GOLD_SIGNALS, GOLD_BARS)
+"""Every Gold table, in the order the UI and the CLI list them."""
+
+DERIVED_TABLES: tuple[DerivedTable, ...] = (*SILVER_TABLES.values(), *GOLD_TABLES)
+"""Every derived table, Silver then Gold."""
