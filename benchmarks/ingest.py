@@ -55,7 +55,9 @@ from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.connection import LakeNatsClient, connect
 from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.pull import LeanPull
-from lake_platform.ingest.service import FETCH_BATCH, IngestService, IngestStats, writer_name
+from lake_platform.ingest.pull_loop import FETCH_BATCH
+from lake_platform.ingest.service import IngestService, writer_name
+from lake_platform.ingest.stats import IngestStats
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.timestamps import HOUR_NS

@@ -21,7 +21,8 @@ from lake_platform.ingest.backoff import Backoff
 from lake_platform.ingest.failpoints import FAILPOINT_ENV
 from lake_platform.ingest.jetstream import DURABLE, ensure_streams
 from lake_platform.ingest.metrics import IngestMetrics
-from lake_platform.ingest.service import IngestFailedError, IngestService, IngestStats, writer_name
+from lake_platform.ingest.service import IngestFailedError, IngestService, writer_name
+from lake_platform.ingest.stats import IngestStats
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.session import read_table
@@ -232,10 +233,10 @@ def test_a_lost_stream_makes_the_worker_unhealthy_and_until_idle_ends_with_one_l
     it cannot end first) cannot get its consumer back: pulls back off (counted at the
     server), `/healthz` turns 503 naming it, and the run ends with one clear error instead
     of asking forever."""
-    from lake_platform.ingest import service as service_module
+    from lake_platform.ingest import pull_loop
 
-    monkeypatch.setattr(service_module, "PULL_UNHEALTHY_AFTER_S", 2.0, raising=False)
-    monkeypatch.setattr(service_module, "PULL_GIVE_UP_S", 6.0, raising=False)
+    monkeypatch.setattr(pull_loop, "PULL_UNHEALTHY_AFTER_S", 2.0)
+    monkeypatch.setattr(pull_loop, "PULL_GIVE_UP_S", 6.0)
     url = nats_server.url
     settings = dataclasses.replace(ingest_settings, bronze_max_age_s=0.2)
     store = GatedStore(settings.data_root, LakeStore.from_settings(settings).fs)

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lake_platform.ingest.jetstream import ConsumerSizing, ensure_consumers, ensure_streams
 from lake_platform.ingest.metrics import IngestMetrics, serving_metrics
-from lake_platform.ingest.service import IngestStats
+from lake_platform.ingest.stats import IngestStats
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import publish

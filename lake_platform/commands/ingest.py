@@ -9,7 +9,8 @@ from collections.abc import Callable
 from lake_platform.commands.init import sweep_leftovers
 from lake_platform.ingest.metrics import IngestMetrics, serving_metrics
 from lake_platform.ingest.reports import Reporter
-from lake_platform.ingest.service import IngestService, IngestStats, writer_name
+from lake_platform.ingest.service import IngestService, writer_name
+from lake_platform.ingest.stats import IngestStats
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 

@@ -34,7 +34,7 @@ from prometheus_client import (
 
 from lake_platform.ingest.connection import connect
 from lake_platform.ingest.jetstream import DURABLE
-from lake_platform.ingest.service import IngestStats
+from lake_platform.ingest.stats import IngestStats
 from lake_platform.schemas import STREAMS
 from lake_platform.settings import LakeSettings
 
