@@ -20,10 +20,13 @@ OWNERS = ["team:data-platform"]
 """Who answers for every table (the UI's owner; a team, as Dagster spells it)."""
 
 
-def column_schema(table: str, schema: pl.Schema) -> dg.TableSchema:
+def column_schema(
+    table: str, schema: pl.Schema, own: Mapping[str, str] | None = None
+) -> dg.TableSchema:
     """The columns of the table at lake path `table`, in stored order, with Polars types and
-    their one-line descriptions (the partition column, read from the folder, last)."""
-    descriptions = describe_columns(table, schema.names())
+    their one-line descriptions (`own`: the table's own meanings; the partition column, read
+    from the folder, last)."""
+    descriptions = describe_columns(table, schema.names(), own)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(name=name, type=str(dtype), description=descriptions[name])
@@ -56,12 +59,13 @@ def table_metadata(
     partition_column: str,
     code: Sequence[dg.LocalFileCodeReference],
     settings: LakeSettings | None = None,
+    column_docs: Mapping[str, str] | None = None,
 ) -> Mapping[str, object]:
     """Definition metadata of the asset of the table at lake path `table`: its column
     schema, its location, how it is partitioned, and the code that writes it."""
     settings = settings or LakeSettings.from_env()
     return {
-        "dagster/column_schema": column_schema(table, schema),
+        "dagster/column_schema": column_schema(table, schema, column_docs),
         "dagster/table_name": table,
         "dagster/uri": table_uri(table, settings),
         "partition_column": partition_column,

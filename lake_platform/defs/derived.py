@@ -60,7 +60,13 @@ def build_derived_asset(
         kinds={"polars", "parquet"},
         owners=OWNERS,
         description=description,
-        metadata=table_metadata(table.target, table.schema, table.partition_column, code),
+        metadata=table_metadata(
+            table.target,
+            table.schema,
+            table.partition_column,
+            code,
+            column_docs=table.column_docs,
+        ),
     )
     def derived(
         context: dg.AssetExecutionContext, lake: LakeResource

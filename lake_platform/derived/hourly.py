@@ -71,6 +71,9 @@ class DerivedTable:
     unique_keys: tuple[str, ...]
     reconciliations: dict[str, Reconciliation]
     extra_file_checks: dict[str, FileCheck] = field(default_factory=dict)
+    column_docs: dict[str, str] = field(default_factory=dict)
+    """What a column means in this table where it differs from the shared descriptions of
+    `schemas/columns.py` (e.g. a bar's `open`)."""
 
     @property
     def sorted_check(self) -> str:

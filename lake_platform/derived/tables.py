@@ -83,8 +83,8 @@ class GoldTable(DerivedTable):
     UI says of it.
 
     Its asset is keyed by its `target` path and depends on the assets of its `inputs`. Its
-    columns are described by name in `schemas/columns.py` (`COLUMNS`, and `TABLE_COLUMNS`
-    under its `target` for the meanings it gives a common name); a column without a
+    columns are described by name in `schemas/columns.py` (`COLUMNS`), and by its own
+    `column_docs` where it gives a common name another meaning; a column without a
     description is refused when its asset is built.
     """
 
@@ -136,6 +136,17 @@ def _ohlc_consistent(frame: pl.DataFrame, path: str, _: dt.datetime) -> CheckOut
 TRADES = BY_NAME["stocks.trades"]
 GOLD_BARS = GoldTable(
     description="One-minute OHLCV bars per symbol from Silver stock trades.",
+    column_docs={
+        "ts_event_ns": "Start of the bar's minute, ns since the Unix epoch (UTC).",
+        "event_id": "Identity of the bar: hash of (ts_event_ns, symbol).",
+        "open": "Price of the minute's first trade.",
+        "high": "Highest trade price of the minute.",
+        "low": "Lowest trade price of the minute.",
+        "close": "Price of the minute's last trade.",
+        "volume": "Sum of the minute's trade sizes.",
+        "vwap": "Volume-weighted average price of the minute.",
+        "trade_count": "Number of trades in the minute.",
+    },
     source="silver/stocks/trades",
     target="gold/stocks/bars_1m",
     partition_column=TRADES.partition_column,

@@ -1,9 +1,10 @@
 """What each column of the lake holds, one short line per name: the UI's column schema.
 
 A column name means the same in every table that has it (`price` is a trade's price in
-stock, option and future trades alike), so descriptions are kept by name, with a few
-per-table meanings (`TABLE_COLUMNS`). Regular families are generated: the flattened book
-levels of `futures/mbp10` (`bid_px_1` … `ask_sz_10`, from `BOOK_LEVEL_COLUMNS`).
+stock, option and future trades alike), so descriptions are kept by name; a table that gives
+a name another meaning says so in its declaration (`DerivedTable.column_docs`). Regular
+families are generated: the flattened book levels of `futures/mbp10` (`bid_px_1` …
+`ask_sz_10`, from `BOOK_LEVEL_COLUMNS`).
 `describe_columns` refuses a column it has no line for, so a new field cannot reach the UI
 undescribed (the tests describe every table).
 """
@@ -94,21 +95,6 @@ COLUMNS: dict[str, str] = {
 }
 """Descriptions by column name, for every table that has the column."""
 
-TABLE_COLUMNS: dict[str, dict[str, str]] = {
-    "gold/stocks/bars_1m": {
-        "ts_event_ns": "Start of the bar's minute, ns since the Unix epoch (UTC).",
-        "event_id": "Identity of the bar: hash of (ts_event_ns, symbol).",
-        "open": "Price of the minute's first trade.",
-        "high": "Highest trade price of the minute.",
-        "low": "Lowest trade price of the minute.",
-        "close": "Price of the minute's last trade.",
-        "volume": "Sum of the minute's trade sizes.",
-        "vwap": "Volume-weighted average price of the minute.",
-        "trade_count": "Number of trades in the minute.",
-    },
-}
-"""Meanings a column has in one table only, by lake path of the table."""
-
 BOOK_LEVEL_COLUMNS = {
     "bid_px": "Bid price",
     "bid_sz": "Bid size",
@@ -119,9 +105,10 @@ BOOK_LEVEL_COLUMNS = {
 _BOOK_LEVEL = re.compile(rf"({'|'.join(BOOK_LEVEL_COLUMNS)})_(\d+)")
 
 
-def describe_column(table: str, name: str) -> str:
-    """The description of column `name` of the table at lake path `table`."""
-    own = TABLE_COLUMNS.get(table, {})
+def describe_column(table: str, name: str, own: Mapping[str, str] | None = None) -> str:
+    """The description of column `name` of the table at lake path `table`: its meaning in that
+    table (`own`, from the table's declaration) or the shared one."""
+    own = own or {}
     if name in own:
         return own[name]
     if name in COLUMNS:
@@ -133,6 +120,8 @@ def describe_column(table: str, name: str) -> str:
     raise KeyError(f"column {name!r} of {table} has no description in schemas/columns.py")
 
 
-def describe_columns(table: str, names: Iterable[str]) -> Mapping[str, str]:
+def describe_columns(
+    table: str, names: Iterable[str], own: Mapping[str, str] | None = None
+) -> Mapping[str, str]:
     """Each column's description, in order (KeyError for a column without one)."""
-    return {name: describe_column(table, name) for name in names}
+    return {name: describe_column(table, name, own) for name in names}
