@@ -61,8 +61,10 @@ from silver import (
     unique_events,
 )
 
-from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.partition_files import replace_partition
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS
 from lake_platform.schemas import BY_NAME
 from lake_platform.schemas.event_id import event_id

@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id, write_entry
 from lake_platform.settings import LakeSettings

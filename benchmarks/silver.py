@@ -252,7 +252,7 @@ def prepare_bronze(lake: Path, rows: int, file_rows: int) -> tuple[Bronze, float
 def arrow_bytes(lake: Path) -> int:
     """`estimated_size()` of the Bronze hour as `rebuild_hour` reads it: the Silver table's
     source columns, the partition column added from the folder."""
-    from lake_platform.derived.hourly import with_partition_value
+    from lake_platform.derived.declaration import with_partition_value
     from lake_platform.derived.tables import SILVER_TABLES
 
     table = SILVER_TABLES[SCHEMA.table]
@@ -265,7 +265,7 @@ def prepare_ours(lake: Path, _: Path) -> Callable[[], int]:
     """What the Silver asset runs for one hour (here: one partition value)."""
     import fsspec
 
-    from lake_platform.derived.hourly import rebuild_hour
+    from lake_platform.derived.rebuild import rebuild_hour
     from lake_platform.derived.tables import SILVER_TABLES
     from lake_platform.storage import LakeStore
 

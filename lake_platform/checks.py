@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from lake_platform.timestamps import HOUR_NS
 
 if TYPE_CHECKING:
-    from lake_platform.derived.hourly import DerivedTable
+    from lake_platform.derived.declaration import DerivedTable
 
 EXPECTED_COMPRESSION = "ZSTD"
 
@@ -40,7 +40,7 @@ def check_descriptions(table: "DerivedTable") -> dict[str, str]:
     """What each check of `table` verifies over one hour, by check name (the UI's text).
 
     Order and uniqueness span all the files of one partition value's hour (see
-    `lake_platform.derived.hourly.check_hour`), not each file alone; the reconciliations
+    `lake_platform.derived.checking.check_hour`), not each file alone; the reconciliations
     compare with the input rows the rebuild read.
     """
     value = table.partition_column

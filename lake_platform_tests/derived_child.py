@@ -15,7 +15,7 @@ import sys
 import fsspec
 import polars as pl
 
-from lake_platform.derived.hourly import rebuild_hour
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import nats
 import polars as pl
 
-from lake_platform.derived.hourly import rebuild_hour
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.jetstream import DURABLE

@@ -8,7 +8,9 @@ import pytest
 from lake_platform import checks
 from lake_platform.definitions import defs
 from lake_platform.defs.keys import derived_key
-from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.declaration import DerivedTable
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import DERIVED_TABLES, SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder

@@ -26,7 +26,8 @@ from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError

@@ -11,7 +11,8 @@ from lake_platform.definitions import defs
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.schemas import BY_NAME
 from lake_platform.storage import LakeStore

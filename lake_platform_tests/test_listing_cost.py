@@ -14,7 +14,9 @@ from pathlib import Path
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
-from lake_platform.derived.hourly import DerivedTable, check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.declaration import DerivedTable
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id, write_entry
 from lake_platform.storage import LakeStore

@@ -10,7 +10,7 @@ from lake_platform.definitions import defs
 from lake_platform.defs.reporting import materialization_targets
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.hourly import files_digest
+from lake_platform.derived.hour_files import files_digest
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lake_platform import checks
-from lake_platform.derived.hourly import HourResult, check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.rebuild import rebuild_hour
+from lake_platform.derived.results import HourResult
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder

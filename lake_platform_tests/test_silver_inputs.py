@@ -5,8 +5,10 @@ import fsspec
 import polars as pl
 import pytest
 
-from lake_platform.derived.hourly import check_hour, files_digest, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.hour_files import files_digest
 from lake_platform.derived.partition_files import replace_partition
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import escape_partition_value, hour_folder

@@ -11,7 +11,8 @@ import datetime as dt
 
 import polars as pl
 
-from lake_platform.derived.hourly import check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.schemas import SCHEMAS, TableSchema
 from lake_platform.storage import LakeStore

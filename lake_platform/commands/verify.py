@@ -20,7 +20,7 @@ from lake_platform.commands.dagster_runs import (
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import hours_of_day
 from lake_platform.defs.verification import DERIVED_TABLES, VERIFY_CHECK, VERIFY_JOB
-from lake_platform.derived.hourly import DerivedTable
+from lake_platform.derived.declaration import DerivedTable
 
 
 def chosen_tables(table: str | None) -> list[DerivedTable]:

@@ -20,7 +20,10 @@ from lake_platform.defs.catalog import OWNERS, code_reference, table_metadata
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
 from lake_platform.defs.resources import LakeResource
-from lake_platform.derived.hourly import DerivedTable, HourResult, check_hour, rebuild_hour
+from lake_platform.derived.checking import check_hour
+from lake_platform.derived.declaration import DerivedTable
+from lake_platform.derived.rebuild import rebuild_hour
+from lake_platform.derived.results import HourResult
 from lake_platform.storage import LakeStore, StorageError
 
 

@@ -12,7 +12,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from lake_platform.checks import CheckOutcome
-from lake_platform.derived.hourly import HourResult, files_digest
+from lake_platform.derived.hour_files import files_digest
+from lake_platform.derived.results import HourResult
 
 
 def _markdown_table(frame: pl.DataFrame) -> str:

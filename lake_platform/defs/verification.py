@@ -29,7 +29,7 @@ from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import latest_materialization_targets
 from lake_platform.defs.resources import LakeResource
-from lake_platform.derived.hourly import DerivedTable
+from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.reverify import Verification, verify_hour
 from lake_platform.derived.tables import DERIVED_TABLES
 from lake_platform.storage import StorageError

@@ -22,16 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake_platform.checks import CheckOutcome
-from lake_platform.derived.hourly import (
-    DerivedTable,
-    HourFiles,
-    HourResult,
-    add_totals,
-    check_hour,
-    hour_files,
-    with_partition_value,
-)
+from lake_platform.derived.checking import add_totals, check_hour
+from lake_platform.derived.declaration import DerivedTable, with_partition_value
+from lake_platform.derived.hour_files import HourFiles, hour_files
 from lake_platform.derived.inputs import hour_value_folders
+from lake_platform.derived.results import HourResult
 from lake_platform.storage import LakeStore, StorageError
 
 READABLE = "files_readable"

@@ -19,7 +19,7 @@ from lake_platform.checks import (
     distinct_count,
     is_first_distinct,
 )
-from lake_platform.derived.hourly import DerivedTable, Reconciliation
+from lake_platform.derived.declaration import DerivedTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
 from lake_platform.schemas.registry import partition_column_last
 from lake_platform.transforms.gold import (

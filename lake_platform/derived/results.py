@@ -1,0 +1,60 @@
+"""What rebuilding one hour of a derived table records, for its checks and its metadata:
+the files read and written, the rows, the reconciliations' totals of the input, and the row
+checks already run on the rows written."""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from lake_platform.checks import CheckOutcome
+from lake_platform.derived.partition_files import WrittenFile
+
+
+@dataclass
+class CheckedRows:
+    """The row checks of one value-hour's files: the first failure of each check, by name,
+    and each reconciliation's derived total.
+
+    `digests` (path to SHA-256) name the exact files whose rows were checked when the checks
+    ran on the rows a rebuild wrote them from; empty when they ran on the files as read.
+    """
+
+    failures: dict[str, CheckOutcome] = field(default_factory=dict)
+    totals: dict[str, int | float] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class HourResult:
+    """What rebuilding one hour read (`inputs`, the exact files) and wrote.
+
+    `source_totals` holds each reconciliation's total of the rows the rebuild read, so the
+    check compares with what the rebuild saw even after the inputs changed or vanished.
+    `checked` holds, by value folder, the row checks of the rows each value-hour's files were
+    written from (see `check_hour`). `values` are the value folders whose hour the rebuild
+    listed when the ledger named them, for the checks to list the same; None: every one.
+    """
+
+    hour: dt.datetime
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    values: list[str] | None = None
+    source_totals: dict[str, int | float] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_written: int = 0
+    files: list[WrittenFile] = field(default_factory=list)
+    removed_values: list[str] = field(default_factory=list)
+    preview: pl.DataFrame | None = None
+    checked: dict[str, CheckedRows] = field(default_factory=dict)
+
+    @property
+    def duplicates_removed(self) -> int:
+        return self.rows_read - self.rows_written
+
+    @property
+    def bytes(self) -> int:
+        return sum(file.bytes for file in self.files)
+
+    @property
+    def input_files(self) -> int:
+        return sum(len(files) for files in self.inputs.values())
