@@ -57,8 +57,8 @@ async def send_in_progress_acks(
 ) -> None:
     """Every `every_s`, an in-progress ack for each message held, until `stopping`.
 
-    A message is pulled at most `PULL_WAIT_S` (plus routing) before it is held, so with
-    `every_s` a third of `ack_wait` it gets its first in-progress ack well within it.
+    A message is pulled at most `pull_loop.PULL_WAIT_S` (plus routing) before it is held, so
+    with `every_s` a third of `ack_wait` it gets its first in-progress ack well within it.
     """
     while not stopping():
         await asyncio.sleep(every_s)

@@ -23,7 +23,7 @@ the ledger write, an unforeseen error) is a storage failure too: retried, never 
 the worker.
 
 Order of a commit: files, ledger entry, acks (the caller), then the report to Dagster
-(`report_entry`, off the ingest's path and at least once).
+(`reports.report_entry`, off the ingest's path and at least once).
 """
 
 import time
