@@ -34,7 +34,6 @@ from lake_platform.ingest.failpoints import failpoint
 from lake_platform.ingest.file_targets import untouched
 from lake_platform.ingest.file_writes import Written, write_buffers
 from lake_platform.ingest.ledger import LedgerEntry, new_entry_id, write_entry
-from lake_platform.ingest.reports import Reporter as Reporter
 from lake_platform.ingest.write_outcomes import UNEXPECTED, Strikes, signature
 from lake_platform.storage import LakeStore, StorageError
 

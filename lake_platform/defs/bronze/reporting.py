@@ -19,13 +19,13 @@ import msgspec
 
 from lake_platform.defs.keys import bronze_key
 from lake_platform.defs.partitions import partition_key_for
-from lake_platform.ingest.commit import Reporter
 from lake_platform.ingest.ledger import (
     LedgerEntry,
     StoredEntry,
     list_stored_entries,
     read_entry_files,
 )
+from lake_platform.ingest.reports import Reporter
 from lake_platform.schemas import BY_TABLE
 from lake_platform.storage import LakeStore
 
