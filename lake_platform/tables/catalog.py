@@ -1,0 +1,98 @@
+"""The lake's Iceberg catalog: pyiceberg's SQL catalog named `lake`.
+
+Its database is `LAKE_CATALOG_URI` (a SQLAlchemy URL): by default, for a local `DATA_ROOT`,
+the SQLite file `{DATA_ROOT}/_iceberg/catalog.db`; a lake on S3 needs a shared database (the
+deployment's PostgreSQL), since a SQLite file cannot live in a bucket. Its tables are those of
+Iceberg's JDBC catalog, so other engines can attach the same database.
+
+The variable is read here until `LakeSettings` holds it. Credentials (the URL's password,
+the S3 keys) go to pyiceberg only, never into a message.
+"""
+
+import os
+from collections.abc import Mapping
+
+from pyiceberg.catalog.sql import SqlCatalog
+
+from lake_platform.settings import LakeSettings, SettingsError, redact_url
+from lake_platform.tables.identifiers import ICEBERG_FOLDER
+
+CATALOG_NAME = "lake"
+CATALOG_URI_VARIABLE = "LAKE_CATALOG_URI"
+SQLITE_FILE = "catalog.db"
+
+
+def root_url(settings: LakeSettings) -> str:
+    """The lake root as Iceberg paths start: an absolute local path or `s3://bucket/prefix`."""
+    if settings.use_s3:
+        return settings.data_root.rstrip("/")
+    return os.path.abspath(settings.data_root)
+
+
+def catalog_uri(settings: LakeSettings, env: Mapping[str, str] | None = None) -> str:
+    """`LAKE_CATALOG_URI`, or the SQLite default of a local lake (its folder created)."""
+    env = os.environ if env is None else env
+    configured = env.get(CATALOG_URI_VARIABLE, "").strip()
+    if configured:
+        return configured
+    if settings.use_s3:
+        raise SettingsError(
+            f"{CATALOG_URI_VARIABLE} is required when DATA_ROOT is on S3: a SQLAlchemy URL "
+            "such as postgresql+psycopg2://user:password@host:5432/iceberg"
+        )
+    folder = os.path.join(root_url(settings), ICEBERG_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    return f"sqlite:///{folder}/{SQLITE_FILE}"
+
+
+def file_io_properties(settings: LakeSettings) -> dict[str, str]:
+    """pyiceberg FileIO properties reaching the lake's store (S3 endpoint, keys, region)."""
+    if not settings.use_s3:
+        return {}
+    wanted = {
+        "s3.endpoint": settings.s3_endpoint,
+        "s3.access-key-id": settings.s3_access_key,
+        "s3.secret-access-key": settings.s3_secret_key,
+        "s3.region": settings.s3_region,
+    }
+    return {name: value for name, value in wanted.items() if value}
+
+
+def open_catalog(settings: LakeSettings, env: Mapping[str, str] | None = None) -> SqlCatalog:
+    """The catalog `lake` of the settings' lake; its own tables are created when missing.
+
+    A database that cannot be reached fails with the URL's password masked.
+    """
+    uri = catalog_uri(settings, env)
+    try:
+        return SqlCatalog(
+            CATALOG_NAME,
+            uri=uri,
+            warehouse=f"{root_url(settings)}/{ICEBERG_FOLDER}",
+            **file_io_properties(settings),
+        )
+    except Exception as error:
+        detail = _without_secrets(f"{type(error).__name__}: {error}", uri, settings)
+        shown = redact_url(uri)
+        raise CatalogError(f"cannot open the Iceberg catalog at {shown}: {detail}") from None
+
+
+class CatalogError(RuntimeError):
+    """The catalog's database cannot be used (unreachable, refused, not a database)."""
+
+
+def _without_secrets(text: str, uri: str, settings: LakeSettings) -> str:
+    """`text` with the catalog URL and every credential of the settings masked."""
+    text = text.replace(uri, redact_url(uri))
+    hidden = (settings.s3_secret_key, settings.s3_access_key, _password(uri))
+    for value in hidden:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def _password(uri: str) -> str | None:
+    """The password of a `scheme://user:password@host/…` URL (cut at its last `@`)."""
+    _, separator, rest = uri.partition("://")
+    user_info = rest.rpartition("@")[0] if separator else ""
+    return user_info.partition(":")[2] or None
