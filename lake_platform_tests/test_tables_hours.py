@@ -53,10 +53,12 @@ def fresh_database(server: PostgresServer) -> str:
 
     name = f"iceberg_{secrets.token_hex(4)}"
     connection = psycopg2.connect(server.url.replace("postgresql+psycopg2", "postgresql"))
-    connection.autocommit = True
-    with connection, connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    connection.close()
+    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+    finally:
+        connection.close()
     return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
