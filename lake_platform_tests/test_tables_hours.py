@@ -322,3 +322,18 @@ def test_a_reader_never_sees_a_mix_while_the_hour_is_replaced(local_lake: Tables
     assert mixes == []
     assert reads_during > 0
     assert len(lake.trades().snapshots()) == 1 + REPLACES
+
+
+def test_files_outside_the_hours_folders_and_hours_not_in_utc_are_refused(
+    local_lake: TablesLake,
+) -> None:
+    lake = local_lake
+    table = lake.trades()
+    files = write_version(lake.store, HOUR, 1)
+    other_hour = HOUR + dt.timedelta(hours=1)
+    with pytest.raises(ValueError, match="date=2024-01-02/hour=08"):
+        replace_hour(table, other_hour, files, snapshot_properties(other_hour, "", ""))
+    local_hour = HOUR.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    with pytest.raises(ValueError, match="whole UTC datetime"):
+        replace_hour(table, local_hour, files, snapshot_properties(HOUR, "", ""))
+    assert lake.trades().snapshots() == []
