@@ -69,6 +69,9 @@ def test_stray_and_undecodable_files_under_the_ledger_are_skipped_with_a_warning
     store.write_bytes(b'{"note": "copied here by hand"}', f"{folder}/notes.json")
     broken = f"{NOW_NS - 30 * 10**9:019d}-0000000000bb"
     store.write_bytes(b'{"entry_id": "truncated', f"{folder}/{broken}.json")
+    for stray in ("notes.json", f"{broken}.json"):  # stored on this test's clock, like `good`
+        stored_ns = NOW_NS - 30 * 10**9
+        os.utime(store.full_path(f"{folder}/{stray}"), ns=(stored_ns, stored_ns))
 
     entries, cursor = read_unreported(store, LedgerCursor(since_ns=NOW_NS - 3_600 * 10**9), NOW_NS)
 
