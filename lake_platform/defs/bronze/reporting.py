@@ -28,15 +28,16 @@ from lake_platform.ingest.ledger import (
 from lake_platform.ingest.reports import Reporter
 from lake_platform.schemas import BY_TABLE
 from lake_platform.storage import LakeStore
+from lake_platform.timestamps import DAY_NS, HOUR_NS
 
 LATENESS_NS = 5 * 60 * 10**9
 """How long after the store dated an entry it may still appear in a listing: S3 dates an
 object by its upload (a slow one finishes later), a local file by its last write before the
 rename; also covers the store's timestamp precision (a second on some S3 servers)."""
-WRITER_CLOCK_SPAN_NS = 3_600 * 10**9
+WRITER_CLOCK_SPAN_NS = HOUR_NS
 """How far a writer's clock may be off the daemon's for its entries to be found: the commit
 hours listed reach this far back and ahead of now (three hour folders a tick)."""
-FIRST_LOOKBACK_NS = 24 * 3_600 * 10**9
+FIRST_LOOKBACK_NS = DAY_NS
 """How far back a sensor without a cursor looks for unreported entries."""
 MAX_ENTRIES_PER_TICK = 500
 """Ledger entries one tick reads at most (small GETs, read concurrently on S3)."""
