@@ -275,32 +275,6 @@ class LakeFailingReads(LakeResource):
         return FailingReads(str(self.data_root), self.folder)
 
 
-@pytest.mark.slow
-def test_a_storage_error_while_checking_an_hour_fails_that_hour_only(tmp_path):
-    """Reading the rebuilt files back for the checks fails in one hour of two: that hour
-    fails by name like a failed rebuild, the other is recorded. Before, the error escaped the
-    step and nothing was recorded."""
-    store = local_store(tmp_path / "lake")
-    bad_hour, good_hour = recent_hours()
-    rows = bronze_rows(TRADES, trades(40, hour=bad_hour) + trades(30, seed=3, hour=good_hour))
-    write_bronze(store, TRADES, rows)
-    bad, good = partition_key_for(bad_hour), partition_key_for(good_hour)
-    folder = f"silver/{TRADES.table}/symbol=SPY/{hour_folder(bad_hour)}"
-    lake = LakeFailingReads(data_root=str(tmp_path / "lake"), folder=folder)
-    with dg.instance_for_test() as instance:
-        run = dg.materialize(
-            [SILVER],
-            instance=instance,
-            resources={"lake": lake},
-            tags={RANGE_START_TAG: bad, RANGE_END_TAG: good},
-            raise_on_error=False,
-        )
-        assert not run.success
-        message = step_failure_message(run)
-        assert "1 of 2 hours failed" in message and f"{bad}: cannot read {folder}" in message
-        assert_only_the_good_hour_is_recorded(instance, run, good, 30)
-
-
 @pytest.mark.parametrize("how", ["truncated", "overwritten"])
 def test_a_corrupt_stored_silver_file_fails_the_checks_of_its_hour_naming_it(tmp_path, how):
     """A stored file of the hour that is not valid Parquet when the checks read it back: the
@@ -344,17 +318,29 @@ class LakeCorruptReads(LakeResource):
 
 
 @pytest.mark.slow
-def test_a_corrupt_file_read_back_for_the_checks_fails_that_hour_only(tmp_path):
-    """The checks read one hour's rebuilt file back as invalid Parquet: that hour fails naming
-    the file, the other is rebuilt, checked and recorded. Before, pyarrow's `ArrowInvalid`
-    escaped the step: nothing was recorded, the good hour neither."""
+@pytest.mark.parametrize(
+    ("lake_kind", "error"),
+    [
+        ("failing", "cannot read {folder}"),
+        ("corrupt", "{folder}/part-00000.parquet: not a readable Parquet file"),
+    ],
+    ids=["storage_error", "corrupt_file"],
+)
+def test_a_failure_reading_an_hour_back_for_its_checks_fails_that_hour_only(
+    tmp_path, lake_kind, error
+):
+    """Reading one hour's rebuilt files back for the checks fails (a storage error; a file
+    that is not valid Parquet): that hour fails by name like a failed rebuild, the other is
+    rebuilt, checked and recorded. Before, the error (a `StorageError`, pyarrow's
+    `ArrowInvalid`) escaped the step and nothing was recorded, the good hour neither."""
     store = local_store(tmp_path / "lake")
     bad_hour, good_hour = recent_hours()
     rows = bronze_rows(TRADES, trades(40, hour=bad_hour) + trades(30, seed=3, hour=good_hour))
     write_bronze(store, TRADES, rows)
     bad, good = partition_key_for(bad_hour), partition_key_for(good_hour)
     folder = f"silver/{TRADES.table}/symbol=SPY/{hour_folder(bad_hour)}"
-    lake = LakeCorruptReads(data_root=str(tmp_path / "lake"), folder=folder)
+    lake_class = {"failing": LakeFailingReads, "corrupt": LakeCorruptReads}[lake_kind]
+    lake = lake_class(data_root=str(tmp_path / "lake"), folder=folder)
     with dg.instance_for_test() as instance:
         run = dg.materialize(
             [SILVER],
@@ -365,6 +351,5 @@ def test_a_corrupt_file_read_back_for_the_checks_fails_that_hour_only(tmp_path):
         )
         assert not run.success
         message = step_failure_message(run)
-        assert "1 of 2 hours failed" in message
-        assert f"{folder}/part-00000.parquet: not a readable Parquet file" in message
+        assert "1 of 2 hours failed" in message and error.format(folder=folder) in message
         assert_only_the_good_hour_is_recorded(instance, run, good, 30)

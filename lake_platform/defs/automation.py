@@ -54,8 +54,7 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
         partitions = set(candidates.expensively_compute_partition_keys())
         if not partitions:
             return dg.AutomationResult(context, true_subset=candidates)
-        instance = context.asset_graph_view.instance
-        plans = LatestPlans.load(instance, context.key, partitions)
+        instance, plans = _plans(context, partitions)
         newer: list[tuple[str, int]] = []  # (partition, upstream event after its baseline)
         for upstream in context.asset_graph.get(context.key).parent_keys:
             updated = instance.event_log_storage.get_latest_storage_id_by_partition(
@@ -176,8 +175,7 @@ class FailedHourRetry(dg.AutomationCondition[dg.AssetKey]):
         partitions = set(candidates.expensively_compute_partition_keys())
         if not partitions:
             return dg.AutomationResult(context, true_subset=candidates)
-        instance = context.asset_graph_view.instance
-        plans = LatestPlans.load(instance, context.key, partitions)
+        instance, plans = _plans(context, partitions)
         now = context.evaluation_time
         due = {
             partition
@@ -187,6 +185,14 @@ class FailedHourRetry(dg.AutomationCondition[dg.AssetKey]):
         return dg.AutomationResult(
             context, true_subset=candidates.compute_intersection_with_partition_keys(due)
         )
+
+
+def _plans(
+    context: dg.AutomationContext[dg.AssetKey], partitions: set[str]
+) -> tuple[dg.DagsterInstance, "LatestPlans"]:
+    """The instance, and the latest planned run of each of the asset's `partitions`."""
+    instance = context.asset_graph_view.instance
+    return instance, LatestPlans.load(instance, context.key, partitions)
 
 
 def _retry_due(
