@@ -11,7 +11,7 @@ import pytest
 
 from lake_platform.cli import main
 from lake_platform.definitions import defs
-from lake_platform.defs.catalog import column_schema, table_uri
+from lake_platform.defs.asset_metadata import column_schema, table_uri
 from lake_platform.defs.keys import derived_key
 from lake_platform.derived import tables
 from lake_platform.derived.tables import DERIVED_TABLES, GOLD_BARS

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import dagster as dg
 
 from lake_platform.checks import CheckOutcome, check_descriptions
+from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
 from lake_platform.defs.automation import DERIVED_AUTOMATION
-from lake_platform.defs.catalog import OWNERS, code_reference, table_metadata
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
 from lake_platform.defs.resources import LakeResource

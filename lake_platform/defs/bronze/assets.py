@@ -14,7 +14,7 @@ import warnings
 
 import dagster as dg
 
-from lake_platform.defs.catalog import OWNERS, code_reference, table_metadata
+from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
 from lake_platform.defs.keys import bronze_key
 from lake_platform.defs.partitions import HOURLY
 from lake_platform.ingest.commit import commit
