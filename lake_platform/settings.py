@@ -175,6 +175,10 @@ def redact_url(url: str) -> str:
     return f"{scheme}{separator}{SECRET_MASK}@{rest.rpartition('@')[2]}"
 
 
+URL_FIELDS = ("s3_endpoint", "catalog_uri")
+"""Fields holding one URL whose user info may carry a credential: shown through `redact_url`."""
+
+
 def secret(**kwargs: object) -> object:
     """A settings field holding a credential: masked in repr and metadata."""
     return field(metadata={"secret": True}, **kwargs)  # type: ignore[call-overload]
@@ -209,6 +213,9 @@ class LakeSettings:
     nats_stream_replicas: int = 1
     metrics_port: int | None = None
     metrics_host: str = "0.0.0.0"
+    catalog_uri: str | None = None
+    """LAKE_CATALOG_URI, the Iceberg catalog's SQLAlchemy URL; it may hold a password, so it
+    is shown only through `redact_url`."""
 
     def __post_init__(self) -> None:
         for name, rule in NUMBER_RULES.items():
@@ -244,6 +251,7 @@ class LakeSettings:
             "nats_token": get("NATS_TOKEN"),
             "nats_creds": get("NATS_CREDS"),
             "nats_tls_ca": get("NATS_TLS_CA"),
+            "catalog_uri": get("LAKE_CATALOG_URI"),
         }
         if raw := get("DATA_ROOT"):
             values["data_root"] = raw
@@ -277,7 +285,7 @@ class LakeSettings:
                 value = SECRET_MASK
             elif f.name == "nats_servers":
                 value = tuple(redact_url(url) for url in value)
-            elif f.name == "s3_endpoint" and value:
+            elif f.name in URL_FIELDS and value:
                 value = redact_url(value)
             shown[f.name] = value
         return shown

@@ -87,6 +87,7 @@ def settings_env(settings: LakeSettings) -> dict[str, str]:
         "NATS_TOKEN": settings.nats_token,
         "NATS_CREDS": settings.nats_creds,
         "NATS_TLS_CA": settings.nats_tls_ca,
+        "LAKE_CATALOG_URI": settings.catalog_uri,
     }
     optional |= {rule.variable: getattr(settings, name) for name, rule in NUMBER_RULES.items()}
     return env | {

@@ -10,6 +10,7 @@ import pytest
 from lake_platform.cli import main
 from lake_platform.defs.resources import LakeResource
 from lake_platform.settings import LakeSettings, SettingsError, redact_url
+from lake_platform_tests.conftest import settings_env
 
 
 def test_defaults_match_the_contract():
@@ -80,6 +81,22 @@ def test_secrets_never_appear_in_repr_str_or_public_view():
     assert "url-password-value" not in shown
     assert "endpoint-secret-value" not in shown
     assert "***" in shown and "alice" in shown
+
+
+def test_catalog_uri_is_read_and_shown_with_its_password_masked():
+    assert LakeSettings.from_env({}).catalog_uri is None
+    assert LakeSettings.from_env({"LAKE_CATALOG_URI": "  "}).catalog_uri is None
+    uri = "postgresql+psycopg2://lake:catalog-pa55@127.0.0.1:5432/iceberg"
+    settings = LakeSettings.from_env({"LAKE_CATALOG_URI": f" {uri} "})
+    assert settings.catalog_uri == uri
+    assert settings.public()["catalog_uri"] == "postgresql+psycopg2://***@127.0.0.1:5432/iceberg"
+    shown = " ".join([repr(settings), str(settings), repr(settings.public())])
+    assert "catalog-pa55" not in shown and "127.0.0.1:5432/iceberg" in shown
+
+
+def test_the_catalog_uri_passes_to_subprocesses_through_settings_env(tmp_path):
+    settings = LakeSettings(data_root=str(tmp_path), catalog_uri=f"sqlite:///{tmp_path}/c.db")
+    assert LakeSettings.from_env(settings_env(settings)) == settings
 
 
 def test_cli_shows_no_secrets_and_fails_in_one_line(monkeypatch, capsys):

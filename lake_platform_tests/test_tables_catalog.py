@@ -27,9 +27,22 @@ from lake_platform.tables.schema import iceberg_schema
 
 def test_local_lake_defaults_to_a_sqlite_catalog_in_its_iceberg_folder(tmp_path: Path) -> None:
     settings = LakeSettings(data_root=str(tmp_path / "lake"))
-    assert catalog_uri(settings, {}) == f"sqlite:///{tmp_path}/lake/_iceberg/catalog.db"
+    assert catalog_uri(settings) == f"sqlite:///{tmp_path}/lake/_iceberg/catalog.db"
     assert (tmp_path / "lake" / "_iceberg").is_dir()
-    assert catalog_uri(settings, {"LAKE_CATALOG_URI": " sqlite:///x.db "}) == "sqlite:///x.db"
+
+
+def test_the_catalog_uri_comes_from_the_settings_not_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAKE_CATALOG_URI", f"sqlite:///{tmp_path}/from-environ.db")
+    local = LakeSettings(data_root=str(tmp_path / "lake"))
+    assert catalog_uri(local) == f"sqlite:///{tmp_path}/lake/_iceberg/catalog.db"
+    configured = LakeSettings.from_env(
+        {"DATA_ROOT": str(tmp_path / "lake"), "LAKE_CATALOG_URI": f" sqlite:///{tmp_path}/set.db "}
+    )
+    assert catalog_uri(configured) == f"sqlite:///{tmp_path}/set.db"
+    open_catalog(configured).create_namespace("silver")
+    assert (tmp_path / "set.db").is_file() and not (tmp_path / "from-environ.db").exists()
 
 
 def test_s3_lake_needs_a_catalog_uri_and_passes_its_credentials_to_pyiceberg_only() -> None:
@@ -42,7 +55,7 @@ def test_s3_lake_needs_a_catalog_uri_and_passes_its_credentials_to_pyiceberg_onl
         s3_region="us-east-1",
     )
     with pytest.raises(SettingsError, match="LAKE_CATALOG_URI is required") as raised:
-        catalog_uri(settings, {})
+        catalog_uri(settings)
     assert "\n" not in str(raised.value)
     assert file_io_properties(settings) == {
         "s3.endpoint": "http://127.0.0.1:9",
@@ -58,9 +71,9 @@ def test_an_unreachable_catalog_database_fails_without_its_password(tmp_path: Pa
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     uri = f"postgresql+psycopg2://lake:pa55word@127.0.0.1:{port}/iceberg"
-    settings = LakeSettings(data_root=str(tmp_path / "lake"))
+    settings = LakeSettings(data_root=str(tmp_path / "lake"), catalog_uri=uri)
     with pytest.raises(CatalogError) as raised:
-        open_catalog(settings, {"LAKE_CATALOG_URI": uri})
+        open_catalog(settings)
     assert "pa55word" not in "".join(traceback.format_exception(raised.value))
     assert f"127.0.0.1:{port}" in str(raised.value)
 
@@ -99,14 +112,14 @@ def test_tables_are_created_once_at_their_folders_with_metadata_outside_the_hive
 ) -> None:
     settings = LakeSettings(data_root=str(tmp_path / "lake"))
     root = root_url(settings)
-    created = ensure_tables(open_catalog(settings, {}), root, DERIVED_TABLES)
+    created = ensure_tables(open_catalog(settings), root, DERIVED_TABLES)
     metadata_files = sorted(
         os.path.join(folder, name)
         for folder, _, names in os.walk(tmp_path / "lake" / "_iceberg")
         for name in names
         if name.endswith(".metadata.json")
     )
-    again = ensure_tables(open_catalog(settings, {}), root, DERIVED_TABLES)
+    again = ensure_tables(open_catalog(settings), root, DERIVED_TABLES)
 
     assert [table.target for table in DERIVED_TABLES] == list(created) == list(again)
     for target, table in again.items():

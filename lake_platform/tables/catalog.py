@@ -1,14 +1,14 @@
 """The lake's Iceberg catalog: pyiceberg's SQL catalog named `lake`.
 
-Its database is `LAKE_CATALOG_URI` (a SQLAlchemy URL): by default, for a local `DATA_ROOT`,
-the SQLite file `{DATA_ROOT}/_iceberg/catalog.db`; a lake on S3 needs a shared database (the
-deployment's PostgreSQL), since a SQLite file cannot live in a bucket. Its tables are those of
-Iceberg's JDBC catalog, so other engines can attach the same database.
+Its database is `settings.catalog_uri` (`LAKE_CATALOG_URI`, a SQLAlchemy URL): by default, for
+a local `DATA_ROOT`, the SQLite file `{DATA_ROOT}/_iceberg/catalog.db`; a lake on S3 needs a
+shared database (the deployment's PostgreSQL), since a SQLite file cannot live in a bucket. Its
+tables are those of Iceberg's JDBC catalog, so other engines can attach the same database.
 
-The variable is read here until `LakeSettings` holds it. Credentials (the URL's password,
-the S3 keys) go to pyiceberg only, never into a message.
+Credentials (the URL's password, the S3 keys) go to pyiceberg only, never into a message.
 """
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
@@ -29,12 +29,10 @@ def root_url(settings: LakeSettings) -> str:
     return os.path.abspath(settings.data_root)
 
 
-def catalog_uri(settings: LakeSettings, env: Mapping[str, str] | None = None) -> str:
-    """`LAKE_CATALOG_URI`, or the SQLite default of a local lake (its folder created)."""
-    env = os.environ if env is None else env
-    configured = env.get(CATALOG_URI_VARIABLE, "").strip()
-    if configured:
-        return configured
+def catalog_uri(settings: LakeSettings) -> str:
+    """The settings' catalog URI, or the SQLite default of a local lake (its folder created)."""
+    if settings.catalog_uri:
+        return settings.catalog_uri
     if settings.use_s3:
         raise SettingsError(
             f"{CATALOG_URI_VARIABLE} is required when DATA_ROOT is on S3: a SQLAlchemy URL "
@@ -61,9 +59,13 @@ def file_io_properties(settings: LakeSettings) -> dict[str, str]:
 def open_catalog(settings: LakeSettings, env: Mapping[str, str] | None = None) -> SqlCatalog:
     """The catalog `lake` of the settings' lake; its own tables are created when missing.
 
-    A database that cannot be reached fails with the URL's password masked.
+    A database that cannot be reached fails with the URL's password masked. `env` is only for
+    lake_platform_tests/tables_lake.py until it sets `catalog_uri` in its settings: its
+    `LAKE_CATALOG_URI`, when set, replaces the settings' URI; the environment is never read.
     """
-    uri = catalog_uri(settings, env)
+    if env and (override := env.get(CATALOG_URI_VARIABLE, "").strip()):
+        settings = dataclasses.replace(settings, catalog_uri=override)
+    uri = catalog_uri(settings)
     try:
         return SqlCatalog(
             CATALOG_NAME,
