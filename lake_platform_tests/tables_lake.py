@@ -29,18 +29,17 @@ VALUES = ("0700", "A/B")
 
 @dataclass
 class TablesLake:
-    """A lake, its catalog's environment, and a way to open the catalog anew (one per
+    """A lake (its settings name its catalog) and a way to open the catalog anew (one per
     thread or process: pyiceberg's tables are not shared between writers)."""
 
     settings: LakeSettings
-    env: dict[str, str]
 
     @property
     def store(self) -> LakeStore:
         return LakeStore.from_settings(self.settings)
 
     def catalog(self) -> SqlCatalog:
-        return open_catalog(self.settings, self.env)
+        return open_catalog(self.settings)
 
     def trades(self) -> Table:
         """`silver.stocks_trades`, created on first use."""

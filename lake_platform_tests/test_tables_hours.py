@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -73,20 +74,20 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path) -> TablesLake:
     """An empty lake: local with the default SQLite catalog, local with a PostgreSQL catalog,
     or on S3 with a SQLite catalog beside it."""
     if request.param == "sqlite-local":
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")), {})
+        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
     if request.param == "postgres-local":
         url = fresh_database(request.getfixturevalue("postgres"))
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")), {"LAKE_CATALOG_URI": url})
+        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake"), catalog_uri=url))
     server: S3Server = request.getfixturevalue("s3_server")
     bucket = f"tables-{secrets.token_hex(4)}"
     server.create_bucket(bucket)
-    env = {"LAKE_CATALOG_URI": f"sqlite:///{tmp_path}/catalog.db"}
-    return TablesLake(s3_settings(server, bucket), env)
+    settings = s3_settings(server, bucket)
+    return TablesLake(replace(settings, catalog_uri=f"sqlite:///{tmp_path}/catalog.db"))
 
 
 @pytest.fixture
 def local_lake(tmp_path: Path) -> TablesLake:
-    return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")), {})
+    return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
 
 
 def hour_rows(table, hour: dt.datetime = HOUR, snapshot_id: int | None = None) -> pl.DataFrame:
@@ -276,10 +277,10 @@ def test_racing_writers_of_one_hour_leave_exactly_one_version(local_lake: Tables
     assert set(rows["seq"] // 100) == {int(live)} and rows.height == version_rows(int(live))
 
 
-def _read_hour_in_a_loop(settings: LakeSettings, env: dict[str, str], reads, stop, bad) -> None:
+def _read_hour_in_a_loop(settings: LakeSettings, reads, stop, bad) -> None:
     """Reader process: read the hour through the catalog until `stop`; every read must be
     one whole version (one `seq // 100`, that version's row count), else it goes to `bad`."""
-    table = TablesLake(settings, env).trades()
+    table = TablesLake(settings).trades()
     while not stop.is_set():
         table.refresh()
         rows = hour_rows(table)
@@ -298,9 +299,7 @@ def test_a_reader_never_sees_a_mix_while_the_hour_is_replaced(local_lake: Tables
     replace_hour(table, HOUR, write_version(lake.store, HOUR, 1), snapshot_properties(HOUR, "", ""))
     context = multiprocessing.get_context("spawn")
     reads, stop, bad = context.Value("i", 0), context.Event(), context.Queue()
-    reader = context.Process(
-        target=_read_hour_in_a_loop, args=(lake.settings, lake.env, reads, stop, bad)
-    )
+    reader = context.Process(target=_read_hour_in_a_loop, args=(lake.settings, reads, stop, bad))
     reader.start()
     try:
         deadline = time.monotonic() + DEADLINE_S

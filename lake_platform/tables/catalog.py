@@ -8,9 +8,7 @@ tables are those of Iceberg's JDBC catalog, so other engines can attach the same
 Credentials (the URL's password, the S3 keys) go to pyiceberg only, never into a message.
 """
 
-import dataclasses
 import os
-from collections.abc import Mapping
 
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -56,15 +54,11 @@ def file_io_properties(settings: LakeSettings) -> dict[str, str]:
     return {name: value for name, value in wanted.items() if value}
 
 
-def open_catalog(settings: LakeSettings, env: Mapping[str, str] | None = None) -> SqlCatalog:
+def open_catalog(settings: LakeSettings) -> SqlCatalog:
     """The catalog `lake` of the settings' lake; its own tables are created when missing.
 
-    A database that cannot be reached fails with the URL's password masked. `env` is only for
-    lake_platform_tests/tables_lake.py until it sets `catalog_uri` in its settings: its
-    `LAKE_CATALOG_URI`, when set, replaces the settings' URI; the environment is never read.
+    A database that cannot be reached fails with the URL's password masked.
     """
-    if env and (override := env.get(CATALOG_URI_VARIABLE, "").strip()):
-        settings = dataclasses.replace(settings, catalog_uri=override)
     uri = catalog_uri(settings)
     try:
         return SqlCatalog(
