@@ -12,7 +12,12 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from lake_platform.ingest.jetstream import ConsumerSizing, ensure_consumers, ensure_streams
+from lake_platform.ingest.jetstream import (
+    ConsumerSizing,
+    ensure_consumers,
+    ensure_streams,
+    retrying,
+)
 from lake_platform.settings import LakeSettings
 from lake_platform_tests.jetstream_reads import FETCH_BATCH, consumer_backlog, stream_messages
 from lake_platform_tests.servers import NatsCluster, NatsNode
@@ -40,7 +45,18 @@ async def _fill(urls: list[str]) -> None:
             ("MARKET", "market.test", MARKET_MESSAGES),
             ("SIGNALS", "levels.test", SIGNALS_MESSAGES),
         ):
-            acks = [js.publish(subject, str(seq).encode()) for seq in range(1, count + 1)]
+            # Retried (a new cluster's stream may not answer from every node yet) under a
+            # message id, so a retry after a lost answer is not stored twice.
+            acks = [
+                retrying(
+                    f"publish {subject}",
+                    js.publish,
+                    subject,
+                    str(seq).encode(),
+                    headers={"Nats-Msg-Id": f"{stream}-{seq}"},
+                )
+                for seq in range(1, count + 1)
+            ]
             stored = await asyncio.gather(*acks)
             assert [ack.seq for ack in stored] == list(range(1, count + 1)), stream
     finally:
