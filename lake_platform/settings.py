@@ -29,6 +29,7 @@ MAX_BATCH_AGE_S = 86_400.0
 (and `ack_wait`, 6 × the age in nanoseconds, must fit JetStream's int64)."""
 MAX_OPEN_BUFFERS = 10_000_000
 MAX_LOOKBACK_HOURS = 87_600
+MAX_DAILY_TAGS = 36_500
 MAX_STREAM_REPLICAS = 5
 """JetStream's limit on stream replicas."""
 MAX_STREAM_AGE_S = 36_500 * 86_400
@@ -153,6 +154,12 @@ NUMBER_RULES: dict[str, NumberRule] = {
         "NATS_STREAM_MAX_BYTES", _size, 1, MAX_SIZE_BYTES, SIZE_RANGE
     ),
     "nats_stream_replicas": _count("NATS_STREAM_REPLICAS", MAX_STREAM_REPLICAS),
+    "snapshot_retention_s": NumberRule(
+        "LAKE_SNAPSHOT_RETENTION", _duration, 1, MAX_STREAM_AGE_S, DURATION_RANGE
+    ),
+    "daily_tags": NumberRule(
+        "LAKE_DAILY_TAGS", _whole, 0, MAX_DAILY_TAGS, f"a whole number from 0 to {MAX_DAILY_TAGS}"
+    ),
     "metrics_port": NumberRule(
         "LAKE_METRICS_PORT", _whole, 1, MAX_PORT, f"a TCP port (1-{MAX_PORT})"
     ),
@@ -216,6 +223,10 @@ class LakeSettings:
     catalog_uri: str | None = None
     """LAKE_CATALOG_URI, the Iceberg catalog's SQLAlchemy URL; it may hold a password, so it
     is shown only through `redact_url`."""
+    snapshot_retention_s: float = 3600.0
+    """LAKE_SNAPSHOT_RETENTION: untagged Iceberg snapshots older than this expire."""
+    daily_tags: int = 7
+    """LAKE_DAILY_TAGS: automatic `day-YYYY-MM-DD` tags kept per table (0: none made)."""
 
     def __post_init__(self) -> None:
         for name, rule in NUMBER_RULES.items():
