@@ -35,11 +35,15 @@ from dagster_webserver.cli import cli as dagster_webserver_cli
 
 from lake_platform.cli import _parser
 from lake_platform.settings import NUMBER_RULES, LakeSettings
+from lake_platform.tables.catalog import catalog_uri
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
 OUR_SERVICES = ("init", "code-server", "webserver", "daemon", "ingest", "simulator")
+LAKE_CODE_SERVICES = ("init", "code-server", "webserver", "daemon")
+"""Services that run (or load) the lake's code, which reads and writes the Iceberg catalog."""
+CATALOG_DATABASE = "iceberg"
 CODE_LOCATION_MODULE = "lake_platform.definitions"
 CODE_SERVER_PORT = 4000
 WEBSERVER_PORT = 3000
@@ -308,6 +312,90 @@ def test_helm_and_k8s_variables_and_sources_agree(helm, k8s):
     for consumer in (deployment, launcher, helm["dagsterWebserver"], helm["dagsterDaemon"]):
         assert consumer["envConfigMaps"] == [{"name": config_map}]
         assert consumer["envSecrets"] == [{"name": "lake-platform-secrets"}]
+
+
+# --- the Iceberg catalog ------------------------------------------------------------------
+
+
+def _compose_catalog_uri(compose: dict[str, Any], service: str) -> str:
+    return _service_env(compose, service)["LAKE_CATALOG_URI"]
+
+
+def test_compose_gives_lake_code_the_catalog_on_the_dagster_postgres(compose, env_example):
+    uris = {name: _compose_catalog_uri(compose, name) for name in LAKE_CODE_SERVICES}
+    (uri,) = set(uris.values())
+    # Built from the Dagster database's own variables: one password, never a second copy.
+    for variable in ("USER", "PASSWORD", "HOST", "PORT"):
+        assert f"${{DAGSTER_POSTGRES_{variable}}}" in uri, variable
+    url = sqlalchemy.engine.make_url(_interpolated(uri, env_example))
+    postgres = {
+        key: _interpolated(v, env_example) for key, v in _service_env(compose, "postgres").items()
+    }
+    assert url.drivername == "postgresql+psycopg2"
+    assert url.host == env_example["DAGSTER_POSTGRES_HOST"]
+    assert url.port == int(env_example["DAGSTER_POSTGRES_PORT"])
+    assert (url.username, url.password) == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+    )
+    assert url.database == CATALOG_DATABASE != postgres["POSTGRES_DB"]
+    settings = LakeSettings.from_env({**env_example, "LAKE_CATALOG_URI": str(url)})
+    assert catalog_uri(settings) == str(url)  # a lake on S3 has its catalog
+
+
+def test_the_catalog_database_is_made_by_init_before_lake_code_starts(compose):
+    """No init script of the postgres image (those run only on an empty volume): `lake-platform
+    init` creates `iceberg` when missing (test_init does it on a real PostgreSQL; the topology
+    test runs this init service), as the image's superuser (POSTGRES_USER, the URL's user),
+    and the lake code starts after init."""
+    services = compose["services"]
+    assert services["init"]["command"] == ["lake-platform", "init"]
+    assert services["init"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert _service_env(compose, "postgres")["POSTGRES_USER"] == "${DAGSTER_POSTGRES_USER}"
+    assert "${DAGSTER_POSTGRES_USER}:" in _compose_catalog_uri(compose, "init")
+    init_done = {"condition": "service_completed_successfully"}
+    assert services["code-server"]["depends_on"]["init"] == init_done
+    for name in ("webserver", "daemon"):  # after the code server, itself after init
+        assert services[name]["depends_on"]["code-server"] == {"condition": "service_healthy"}
+
+
+def test_k8s_catalog_uri_is_a_secret_on_the_dagster_database(k8s, helm):
+    text = (DOCKER / "k8s" / "ingest.yaml").read_text()
+    assert "LAKE_CATALOG_URI" in _k8s_secret_keys()
+    assert "LAKE_CATALOG_URI" not in k8s["ConfigMap"]["data"]  # it holds the password
+    (uri,) = re.findall(r'--from-literal=LAKE_CATALOG_URI="([^"]+)"', text)
+    (password,) = re.findall(r'--from-literal=DAGSTER_POSTGRES_PASSWORD="([^"]+)"', text)
+    url = sqlalchemy.engine.make_url(uri)
+    config = k8s["ConfigMap"]["data"]
+    assert url.drivername == "postgresql+psycopg2"
+    assert (url.host, str(url.port)) == (
+        config["DAGSTER_POSTGRES_HOST"],
+        config["DAGSTER_POSTGRES_PORT"],
+    )
+    assert url.username == config["DAGSTER_POSTGRES_USER"]
+    assert url.password == password  # the same shell variable fills both
+    assert url.database == CATALOG_DATABASE
+    chart_db = helm["postgresql"]
+    assert (chart_db["postgresqlHost"], chart_db["postgresqlUsername"]) == (url.host, url.username)
+    # Who reads the Secret (init Job, ingest, code server, run pods, webserver, daemon):
+    # test_helm_and_k8s_variables_and_sources_agree.
+
+
+def test_the_image_has_the_catalog_driver(compose, env_example):
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    packages = {package["name"]: package for package in lock["package"]}
+    # A dependency of the project itself (not of an extra), through pyiceberg[sql-postgres].
+    (pyiceberg,) = [
+        d for d in packages["lake-platform"]["dependencies"] if d["name"] == "pyiceberg"
+    ]
+    assert "sql-postgres" in pyiceberg["extra"]
+    assert {"name": "psycopg2-binary"} in packages["pyiceberg"]["optional-dependencies"][
+        "sql-postgres"
+    ]
+    uri = _interpolated(_compose_catalog_uri(compose, "code-server"), env_example)
+    engine = sqlalchemy.create_engine(uri)  # imports the driver without connecting
+    assert engine.dialect.driver == "psycopg2"
+    engine.dispose()
 
 
 # --- commands, modules, ports -------------------------------------------------------------
