@@ -74,6 +74,7 @@ from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
 from lake_platform.transforms.gold import GOLD_SIGNALS_SCHEMA, SIGNAL_CONTEXT
 from lake_platform.transforms.silver import SILVER_ORDER
+from lake_platform_tests.tables_of import tables_of
 
 TRADES = BY_NAME["stocks.trades"]
 SIGNALS = BY_NAME["levels.signals"]
@@ -289,8 +290,12 @@ def prepare_verified(table: str, lake: Path, _: Path) -> Callable[[], int]:
     store, derived = store_at(lake), gold_table(table)
 
     def run() -> int:
-        result = rebuild_hour(store, derived, HOUR)
-        failed = [o.message for o in check_hour(store, derived, result).values() if not o.passed]
+        result = rebuild_hour(tables_of(store), derived, HOUR)
+        failed = [
+            o.message
+            for o in check_hour(tables_of(store), derived, result).values()
+            if not o.passed
+        ]
         if failed:
             raise SystemExit(f"Gold {table} checks failed: {failed}")
         return result.rows_written
@@ -300,7 +305,7 @@ def prepare_verified(table: str, lake: Path, _: Path) -> Callable[[], int]:
 
 def prepare_rebuild(table: str, lake: Path, _: Path) -> Callable[[], int]:
     store, derived = store_at(lake), gold_table(table)
-    return lambda: rebuild_hour(store, derived, HOUR).rows_written
+    return lambda: rebuild_hour(tables_of(store), derived, HOUR).rows_written
 
 
 BARS_SQL = """

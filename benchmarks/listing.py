@@ -33,6 +33,7 @@ from lake_platform.storage.paths import folder_partition_value, hour_folder
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
 from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.servers import S3Server
+from lake_platform_tests.tables_of import tables_of
 
 SILVER = SILVER_TABLES["stocks/trades"]
 HOUR_S = 3_600
@@ -98,8 +99,8 @@ def counted_rebuild(settings: LakeSettings, hour: dt.datetime) -> tuple[collecti
         requests[event_name.rsplit(".", 1)[-1]] += 1
 
     store.fs.s3.meta.events.register("before-call.s3", count)
-    result = rebuild_hour(store, SILVER, hour)
-    outcomes = check_hour(store, SILVER, result)
+    result = rebuild_hour(tables_of(store, settings), SILVER, hour)
+    outcomes = check_hour(tables_of(store, settings), SILVER, result)
     failed = [name for name, outcome in outcomes.items() if not outcome.passed]
     if failed:
         raise SystemExit(f"checks failed: {failed}")

@@ -68,6 +68,7 @@ from lake_platform.schemas import BY_NAME
 from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.registry import without_column
 from lake_platform.timestamps import HOUR_NS
+from lake_platform_tests.tables_of import tables_of
 
 SCHEMA = BY_NAME["stocks.trades"]
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
@@ -270,7 +271,7 @@ def prepare_ours(lake: Path, _: Path) -> Callable[[], int]:
     from lake_platform.storage import LakeStore
 
     store = LakeStore(str(lake), fsspec.filesystem("file"))
-    return lambda: rebuild_hour(store, SILVER_TABLES[SCHEMA.table], HOUR).rows_written
+    return lambda: rebuild_hour(tables_of(store), SILVER_TABLES[SCHEMA.table], HOUR).rows_written
 
 
 def prepare_duckdb(lake: Path, out: Path) -> Callable[[], int]:

@@ -10,6 +10,7 @@ from lake_platform.embedded_nats import NatsServer
 from lake_platform.settings import NUMBER_RULES, LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform_tests.servers import S3Server
+from lake_platform_tests.tables_of import tables_of
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +21,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 def s3_settings(server: S3Server, bucket: str) -> LakeSettings:
-    """Settings of a lake in `bucket` of the test S3 server."""
+    """Settings of a lake in `bucket` of the test S3 server, its Iceberg catalog a SQLite file
+    in the server's folder (a catalog cannot live in the bucket)."""
+    catalogs = server.workdir / "catalogs"
+    catalogs.mkdir(exist_ok=True)
     return LakeSettings(
+        catalog_uri=f"sqlite:///{catalogs}/{bucket}.db",
         data_root=f"s3://{bucket}/lake",
         use_s3=True,
         s3_endpoint=server.endpoint,
@@ -44,8 +49,10 @@ def lake_settings(request: pytest.FixtureRequest, tmp_path: Path) -> LakeSetting
 
 @pytest.fixture
 def lake(lake_settings: LakeSettings) -> LakeStore:
-    """An empty lake, local or on S3."""
-    return LakeStore.from_settings(lake_settings)
+    """An empty lake, local or on S3 (its catalog known to `tables_of`)."""
+    store = LakeStore.from_settings(lake_settings)
+    tables_of(store, lake_settings)
+    return store
 
 
 @pytest.fixture

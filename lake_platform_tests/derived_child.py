@@ -18,6 +18,7 @@ import polars as pl
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
+from lake_platform_tests.tables_of import tables_of
 
 
 class AnnouncingStore(LakeStore):
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     store = AnnouncingStore(args.root, fsspec.filesystem("file"))
     store.pause_before_first_write = args.pause_before_first_write
-    result = rebuild_hour(store, SILVER_TABLES[args.table], args.hour)
+    result = rebuild_hour(tables_of(store), SILVER_TABLES[args.table], args.hour)
     print(f"done {result.rows_written} rows in {len(result.files)} files", flush=True)
 
 

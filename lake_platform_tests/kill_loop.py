@@ -43,6 +43,7 @@ from lake_platform.simulate.publisher import publish
 from lake_platform.storage import LakeStore
 from lake_platform_tests.conftest import settings_env
 from lake_platform_tests.session import decoded_rows, read_table
+from lake_platform_tests.tables_of import tables_of
 
 SESSION_MINUTES = 10.0
 FINAL_RUN_S = 300
@@ -260,7 +261,7 @@ def derived_bytes(store: LakeStore) -> dict[str, bytes]:
     """Rebuild Silver and Gold for every Bronze hour; the bytes of every file they hold."""
     for hour in bronze_hours(store):
         for table in DERIVED:
-            rebuild_hour(store, table, hour)
+            rebuild_hour(tables_of(store), table, hour)
     paths = [*store.list_files("silver"), *store.list_files("gold")]
     return dict(zip(paths, store.read_many_bytes(paths), strict=True))
 

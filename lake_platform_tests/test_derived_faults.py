@@ -33,6 +33,7 @@ from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.paths import hour_folder
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.tables_of import tables_of
 
 TABLE = SILVER_TABLES["stocks/trades"]
 SILVER = next(a for a in SILVER_ASSETS if a.key.path == ["silver", "stocks", "trades"])
@@ -74,7 +75,7 @@ def clean_rebuild(root: Path, work: Path) -> dict[str, bytes]:
     """Silver of the hour rebuilt from a copy of the current Bronze, in one undisturbed run."""
     shutil.copytree(root / "bronze", work / "bronze")
     store = local_store(work)
-    rebuild_hour(store, TABLE, HOUR)
+    rebuild_hour(tables_of(store), TABLE, HOUR)
     return silver_files(store)
 
 
@@ -115,7 +116,7 @@ def test_a_rebuild_killed_mid_replacement_leaves_whole_files_and_the_next_run_re
     root = tmp_path / "lake"
     store = local_store(root)
     add_bronze(store, 600, SYMBOLS, seed=1)
-    rebuild_hour(store, TABLE, HOUR)
+    rebuild_hour(tables_of(store), TABLE, HOUR)
     old = silver_files(store)
     add_bronze(store, 300, (*SYMBOLS, "NEW1", "NEW2"), seed=2)
 
@@ -133,9 +134,9 @@ def test_a_rebuild_killed_mid_replacement_leaves_whole_files_and_the_next_run_re
         assert ids.n_unique() == ids.len(), where
         assert old_ids <= set(ids) <= new_ids, where
 
-    rebuilt = rebuild_hour(store, TABLE, HOUR)
+    rebuilt = rebuild_hour(tables_of(store), TABLE, HOUR)
     assert silver_files(store) == new
-    assert all(outcome.passed for outcome in check_hour(store, TABLE, rebuilt).values())
+    assert all(outcome.passed for outcome in check_hour(tables_of(store), TABLE, rebuilt).values())
 
 
 @pytest.mark.slow
@@ -285,14 +286,14 @@ def test_a_corrupt_stored_silver_file_fails_the_checks_of_its_hour_naming_it(tmp
     bad_hour, good_hour = HOUR, HOUR + dt.timedelta(hours=1)
     rows = bronze_rows(TRADES, trades(40, hour=bad_hour) + trades(30, seed=3, hour=good_hour))
     write_bronze(store, TRADES, rows)
-    bad, good = (rebuild_hour(store, TABLE, hour) for hour in (bad_hour, good_hour))
+    bad, good = (rebuild_hour(tables_of(store), TABLE, hour) for hour in (bad_hour, good_hour))
     bad_file = bad.files[0].path
     corrupt(store, bad_file, how)
     with pytest.raises(StorageError) as raised:
-        check_hour(store, TABLE, bad)
+        check_hour(tables_of(store), TABLE, bad)
     assert raised.value.kind == "rejected"
     assert f"{bad_file}: not a readable Parquet file" in str(raised.value)
-    assert all(outcome.passed for outcome in check_hour(store, TABLE, good).values())
+    assert all(outcome.passed for outcome in check_hour(tables_of(store), TABLE, good).values())
 
 
 class CorruptReads(LakeStore):

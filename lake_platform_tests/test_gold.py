@@ -33,6 +33,7 @@ from lake_platform_tests.bronze_files import (
     write_bronze,
 )
 from lake_platform_tests.samples import SAMPLES
+from lake_platform_tests.tables_of import committed_file, tables_of
 
 SIGNALS = BY_NAME["levels.signals"]
 MINUTE = 60 * 10**9
@@ -177,7 +178,7 @@ def lake(tmp_path) -> LakeStore:
     sample_levels = SAMPLES["levels.signals"]["levels"]
     signals = [signal(HOUR_NS + i * 10**9, sample_levels[: 1 + i % 2]) for i in range(60)]
     write_bronze(store, SIGNALS, bronze_rows(SIGNALS, signals), files=4)
-    rebuild_hour(store, SILVER_TABLES["stocks/trades"], HOUR)
+    rebuild_hour(tables_of(store), SILVER_TABLES["stocks/trades"], HOUR)
     return store
 
 
@@ -187,17 +188,18 @@ def gold_bytes(store: LakeStore) -> dict[str, bytes]:
 
 def test_gold_is_byte_identical_on_rebuild_and_checks_pass(lake):
     for table in (GOLD_SIGNALS, GOLD_BARS):
-        rebuild_hour(lake, table, HOUR)
+        rebuild_hour(tables_of(lake), table, HOUR)
     first = gold_bytes(lake)
     assert len(first) == 3  # signals for SPY, bars for SPY and QQQ
     for table in (GOLD_SIGNALS, GOLD_BARS):
-        outcomes = check_hour(lake, table, rebuild_hour(lake, table, HOUR))
+        outcomes = check_hour(tables_of(lake), table, rebuild_hour(tables_of(lake), table, HOUR))
         assert all(outcome.passed for outcome in outcomes.values()), outcomes
     assert gold_bytes(lake) == first
 
 
-BARS_FILE = f"gold/stocks/bars_1m/symbol=SPY/{hour_folder(HOUR)}/part-00000.parquet"
-SIGNALS_FILE = f"gold/levels/signals/underlying=SPY/{hour_folder(HOUR)}/part-00000.parquet"
+BARS_FILE = "symbol=SPY"
+SIGNALS_FILE = "underlying=SPY"
+"""The value folders of the crafted files: SPY's hour, its one file in the current snapshot."""
 
 CRAFTED = [
     (GOLD_BARS, BARS_FILE, "ohlc_consistent", lambda f: f.with_columns(high=pl.col("low") - 1)),
@@ -236,33 +238,35 @@ CRAFTED = [
 @pytest.mark.parametrize(
     ("table", "path", "check", "edit"),
     CRAFTED,
-    ids=[c[2] + "/" + c[1].split("/")[2] for c in CRAFTED],
+    ids=[c[2] + "/" + c[0].target.split("/")[2] for c in CRAFTED],
 )
 def test_each_gold_check_fails_on_a_crafted_file(lake, table, path, check, edit):
-    rebuilt = rebuild_hour(lake, table, HOUR)
+    rebuilt = rebuild_hour(tables_of(lake), table, HOUR)
+    path = committed_file(lake, table, HOUR, path)
     lake.write_parquet(edit(lake.read_parquet([path])), path)
-    outcome = check_hour(lake, table, rebuilt)[check]
+    outcome = check_hour(tables_of(lake), table, rebuilt)[check]
     assert not outcome.passed, outcome
     assert path in outcome.message or "gold/" in outcome.message
 
 
 def test_bars_reconcile_with_the_silver_the_rebuild_read_after_silver_changes(lake):
-    """Silver is rewritten in place (same names) between Gold's rebuild and Gold's check."""
-    rebuilt = rebuild_hour(lake, GOLD_BARS, HOUR)
+    """Silver is rebuilt and committed anew between Gold's rebuild and Gold's check."""
+    rebuilt = rebuild_hour(tables_of(lake), GOLD_BARS, HOUR)
     later = bronze_rows(TRADES, trades(100, seed=99), first_seq=50_000)
     write_bronze(lake, TRADES, later)
-    silver = rebuild_hour(lake, SILVER_TABLES["stocks/trades"], HOUR)
+    silver = rebuild_hour(tables_of(lake), SILVER_TABLES["stocks/trades"], HOUR)
     assert silver.rows_written == 900 and set(rebuilt.inputs) == set(silver.inputs)
-    outcomes = check_hour(lake, GOLD_BARS, rebuilt)
+    outcomes = check_hour(tables_of(lake), GOLD_BARS, rebuilt)
     assert all(outcome.passed for outcome in outcomes.values()), outcomes
     lake.delete(lake.list_files("silver"))
-    assert check_hour(lake, GOLD_BARS, rebuilt)["volume_matches_silver"].passed
+    assert check_hour(tables_of(lake), GOLD_BARS, rebuilt)["volume_matches_silver"].passed
+    bars_file = committed_file(lake, GOLD_BARS, HOUR, BARS_FILE)
     lake.write_parquet(
-        lake.read_parquet([BARS_FILE]).with_columns(volume=pl.col("volume") + 1), BARS_FILE
+        lake.read_parquet([bars_file]).with_columns(volume=pl.col("volume") + 1), bars_file
     )
-    outcome = check_hour(lake, GOLD_BARS, rebuilt)["volume_matches_silver"]
+    outcome = check_hour(tables_of(lake), GOLD_BARS, rebuilt)["volume_matches_silver"]
     assert not outcome.passed and "input files" in outcome.message, outcome
-    assert check_hour(lake, GOLD_BARS, rebuilt)["trade_count_matches_silver"].passed
+    assert check_hour(tables_of(lake), GOLD_BARS, rebuilt)["trade_count_matches_silver"].passed
 
 
 def test_materializing_silver_and_gold_for_an_hour(lake):

@@ -22,6 +22,7 @@ from lake_platform.ingest.ledger import CommittedFile, LedgerEntry, new_entry_id
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import folder_partition_value, hour_folder
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.tables_of import tables_of
 
 SILVER = SILVER_TABLES["stocks/trades"]
 HOUR_S = 3_600
@@ -86,7 +87,7 @@ def rebuilt(
 ) -> tuple[int, dict[str, bytes]]:
     """The listings of one hour's rebuild and checks, and the files it wrote."""
     store.fs.listings = 0
-    checks = check_hour(store, table, rebuild_hour(store, table, hour))
+    checks = check_hour(tables_of(store), table, rebuild_hour(tables_of(store), table, hour))
     listings = store.fs.listings
     assert all(outcome.passed for outcome in checks.values()), checks
     written = [path for path in store.list_files(table.target) if hour_folder(hour) in path]

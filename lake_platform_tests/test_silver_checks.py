@@ -16,12 +16,13 @@ from lake_platform.derived.results import HourResult
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
+from lake_platform.tables.data_files import NewFile
+from lake_platform.tables.hours import replace_hour
 from lake_platform.transforms.silver import deduplicate
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.tables_of import committed_file, committed_files, tables_of
 
 SILVER = SILVER_TABLES["stocks/trades"]
-
-SPY_FILE = f"silver/stocks/trades/symbol=SPY/{hour_folder(HOUR)}/part-00000.parquet"
 
 
 @pytest.fixture
@@ -33,22 +34,25 @@ def lake(tmp_path) -> LakeStore:
 
 @pytest.fixture
 def rebuilt(lake) -> HourResult:
-    return rebuild_hour(lake, SILVER, HOUR)
+    return rebuild_hour(tables_of(lake), SILVER, HOUR)
 
 
 def test_all_checks_pass_on_rebuilt_files(lake, rebuilt):
-    outcomes = check_hour(lake, SILVER, rebuilt)
+    outcomes = check_hour(tables_of(lake), SILVER, rebuilt)
     assert set(outcomes) == set(SILVER.check_names)
     assert all(outcome.passed for outcome in outcomes.values()), outcomes
 
 
-def replace_spy(lake: LakeStore, edit, **write_options) -> None:
-    rows = lake.read_parquet([SPY_FILE])
-    bad = edit(rows)
+def replace_spy(lake: LakeStore, edit, **write_options) -> str:
+    """Overwrite the committed file of SPY's hour in place with edited rows (what no writer
+    of the lake does: the checks must still catch it); its path."""
+    spy_file = committed_file(lake, SILVER, HOUR, "symbol=SPY")
+    bad = edit(lake.read_parquet([spy_file]))
     if write_options:
-        bad.write_parquet(lake.full_path(SPY_FILE), **write_options)
+        bad.write_parquet(lake.full_path(spy_file), **write_options)
     else:
-        lake.write_parquet(bad, SPY_FILE)
+        lake.write_parquet(bad, spy_file)
+    return spy_file
 
 
 CRAFTED = {
@@ -71,28 +75,41 @@ CRAFTED = {
 @pytest.mark.parametrize("name", sorted(CRAFTED))
 def test_check_fails_on_crafted_file(lake, rebuilt, name):
     edit, expected = CRAFTED[name]
-    replace_spy(lake, edit)
-    outcome = check_hour(lake, SILVER, rebuilt)[name]
+    spy_file = replace_spy(lake, edit)
+    outcome = check_hour(tables_of(lake), SILVER, rebuilt)[name]
     assert not outcome.passed
     assert expected in outcome.message
     if name != "reconciles_with_bronze":
-        assert SPY_FILE in outcome.message
+        assert spy_file in outcome.message
 
 
 def test_zstd_check_fails_on_a_snappy_file(lake, rebuilt):
-    replace_spy(lake, lambda rows: rows, compression="snappy")
-    outcome = check_hour(lake, SILVER, rebuilt)["zstd_compressed"]
+    spy_file = replace_spy(lake, lambda rows: rows, compression="snappy")
+    outcome = check_hour(tables_of(lake), SILVER, rebuilt)["zstd_compressed"]
     assert not outcome.passed
-    assert SPY_FILE in outcome.message and "SNAPPY" in outcome.message
+    assert spy_file in outcome.message and "SNAPPY" in outcome.message
 
 
 def test_partition_values_that_vanished_are_removed(lake, rebuilt):
-    stale = f"silver/stocks/trades/symbol=GONE/{hour_folder(HOUR)}/part-00000.parquet"
-    lake.write_parquet(lake.read_parquet([SPY_FILE]).head(1), stale)
-    result = rebuild_hour(lake, SILVER, HOUR)
-    assert result.removed_values == ["symbol=GONE"]
-    assert stale not in lake.list_files("silver")
-    assert all(outcome.passed for outcome in check_hour(lake, SILVER, result).values())
+    """A value of the hour in the catalog without input any more loses its files in the
+    rebuild's commit; the file stays for the snapshot that holds it."""
+    spy_file = committed_file(lake, SILVER, HOUR, "symbol=SPY")
+    stale = (
+        f"silver/stocks/trades/symbol=GONE/{hour_folder(HOUR)}/part-00000-0000000000000000.parquet"
+    )
+    lake.write_parquet(lake.read_parquet([spy_file]).head(1), stale)
+    iceberg = tables_of(lake).table(SILVER)
+    everything = [
+        NewFile(path) for paths in committed_files(lake, SILVER, HOUR).values() for path in paths
+    ]
+    replace_hour(iceberg, HOUR, [*everything, NewFile(stale)], {})
+    assert "symbol=GONE" in committed_files(lake, SILVER, HOUR)
+
+    result = rebuild_hour(tables_of(lake), SILVER, HOUR)
+    assert result.commit.files_removed == 1 and result.commit.files_added == 0
+    assert "symbol=GONE" not in committed_files(lake, SILVER, HOUR)
+    assert stale in lake.list_files("silver")  # the older snapshot still reads it
+    assert all(outcome.passed for outcome in check_hour(tables_of(lake), SILVER, result).values())
 
 
 BROKEN_TRANSFORMS = {
@@ -108,21 +125,29 @@ def test_checks_fail_on_the_files_of_a_broken_transform(lake, name):
     writes bad rows fails its hour with no file touched afterwards."""
     write_bronze(lake, TRADES, bronze_rows(TRADES, trades(50)))  # redelivered
     broken = dataclasses.replace(SILVER, transform=BROKEN_TRANSFORMS[name])
-    result = rebuild_hour(lake, broken, HOUR)
-    outcome = check_hour(lake, broken, result)[name]
+    result = rebuild_hour(tables_of(lake), broken, HOUR)
+    outcome = check_hour(tables_of(lake), broken, result)[name]
     assert not outcome.passed, outcome
     if name != "reconciles_with_bronze":
         assert any(file.path in outcome.message for file in result.files), outcome
 
 
-def test_a_file_added_next_to_the_written_ones_is_checked_as_stored(lake, rebuilt):
-    stray = SPY_FILE.replace("part-00000", "part-00001")
-    lake.write_parquet(lake.read_parquet([SPY_FILE]).head(3), stray)
-    outcomes = check_hour(lake, SILVER, rebuilt)
+def test_a_file_committed_next_to_the_written_ones_is_checked_as_stored(lake, rebuilt):
+    """A file in the checked snapshot that the rebuild did not write is read and checked; one
+    lying in the folder uncommitted is no file of the hour (readers never see it)."""
+    spy_file = committed_file(lake, SILVER, HOUR, "symbol=SPY")
+    stray = spy_file.replace("part-00000-", "part-00001-")
+    lake.write_parquet(lake.read_parquet([spy_file]).head(3), stray)
+    assert all(o.passed for o in check_hour(tables_of(lake), SILVER, rebuilt).values())
+
+    files = [NewFile(spy_file), NewFile(stray)]
+    commit = replace_hour(tables_of(lake).table(SILVER), HOUR, files, {})
+    rebuilt.snapshot_id = commit.snapshot_id
+    outcomes = check_hour(tables_of(lake), SILVER, rebuilt)
     assert not outcomes["event_id_unique"].passed
     assert "(2 files): row 0 repeats" in outcomes["event_id_unique"].message
     assert not outcomes["sorted_by_ts_event_ns"].passed
-    assert f"{SPY_FILE} -> {stray}" in outcomes["sorted_by_ts_event_ns"].message
+    assert f"{spy_file} -> {stray}" in outcomes["sorted_by_ts_event_ns"].message
     assert not outcomes["reconciles_with_bronze"].passed
 
 

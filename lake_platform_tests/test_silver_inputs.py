@@ -7,12 +7,17 @@ import pytest
 
 from lake_platform.derived.checking import check_hour
 from lake_platform.derived.hour_files import files_digest
-from lake_platform.derived.partition_files import replace_partition
+from lake_platform.derived.partition_files import write_partition
 from lake_platform.derived.rebuild import rebuild_hour
+from lake_platform.derived.results import HourResult
 from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import escape_partition_value, hour_folder
+from lake_platform.tables.data_files import NewFile
+from lake_platform.tables.hours import replace_hour
+from lake_platform.tables.naming import content_name
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.tables_of import committed_file, committed_files, tables_of
 
 SILVER = SILVER_TABLES["stocks/trades"]
 SPY = f"silver/stocks/trades/symbol=SPY/{hour_folder(HOUR)}"
@@ -26,25 +31,26 @@ def local_lake(root) -> LakeStore:
 
 def test_reconciliation_uses_the_files_the_rebuild_read(tmp_path):
     store = local_lake(tmp_path / "lake")
-    result = rebuild_hour(store, SILVER, HOUR)
+    result = rebuild_hour(tables_of(store), SILVER, HOUR)
     assert result.input_files == len(store.list_files("bronze")) == 6
     assert files_digest(result.inputs) == files_digest({"all": store.list_files("bronze")})
     later = bronze_rows(TRADES, trades(20, seed=99), first_seq=10_000)
     write_bronze(store, TRADES, later)  # the live ingest appends to the hour after the rebuild
-    outcome = check_hour(store, SILVER, result)["reconciles_with_bronze"]
+    outcome = check_hour(tables_of(store), SILVER, result)["reconciles_with_bronze"]
     assert outcome.passed, outcome
-    spy = f"{SPY}/part-00000.parquet"
+    spy = committed_file(store, SILVER, HOUR, "symbol=SPY")
     store.write_parquet(store.read_parquet([spy]).head(10), spy)
-    outcome = check_hour(store, SILVER, result)["reconciles_with_bronze"]
+    outcome = check_hour(tables_of(store), SILVER, result)["reconciles_with_bronze"]
     assert not outcome.passed and "6 input files" in outcome.message
 
 
 SYMBOLS = ("A[1]", "A1", "A*", "A?")
 
 
-def silver_ids(store: LakeStore, folder: str) -> list[str]:
-    """The sorted `event_id`s of a Silver partition-value folder."""
-    return sorted(store.read_parquet(store.list_files(folder))["event_id"])
+def silver_ids(store: LakeStore, value_folder: str) -> list[str]:
+    """The sorted `event_id`s of a Silver partition value's hour in the current snapshot."""
+    files = committed_files(store, SILVER, HOUR)[value_folder]
+    return sorted(store.read_parquet(files)["event_id"])
 
 
 def bronze_ids(rows: pl.DataFrame, symbol: str) -> list[str]:
@@ -59,19 +65,30 @@ def test_glob_characters_in_values_and_root_are_read_literally(tmp_path, root):
     write_bronze(store, TRADES, rows, files=2)
     decoy = LakeStore(str(tmp_path / "lake1"), fsspec.filesystem("file"))
     write_bronze(decoy, TRADES, rows.head(8))  # what `lake[1]` matches as a glob
-    result = rebuild_hour(store, SILVER, HOUR)
+    result = rebuild_hour(tables_of(store), SILVER, HOUR)
     assert result.rows_read == 200
-    assert all(outcome.passed for outcome in check_hour(store, SILVER, result).values())
+    assert all(outcome.passed for outcome in check_hour(tables_of(store), SILVER, result).values())
     for symbol in SYMBOLS:
-        folder = f"silver/stocks/trades/symbol={escape_partition_value(symbol)}"
-        assert silver_ids(store, folder) == bronze_ids(rows, symbol)
+        value_folder = f"symbol={escape_partition_value(symbol)}"
+        assert silver_ids(store, value_folder) == bronze_ids(rows, symbol)
 
 
-def split_spy(store: LakeStore, cut) -> None:
-    """Replace SPY's one Silver file by two files, `cut(rows)` giving their rows in name order."""
-    first, second = cut(store.read_parquet([f"{SPY}/part-00000.parquet"]))
-    store.write_parquet(first, f"{SPY}/part-00000.parquet")
-    store.write_parquet(second, f"{SPY}/part-00001.parquet")
+def split_spy(store: LakeStore, result: HourResult, cut) -> None:
+    """Commit SPY's one Silver file as two files, `cut(rows)` giving their rows in name order,
+    and point `result` at that snapshot (what another writer could commit)."""
+    spy = committed_file(store, SILVER, HOUR, "symbol=SPY")
+    first, second = cut(store.read_parquet([spy]))
+    names = [f"{SPY}/part-0000{index}-{index:016d}.parquet" for index in range(2)]
+    store.write_parquet(first, names[0])
+    store.write_parquet(second, names[1])
+    others = [
+        NewFile(path)
+        for value, paths in committed_files(store, SILVER, HOUR).items()
+        if value != "symbol=SPY"
+        for path in paths
+    ]
+    new = [*others, *(NewFile(name) for name in names)]
+    result.snapshot_id = replace_hour(tables_of(store).table(SILVER), HOUR, new, {}).snapshot_id
 
 
 CROSS_FILE = {
@@ -93,54 +110,37 @@ CROSS_FILE = {
 @pytest.mark.parametrize("case", sorted(CROSS_FILE))
 def test_order_and_uniqueness_hold_across_a_value_hours_files(tmp_path, case):
     store = local_lake(tmp_path / "lake")
-    result = rebuild_hour(store, SILVER, HOUR)
+    result = rebuild_hour(tables_of(store), SILVER, HOUR)
     cut, failing = CROSS_FILE[case]
-    split_spy(store, cut)
-    outcomes = check_hour(store, SILVER, result)
+    split_spy(store, result, cut)
+    outcomes = check_hour(tables_of(store), SILVER, result)
     for name in ("sorted_by_ts_event_ns", "event_id_unique"):
         assert outcomes[name].passed is (name not in failing), outcomes[name]
     for name in failing:
         assert SPY in outcomes[name].message
 
 
-class RecordingStore(LakeStore):
-    """A local store that records the order of its writes and deletes."""
-
-    operations: list[tuple[str, str]]
-
-    def write_parquet_digest(self, frame, relative, *, row_group_size=None):
-        self.operations.append(("write", relative))
-        return super().write_parquet_digest(frame, relative, row_group_size=row_group_size)
-
-    def delete(self, relatives):
-        relatives = list(relatives)
-        self.operations.extend(("delete", relative) for relative in relatives)
-        super().delete(relatives)
-
-
-def test_replacing_a_value_hour_writes_every_new_file_before_removing_stale_ones(tmp_path):
-    store = RecordingStore(str(tmp_path), fsspec.filesystem("file"))
-    store.operations = []
+def test_a_value_hours_files_are_content_named_and_older_versions_stay(tmp_path):
+    """Each file is named by its bytes' digest: the same rows give the same file, other rows
+    a new file beside it (an older snapshot still reads the old one)."""
+    store = LakeStore(str(tmp_path), fsspec.filesystem("file"))
     rows = pl.DataFrame({"ts_event_ns": range(9), "event_id": [str(i) for i in range(9)]})
-    for index in range(3):
-        store.write_parquet(rows.slice(index * 3, 3), f"{SPY}/part-{index:05d}.parquet")
-    store.operations.clear()
-    replace_partition(store, SPY, rows)
-    assert store.operations == [
-        ("write", f"{SPY}/part-00000.parquet"),
-        ("delete", f"{SPY}/part-00001.parquet"),
-        ("delete", f"{SPY}/part-00002.parquet"),
-    ]
-    assert store.read_parquet(store.list_files(SPY)).equals(rows)
+    (first,) = write_partition(store, SPY, rows)
+    assert first.path == f"{SPY}/{content_name(store.read_bytes(first.path), 0)}"
+    assert write_partition(store, SPY, rows) == [first]
+    (second,) = write_partition(store, SPY, rows.head(5))
+    assert second.path != first.path
+    assert store.list_files(SPY) == sorted([first.path, second.path])
+    assert store.read_parquet([first.path]).equals(rows)
 
 
 def test_glob_characters_in_values_on_local_disk_and_s3(lake: LakeStore):
     rows = bronze_rows(TRADES, trades(80, symbols=SYMBOLS))
     write_bronze(lake, TRADES, rows, files=2)
-    assert rebuild_hour(lake, SILVER, HOUR).rows_read == 80
+    assert rebuild_hour(tables_of(lake), SILVER, HOUR).rows_read == 80
     for symbol in SYMBOLS:
-        folder = f"silver/stocks/trades/symbol={escape_partition_value(symbol)}"
-        assert silver_ids(lake, folder) == bronze_ids(rows, symbol)
+        value_folder = f"symbol={escape_partition_value(symbol)}"
+        assert silver_ids(lake, value_folder) == bronze_ids(rows, symbol)
 
 
 def rebuilt_bytes(root, rows: pl.DataFrame, layouts: tuple[bool, ...]) -> dict[str, bytes]:
@@ -151,10 +151,13 @@ def rebuilt_bytes(root, rows: pl.DataFrame, layouts: tuple[bool, ...]) -> dict[s
         part = rows.gather_every(len(layouts), offset=index)
         write_bronze(store, TRADES, part, old_layout=old_layout)
     for table in (SILVER, GOLD_BARS):
-        outcomes = check_hour(store, table, rebuild_hour(store, table, HOUR))
+        outcomes = check_hour(tables_of(store), table, rebuild_hour(tables_of(store), table, HOUR))
         assert all(outcome.passed for outcome in outcomes.values()), outcomes
-    return {path: store.read_bytes(path) for path in store.list_files("silver", "")} | {
-        path: store.read_bytes(path) for path in store.list_files("gold", "")
+    return {
+        path: store.read_bytes(path)
+        for table in (SILVER, GOLD_BARS)
+        for paths in committed_files(store, table, HOUR).values()
+        for path in paths
     }
 
 

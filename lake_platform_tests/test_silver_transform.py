@@ -10,6 +10,7 @@ from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.transforms.silver import deduplicate
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.tables_of import tables_of
 
 SILVER = SILVER_TABLES["stocks/trades"]
 
@@ -66,7 +67,7 @@ def test_byte_identical_across_file_order_duplicated_files_and_reruns(tmp_path):
     rows = bronze_rows(TRADES, trades(3_000))
     first = LakeStore(str(tmp_path / "a"), fsspec.filesystem("file"))
     write_bronze(first, TRADES, rows, files=6)
-    rebuild_hour(first, SILVER, HOUR)
+    rebuild_hour(tables_of(first), SILVER, HOUR)
     expected = silver_bytes(first)
     assert len(expected) == 2
 
@@ -76,10 +77,10 @@ def test_byte_identical_across_file_order_duplicated_files_and_reruns(tmp_path):
     shuffled = rows[order]
     write_bronze(second, TRADES, shuffled, files=11)
     write_bronze(second, TRADES, shuffled.head(700), files=2)  # a redelivered batch
-    rebuild_hour(second, SILVER, HOUR)
+    rebuild_hour(tables_of(second), SILVER, HOUR)
     assert silver_bytes(second) == expected
 
-    result = rebuild_hour(second, SILVER, HOUR)
+    result = rebuild_hour(tables_of(second), SILVER, HOUR)
     assert silver_bytes(second) == expected
     assert result.rows_read == 3_700 and result.rows_written == 3_000
     assert result.duplicates_removed == 700

@@ -21,6 +21,7 @@ from lake_platform.settings import LakeSettings
 from lake_platform.tables.catalog import file_io_properties
 from lake_platform.tables.data_files import lake_path
 from lake_platform.tables.hours import (
+    HourCommit,
     HourConflict,
     hour_files,
     replace_hour,
@@ -105,9 +106,11 @@ def test_replacing_an_hour_is_one_snapshot_with_its_properties(lake: TablesLake)
     table = lake.trades()
     first = write_version(lake.store, HOUR, 1)
     properties = snapshot_properties(HOUR, "run-1", "ab" * 32)
-    first_id = replace_hour(table, HOUR, first, properties)
+    first_id = replace_hour(table, HOUR, first, properties).snapshot_id
     second = write_version(lake.store, HOUR, 2, values=VALUES[:1])
-    second_id = replace_hour(table, HOUR, second, snapshot_properties(HOUR, "run-2", "cd" * 32))
+    second_id = replace_hour(
+        table, HOUR, second, snapshot_properties(HOUR, "run-2", "cd" * 32)
+    ).snapshot_id
 
     table = lake.catalog().load_table("silver.stocks_trades")
     assert [snapshot.snapshot_id for snapshot in table.snapshots()] == [first_id, second_id]
@@ -134,11 +137,14 @@ def test_replacing_an_hour_is_one_snapshot_with_its_properties(lake: TablesLake)
 def test_an_unchanged_hour_commits_nothing(lake: TablesLake) -> None:
     table = lake.trades()
     files = write_version(lake.store, HOUR, 1)
-    committed = replace_hour(table, HOUR, files, snapshot_properties(HOUR, "run-1", "0" * 64))
+    committed = replace_hour(
+        table, HOUR, files, snapshot_properties(HOUR, "run-1", "0" * 64)
+    ).snapshot_id
     again = write_version(lake.store, HOUR, 1)  # a rebuild of the same input: same names
 
     assert [file.path for file in again] == [file.path for file in files]
-    assert replace_hour(table, HOUR, again, snapshot_properties(HOUR, "run-2", "0" * 64)) is None
+    unchanged = replace_hour(table, HOUR, again, snapshot_properties(HOUR, "run-2", "0" * 64))
+    assert unchanged == HourCommit(None, 0, 0)
     assert [snapshot.snapshot_id for snapshot in lake.trades().snapshots()] == [committed]
 
 
@@ -193,7 +199,9 @@ def test_writers_of_different_hours_all_commit(lake: TablesLake) -> None:
         thread.start()
     for thread in threads:
         thread.join(DEADLINE_S)
-    assert all(isinstance(outcome, int) for outcome in outcomes.values()), outcomes
+    assert all(
+        isinstance(outcome, HourCommit) and outcome.snapshot_id for outcome in outcomes.values()
+    ), outcomes
     table = lake.trades()
     assert len(table.snapshots()) == len(writer_hours)
     for hour in writer_hours:
@@ -240,7 +248,9 @@ def test_a_commit_in_between_with_the_same_files_is_no_conflict(
         return read_footers(*args)
 
     monkeypatch.setattr(hours, "data_files", commit_the_same_first)
-    assert replace_hour(table, HOUR, same, snapshot_properties(HOUR, "second", "")) is None
+    assert (
+        replace_hour(table, HOUR, same, snapshot_properties(HOUR, "second", "")).snapshot_id is None
+    )
     assert len(lake.trades().snapshots()) == 2
 
 
@@ -269,7 +279,9 @@ def test_racing_writers_of_one_hour_leave_exactly_one_version(local_lake: Tables
     for thread in threads:
         thread.join(DEADLINE_S)
     assert len(outcomes) == len(versions)
-    committed = [version for version, outcome in outcomes.items() if isinstance(outcome, int)]
+    committed = [
+        version for version, outcome in outcomes.items() if isinstance(outcome, HourCommit)
+    ]
     table = lake.trades()
     live = table.current_snapshot().summary["lake.dagster_run_id"]
     assert committed and int(live) in committed
@@ -309,7 +321,7 @@ def test_a_reader_never_sees_a_mix_while_the_hour_is_replaced(local_lake: Tables
         reads_before = reads.value
         for version in range(2, 2 + REPLACES):
             files = write_version(lake.store, HOUR, version)
-            assert replace_hour(table, HOUR, files, snapshot_properties(HOUR, "", "")) is not None
+            assert replace_hour(table, HOUR, files, snapshot_properties(HOUR, "", "")).snapshot_id
         reads_during = reads.value - reads_before
     finally:
         stop.set()

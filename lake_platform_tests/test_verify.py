@@ -20,6 +20,7 @@ from lake_platform.derived.reverify import READABLE, verify_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
+from lake_platform_tests.tables_of import tables_of
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 SILVER = SILVER_TABLES["stocks/trades"]
@@ -117,10 +118,10 @@ def test_reconciliation_compares_with_the_inputs_as_stored_now(lake):
     so (the rebuild's own input totals are not stored)."""
     late = trades(5, seed=3)
     write_bronze(lake, TRADES, bronze_rows(TRADES, late, first_seq=9_000))
-    verification = verify_hour(lake, SILVER, HOUR)
+    verification = verify_hour(tables_of(lake), SILVER, HOUR)
     assert list(verification.failures) == ["reconciles_with_bronze"]
     assert "is 400 but" in verification.failures["reconciles_with_bronze"].message
-    assert verify_hour(lake, SILVER, HOUR + dt.timedelta(hours=1)).passed
+    assert verify_hour(tables_of(lake), SILVER, HOUR + dt.timedelta(hours=1)).passed
 
 
 def test_a_rebuild_run_does_not_verify_again_what_it_just_checked(lake):

@@ -15,11 +15,13 @@ from lake_platform.derived.checking import check_hour
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.schemas import SCHEMAS, TableSchema
+from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.transforms.gold import bars_1m, flatten_signals
 from lake_platform.transforms.silver import deduplicate
 from lake_platform_tests.bronze_files import bronze_rows, write_bronze
 from lake_platform_tests.samples import SAMPLES
+from lake_platform_tests.tables_of import tables_of
 
 TRICKY = (
     "../evil",
@@ -69,10 +71,11 @@ def published(schema: TableSchema) -> pl.DataFrame:
     )
 
 
-def write_lake(store: LakeStore) -> Expected:
+def write_lake(store: LakeStore, settings: LakeSettings | None = None) -> Expected:
     """Bronze of every table (every other value's files in the old layout first, then new
-    files in the same folders), Silver and Gold rebuilt from it (checks passing); for each
-    table folder, its partition column and the rows readers must return."""
+    files in the same folders), Silver and Gold rebuilt from it and committed to the lake's
+    catalog (checks passing); for each table folder, its partition column and the rows
+    readers must return. `settings`: those of a store on S3 (its catalog)."""
     expected: Expected = {}
     for schema in SCHEMAS:
         rows = published(schema)
@@ -91,7 +94,8 @@ def write_lake(store: LakeStore) -> Expected:
     expected[GOLD_SIGNALS.target] = ("underlying", flatten_signals(signals))
     for table in [*SILVER_TABLES.values(), GOLD_SIGNALS, GOLD_BARS]:
         for hour in HOURS:
-            outcomes = check_hour(store, table, rebuild_hour(store, table, hour))
+            tables = tables_of(store, settings)
+            outcomes = check_hour(tables, table, rebuild_hour(tables, table, hour))
             assert all(outcome.passed for outcome in outcomes.values()), outcomes
     assert len(expected) == 15  # 7 Bronze, 6 Silver, 2 Gold tables
     return {

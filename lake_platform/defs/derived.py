@@ -1,4 +1,5 @@
-"""One factory for every derived asset (Silver and Gold): rebuild the run's hours, then check.
+"""One factory for every derived asset (Silver and Gold): rebuild the run's hours, commit each
+to its Iceberg table (one snapshot per hour), then check the committed files.
 
 A run may cover a range of hours (single-run backfills): they are rebuilt one after the other,
 each one partition value at a time, so memory never holds more than one value's hour.
@@ -7,7 +8,8 @@ hour blocks its own downstream partitions and no other. An hour whose storage fa
 truncated or corrupt Bronze file, an outage while rebuilding or checking it) fails the step
 with the hour and the file's name, after the run's other hours are rebuilt, recorded as
 materialized and checked: automation and downstream assets see them, and only the failed
-hours stay to be retried.
+hours stay to be retried. So does an hour whose commit kept losing to concurrent runs of the
+same hour (`HourConflict`).
 """
 
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +26,9 @@ from lake_platform.derived.checking import check_hour
 from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.results import HourResult
-from lake_platform.storage import LakeStore, StorageError
+from lake_platform.storage import StorageError
+from lake_platform.tables.hours import HourConflict
+from lake_platform.tables.lake_tables import LakeTables
 
 
 def build_derived_asset(
@@ -60,7 +64,7 @@ def build_derived_asset(
             for name in table.check_names
         ],
         group_name=group_name,
-        kinds={"polars", "parquet"},
+        kinds={"polars", "parquet", "iceberg"},
         owners=OWNERS,
         description=description,
         metadata=table_metadata(
@@ -76,18 +80,19 @@ def build_derived_asset(
     ) -> Iterator[
         dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output
     ]:
-        store = lake.store()
+        tables = lake.tables()
         results, outcomes, failed = {}, {}, {}
         for partition_key in context.partition_keys:
             try:
-                result, outcome = _rebuild_and_check(store, table, partition_key)
-            except StorageError as error:
+                result, outcome = _rebuild_and_check(tables, table, partition_key, context.run_id)
+            except (StorageError, HourConflict) as error:
                 failed[partition_key] = str(error)
                 context.log.error(f"{table.target} {partition_key}: {error}")
                 continue
             context.log.info(
                 f"{table.target} {partition_key}: {result.rows_read} rows read, "
-                f"{result.rows_written} written in {len(result.files)} files"
+                f"{result.rows_written} written in {len(result.files)} files, "
+                f"Iceberg snapshot {result.snapshot_id}"
             )
             results[partition_key], outcomes[partition_key] = result, outcome
         if failed:
@@ -106,11 +111,12 @@ def build_derived_asset(
 
 
 def _rebuild_and_check(
-    store: LakeStore, table: DerivedTable, partition_key: str
+    tables: LakeTables, table: DerivedTable, partition_key: str, run_id: str
 ) -> tuple[HourResult, dict[str, CheckOutcome]]:
-    """One hour rebuilt and checked; a `StorageError` of either fails that hour only."""
-    result = rebuild_hour(store, table, hour_of_partition(partition_key))
-    return result, check_hour(store, table, result)
+    """One hour rebuilt, committed and checked; a `StorageError` of either, or a commit that
+    kept losing to concurrent runs (`HourConflict`), fails that hour only."""
+    result = rebuild_hour(tables, table, hour_of_partition(partition_key), run_id)
+    return result, check_hour(tables, table, result)
 
 
 def _hour_materializations(

@@ -51,7 +51,24 @@ def hour_metadata(partition: str, result: HourResult) -> dict[str, dg.MetadataVa
         "hour_output_files": dg.MetadataValue.int(len(result.files)),
         "hour_output_bytes": dg.MetadataValue.int(result.bytes),
         "inputs": dg.MetadataValue.json({partition: inputs_metadata(result)}),
+        **snapshot_metadata(result),
     }
+
+
+def snapshot_metadata(result: HourResult) -> dict[str, dg.MetadataValue]:
+    """The hour's Iceberg snapshot (committed now, or the current one when the output was
+    unchanged) and the files its commit added and removed."""
+    commit = result.commit
+    metadata: dict[str, dg.MetadataValue] = {
+        "iceberg_snapshot_committed": dg.MetadataValue.bool(
+            commit is not None and commit.snapshot_id is not None
+        ),
+        "iceberg_files_added": dg.MetadataValue.int(commit.files_added if commit else 0),
+        "iceberg_files_removed": dg.MetadataValue.int(commit.files_removed if commit else 0),
+    }
+    if result.snapshot_id is not None:
+        metadata["iceberg_snapshot_id"] = dg.MetadataValue.text(str(result.snapshot_id))
+    return metadata
 
 
 def run_metadata(results: Mapping[str, HourResult]) -> dict[str, dg.MetadataValue]:

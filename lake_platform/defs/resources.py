@@ -11,6 +11,7 @@ import dagster as dg
 
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -32,3 +33,7 @@ class LakeResource(dg.ConfigurableResource):
     def store(self) -> LakeStore:
         """The lake's store."""
         return LakeStore.from_settings(self.settings())
+
+    def tables(self) -> LakeTables:
+        """The lake's store and its Iceberg catalog (Silver and Gold tables)."""
+        return open_lake_tables(self.settings())

@@ -99,12 +99,12 @@ def build_verify_check(table: DerivedTable) -> dg.AssetChecksDefinition:
             yield dg.Output(None)
             return
         partitions = _chosen_hours(context)
-        store = lake.store()
+        tables = lake.tables()
         targets = latest_materialization_targets(context.instance, key, partitions)
         failed: dict[str, str] = {}
         for partition in partitions:
             try:
-                verification = verify_hour(store, table, hour_of_partition(partition))
+                verification = verify_hour(tables, table, hour_of_partition(partition))
             except StorageError as error:
                 failed[partition] = str(error)
                 context.log.error(f"{table.target} {partition}: not verified: {error}")

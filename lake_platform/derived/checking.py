@@ -18,11 +18,13 @@ import pyarrow.parquet as pq
 from lake_platform import checks
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.declaration import DerivedTable, with_partition_value
-from lake_platform.derived.hour_files import hour_files, value_hour_folder
+from lake_platform.derived.hour_files import value_hour_folder
 from lake_platform.derived.partition_files import sha256
 from lake_platform.derived.results import CheckedRows, HourResult
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.parquet import read_parquet_file
+from lake_platform.tables.hours import hour_paths
+from lake_platform.tables.lake_tables import LakeTables
 
 
 def merge_totals(totals: dict[str, int | float], more: Mapping[str, int | float]) -> None:
@@ -171,10 +173,11 @@ def _footer_checks(
 
 
 def check_hour(
-    store: LakeStore, table: DerivedTable, rebuilt: HourResult
+    tables: LakeTables, table: DerivedTable, rebuilt: HourResult
 ) -> dict[str, CheckOutcome]:
-    """Every check of the rebuilt hour, on the files as they are in storage (of the value
-    folders the rebuild listed: `rebuilt.values`, or every one).
+    """Every check of the rebuilt hour, on the files of the hour in the snapshot the rebuild
+    left (`rebuilt.snapshot_id`: the files a reader of that snapshot reads, never a folder
+    listing, which would also see the files of older versions), as they are in storage.
 
     Each file is read once: its footer settles its schema and codec. A value-hour whose files
     are exactly the ones this rebuild wrote (same names, same SHA-256 of their bytes) holds
@@ -188,11 +191,16 @@ def check_hour(
     (`rebuilt.source_totals`): the inputs may have changed since (the ingest appends to Bronze,
     a Silver rebuild rewrites Silver under the same names), and are not read again.
     """
-    hour = rebuilt.hour
+    hour, store = rebuilt.hour, tables.store
     failures: dict[str, CheckOutcome] = {}
     rows = files = 0
     derived_totals: dict[str, int | float] = {}
-    for value_folder, paths in hour_files(store, table.target, hour, rebuilt.values).items():
+    committed = (
+        {}
+        if rebuilt.snapshot_id is None
+        else hour_paths(tables.table(table), hour, rebuilt.snapshot_id)
+    )
+    for value_folder, paths in committed.items():
         digests = {}
         for path in paths:
             body = store.read_bytes(path)

@@ -1,14 +1,17 @@
-"""Rebuilding one hour of a derived table, one partition value at a time.
+"""Rebuilding one hour of a derived table, one partition value at a time, committed to its
+Iceberg table in one snapshot.
 
-Each value-hour's input files are read, transformed by the table's pure transform, written,
-and the rows written checked (`checking.check_rows`), so `check_hour` need not read them
-again. Memory holds at most one partition value's hour of input, never the whole hour of a
-table.
+Each value-hour's input files are read, transformed by the table's pure transform, written
+under content-addressed names, and the rows written checked (`checking.check_rows`), so
+`check_hour` need not read them again. Memory holds at most one partition value's hour of
+input, never the whole hour of a table. Then one commit makes the files written the hour's
+files (`tables.hours.replace_hour`): a reader sees the hour whole old or whole new, values
+that lost their input lose their files in the same snapshot, and the files of the previous
+version stay for the snapshots that reference them.
 """
 
 import datetime as dt
 import itertools
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,33 +20,70 @@ import polars as pl
 
 from lake_platform.derived.checking import add_totals, check_rows, merge_totals
 from lake_platform.derived.declaration import DerivedTable, with_partition_value
-from lake_platform.derived.hour_files import hour_files, value_hour_folder
-from lake_platform.derived.inputs import hour_value_folders
-from lake_platform.derived.partition_files import WrittenFile, replace_partition
+from lake_platform.derived.hour_files import files_digest, value_hour_folder
+from lake_platform.derived.partition_files import WrittenFile, write_partition
 from lake_platform.derived.results import CheckedRows, HourResult
-from lake_platform.storage import LakeStore
+from lake_platform.derived.sources import (
+    HourInputs,
+    catalog_inputs_changed,
+    hour_inputs,
+    is_listed,
+    listed_value_inputs,
+)
+from lake_platform.tables.data_files import NewFile
+from lake_platform.tables.hours import HourConflict, hour_paths, replace_hour, snapshot_properties
+from lake_platform.tables.lake_tables import LakeTables
 
 PREVIEW_ROWS = 5
 MAX_VALUE_REBUILDS = 3
 """Rebuilds of one value-hour in a run when its inputs keep changing (see `_rebuild_value`)."""
+MAX_HOUR_REBUILDS = 3
+"""Rebuilds of the hour in a run when another run commits it meanwhile (see `rebuild_hour`)."""
 
 
-def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> HourResult:
-    """Replace the hour's files of `table` with the transform of its inputs.
+def rebuild_hour(
+    tables: LakeTables, table: DerivedTable, hour: dt.datetime, run_id: str = ""
+) -> HourResult:
+    """Replace the hour of `table` with the transform of its inputs, in one Iceberg commit
+    whose snapshot records the hour, `run_id` (the Dagster run) and the inputs' digest.
 
     Two runs of the same hour at once (`dagster asset materialize` bypasses the instance's
-    per-partition run limit) end with the output of the newest inputs: see `_rebuild_value`
-    and `_has_inputs`. Each value-hour of one file is seen whole old or whole new throughout.
-
-    Only the values the ledger names for the hour are listed, when it can (`inputs.py`);
-    then the outputs of those values that lost their inputs are the stale ones looked for.
+    per-partition run limit, a backfill meets the automation) never leave two versions live,
+    and never an older one over a newer: the hour's files are noted before its inputs are
+    read, and when another run committed the hour in the meantime (from inputs this run may
+    not have seen) this one's commit is refused (`HourConflict`) and the hour rebuilt, up to
+    `MAX_HOUR_REBUILDS` times; the last conflict is raised. So is the rebuild repeated when a
+    Silver input was committed anew meanwhile. Unchanged output commits nothing.
     """
-    planned = hour_value_folders(store, table.source, hour, time.time_ns())
-    inputs = hour_files(store, table.source, hour, planned.folders)
-    values = planned.folders if planned.from_ledger else None
-    result = HourResult(hour, inputs, values)
-    for value_folder, files in inputs.items():
-        value = _rebuild_value(store, table, hour, value_folder, files)
+    iceberg = tables.table(table)
+    for attempt in range(1, MAX_HOUR_REBUILDS + 1):
+        before = [path for paths in hour_paths(iceberg, hour).values() for path in paths]
+        inputs = hour_inputs(tables, table, hour)
+        result = _rebuild_files(tables, table, hour, inputs)
+        if attempt < MAX_HOUR_REBUILDS and catalog_inputs_changed(tables, table, hour, inputs):
+            continue
+        properties = snapshot_properties(hour, run_id, files_digest(result.inputs))
+        new_files = [NewFile(file.path, file.bytes) for file in result.files]
+        try:
+            result.commit = replace_hour(iceberg, hour, new_files, properties, before)
+        except HourConflict:
+            if attempt == MAX_HOUR_REBUILDS:
+                raise
+            continue
+        current = iceberg.current_snapshot()
+        result.snapshot_id = None if current is None else current.snapshot_id
+        return result
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _rebuild_files(
+    tables: LakeTables, table: DerivedTable, hour: dt.datetime, planned: HourInputs
+) -> HourResult:
+    """Write the hour's files from its inputs, one value at a time (nothing committed)."""
+    inputs = dict(planned.files)
+    result = HourResult(hour, inputs, planned.values)
+    for value_folder, files in planned.files.items():
+        value = _rebuild_value(tables, table, hour, value_folder, files)
         inputs[value_folder] = value.inputs
         merge_totals(result.source_totals, value.source_totals)
         result.checked[value_folder] = value.checked
@@ -52,11 +92,6 @@ def rebuild_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Ho
         result.rows_written += value.rows_written
         if result.preview is None:
             result.preview = value.preview
-    outputs = None if values is None else [value for value in values if value not in inputs]
-    for value_folder, stale in hour_files(store, table.target, hour, outputs).items():
-        if value_folder not in inputs and not _has_inputs(store, table, hour, value_folder):
-            store.delete(stale)
-            result.removed_values.append(value_folder)
     return result
 
 
@@ -75,28 +110,28 @@ class _RebuiltValue:
 
 
 def _rebuild_value(
-    store: LakeStore, table: DerivedTable, hour: dt.datetime, value_folder: str, files: list[str]
+    tables: LakeTables, table: DerivedTable, hour: dt.datetime, value_folder: str, files: list[str]
 ) -> _RebuiltValue:
-    """Replace one value-hour's files; again when its inputs changed while it was rebuilt.
+    """Write one value-hour's files; again when its Bronze inputs grew while it was rebuilt.
 
     Bronze only gains files, so inputs unchanged after the write mean the output holds every
-    input file that existed before it was written: a concurrent run of the same hour that read
-    fewer files and wrote later (overwriting a newer output with an older one) sees the new
-    files here and rewrites. After `MAX_VALUE_REBUILDS` the last output stays: the newer
-    inputs make the hour stale, and the automation requests it again.
+    input file that existed before it was written. After `MAX_VALUE_REBUILDS` the last output
+    stays: the newer inputs make the hour stale, and the automation requests it again. (A
+    Silver input is pinned to a snapshot for the whole hour: `rebuild_hour`.)
     """
-    source_folder = value_hour_folder(table.source, value_folder, hour)
     with ThreadPoolExecutor(1) as pool:
         for _ in range(MAX_VALUE_REBUILDS):
-            rebuilt = _rebuild_once(store, table, hour, value_folder, files, pool)
-            files = store.list_files(source_folder)
+            rebuilt = _rebuild_once(tables, table, hour, value_folder, files, pool)
+            if not is_listed(table):
+                break
+            files = listed_value_inputs(tables, table, hour, value_folder)
             if files == rebuilt.inputs:
                 break
     return rebuilt
 
 
 def _rebuild_once(
-    store: LakeStore,
+    tables: LakeTables,
     table: DerivedTable,
     hour: dt.datetime,
     value_folder: str,
@@ -113,7 +148,9 @@ def _rebuild_once(
     preview outlives this call.
     """
     source = with_partition_value(
-        store.read_parquet(files, table.source_columns), table.partition_column, value_folder
+        tables.store.read_parquet(files, table.source_columns),
+        table.partition_column,
+        value_folder,
     )
     rows_read = source.height
     source_exprs = {name: r.source for name, r in table.reconciliations.items()}
@@ -122,7 +159,7 @@ def _rebuild_once(
     del source
     output = table.transform(handed_over.pop())
     folder = value_hour_folder(table.target, value_folder, hour)
-    written = replace_partition(store, folder, output.drop(table.partition_column))
+    written = write_partition(tables.store, folder, output.drop(table.partition_column))
     return _RebuiltValue(
         inputs=files,
         rows_read=rows_read,
@@ -145,14 +182,6 @@ def _detached(frame: pl.DataFrame) -> pl.DataFrame:
     """A copy of a few rows of `frame` in buffers of its own: a slice would keep every row
     of the frame's buffers alive."""
     return pl.from_dicts(frame.to_dicts(), schema=frame.schema)
-
-
-def _has_inputs(
-    store: LakeStore, table: DerivedTable, hour: dt.datetime, value_folder: str
-) -> bool:
-    """Whether the value-hour has input files now: a concurrent run may have rebuilt a value
-    this run never saw, whose output is then not stale."""
-    return bool(store.list_files(value_hour_folder(table.source, value_folder, hour)))
 
 
 def _check_written(

@@ -9,6 +9,7 @@ import polars as pl
 
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.partition_files import WrittenFile
+from lake_platform.tables.hours import HourCommit
 
 
 @dataclass
@@ -33,7 +34,9 @@ class HourResult:
     check compares with what the rebuild saw even after the inputs changed or vanished.
     `checked` holds, by value folder, the row checks of the rows each value-hour's files were
     written from (see `check_hour`). `values` are the value folders whose hour the rebuild
-    listed when the ledger named them, for the checks to list the same; None: every one.
+    listed when the ledger named them; None: every one. `commit` is what the hour's Iceberg
+    commit did, `snapshot_id` the snapshot holding the hour as rebuilt (the checks read its
+    files): the commit's, or the current one when the output was unchanged.
     """
 
     hour: dt.datetime
@@ -43,7 +46,8 @@ class HourResult:
     rows_read: int = 0
     rows_written: int = 0
     files: list[WrittenFile] = field(default_factory=list)
-    removed_values: list[str] = field(default_factory=list)
+    commit: HourCommit | None = None
+    snapshot_id: int | None = None
     preview: pl.DataFrame | None = None
     checked: dict[str, CheckedRows] = field(default_factory=dict)
 

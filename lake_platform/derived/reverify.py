@@ -7,13 +7,13 @@ from the hour's stored inputs, read only (the columns the reconciliations read, 
 value's hour at a time). An hour whose input changed since its rebuild (late Bronze) then
 fails its reconciliation: it no longer matches its input, and a rebuild is what fixes it.
 
-Which value folders are read is decided as a rebuild decides it (from the ledger when that is
-cheaper than listing), so a verification reads what a rebuild of the hour would.
+The hour's files are those of the table's current snapshot; its inputs are found as a rebuild
+finds them (Bronze from the ledger when that is cheaper than listing, a Silver input from its
+current snapshot), so a verification reads what a rebuild of the hour would.
 """
 
 import datetime as dt
 import io
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,10 +24,12 @@ import pyarrow.parquet as pq
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.checking import add_totals, check_hour
 from lake_platform.derived.declaration import DerivedTable, with_partition_value
-from lake_platform.derived.hour_files import HourFiles, hour_files
-from lake_platform.derived.inputs import hour_value_folders
+from lake_platform.derived.hour_files import HourFiles
 from lake_platform.derived.results import HourResult
+from lake_platform.derived.sources import hour_inputs
 from lake_platform.storage import LakeStore, StorageError
+from lake_platform.tables.hours import hour_paths
+from lake_platform.tables.lake_tables import LakeTables
 
 READABLE = "files_readable"
 """The outcome of an hour with a file no check could read (it replaces the checks' own)."""
@@ -52,20 +54,25 @@ class Verification:
         return {name: outcome for name, outcome in self.outcomes.items() if not outcome.passed}
 
 
-def verify_hour(store: LakeStore, table: DerivedTable, hour: dt.datetime) -> Verification:
-    """The checks of `table`'s hour on its stored files, reconciled with its stored inputs.
+def verify_hour(tables: LakeTables, table: DerivedTable, hour: dt.datetime) -> Verification:
+    """The checks of `table`'s hour on the files of its current snapshot, reconciled with its
+    stored inputs (for a Silver input: its current snapshot's).
 
     A file that is not valid Parquet (output or input) fails the hour with its name under
     `READABLE`; any other storage failure (an outage) is raised: the hour was not verified.
     """
-    planned = hour_value_folders(store, table.source, hour, time.time_ns())
-    inputs = hour_files(store, table.source, hour, planned.folders)
-    stored = HourResult(hour, inputs, planned.folders if planned.from_ledger else None)
-    outputs = hour_files(store, table.target, hour, stored.values)
+    store = tables.store
+    planned = hour_inputs(tables, table, hour)
+    inputs = planned.files
+    stored = HourResult(hour, inputs, planned.values)
+    iceberg = tables.table(table)
+    current = iceberg.current_snapshot()
+    stored.snapshot_id = None if current is None else current.snapshot_id
+    outputs = {} if current is None else hour_paths(iceberg, hour, stored.snapshot_id)
     counts = {"files": _count(outputs), "input_files": stored.input_files}
     try:
         stored.source_totals = input_totals(store, table, inputs)
-        outcomes = check_hour(store, table, stored)
+        outcomes = check_hour(tables, table, stored)
     except (StorageError, pa.ArrowException, pl.exceptions.PolarsError) as error:
         if isinstance(error, StorageError) and error.kind != "rejected":
             raise

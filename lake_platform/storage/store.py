@@ -170,6 +170,30 @@ class LakeStore:
 
         return self._write(relative, write), digest.hexdigest()
 
+    def write_parquet_named(
+        self,
+        frame: pl.DataFrame,
+        relative_folder: str,
+        name_of: Callable[[str], str],
+        *,
+        row_group_size: int | None = None,
+    ) -> tuple[str, int, str]:
+        """Write `frame` as a Parquet file of `relative_folder` named by `name_of(its SHA-256
+        in hex)`: its relative path, size and digest. Same rows, same bytes, same name: a file
+        already stored under it is kept (see the backends' `write_named`)."""
+        options = dict(PARQUET_OPTIONS, row_group_size=row_group_size)
+        digest = hashlib.sha256()
+
+        def write(handle: BinaryIO) -> None:
+            frame.write_parquet(HashingWriter(handle, digest), **options)
+
+        folder = self.full_path(relative_folder)
+        with self._failures(f"write a file into {self._shown(folder)}"):
+            path, size = self.backend.write_named(
+                folder, write, lambda: name_of(digest.hexdigest())
+            )
+        return self.backend.relative_path(path), size, digest.hexdigest()
+
     def write_parquet_files(
         self, files: Sequence[tuple[pl.DataFrame, str]]
     ) -> list[int | StorageError]:

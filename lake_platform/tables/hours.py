@@ -19,15 +19,16 @@ Commits that only lost the race for the catalog's row are retried by pyiceberg
 """
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from pyiceberg.exceptions import ValidationException
 from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from lake_platform.tables.data_files import NewFile, data_files, file_uri
-from lake_platform.tables.schema import DATE_COLUMN, HOUR_COLUMN
+from lake_platform.tables.data_files import NewFile, data_files, file_uri, lake_path
+from lake_platform.tables.schema import DATE_COLUMN, HOUR_COLUMN, LAKE_PATH_PROPERTY
 from lake_platform.timestamps import HOUR_NS
 
 HOUR_PROPERTY = "lake.hour"
@@ -62,6 +63,29 @@ def hour_files(table: Table, hour: dt.datetime, snapshot_id: int | None = None) 
     return sorted((task.file for task in scan.plan_files()), key=lambda file: file.file_path)
 
 
+def hour_paths(
+    table: Table, hour: dt.datetime, snapshot_id: int | None = None
+) -> dict[str, list[str]]:
+    """The lake paths of the hour's files in a snapshot (the current one by default), by
+    partition-value folder (`symbol=SPY`), each folder's in name order."""
+    found: dict[str, list[str]] = {}
+    prefix = f"{table.metadata.properties[LAKE_PATH_PROPERTY]}/"
+    for file in hour_files(table, hour, snapshot_id):
+        path = lake_path(table, file)
+        found.setdefault(path.removeprefix(prefix).split("/", 1)[0], []).append(path)
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class HourCommit:
+    """What replacing an hour did: the snapshot made (None when the hour already held
+    exactly the new files) and the files it added and removed."""
+
+    snapshot_id: int | None
+    files_added: int
+    files_removed: int
+
+
 def snapshot_properties(hour: dt.datetime, run_id: str, inputs_sha256: str) -> dict[str, str]:
     """The summary properties of an hour's commit: the hour, the Dagster run, the inputs."""
     return {
@@ -76,13 +100,17 @@ def replace_hour(
     hour: dt.datetime,
     new_files: Sequence[NewFile],
     properties: Mapping[str, str],
-) -> int | None:
-    """Make `new_files` the hour's files in one snapshot; its id, or None when the hour
-    already held exactly these files (nothing committed).
+    expected: Collection[str] | None = None,
+) -> HourCommit:
+    """Make `new_files` the hour's files in one snapshot (none when the hour already holds
+    exactly these files).
 
-    `table` is refreshed first, so the files replaced are the hour's files now. Raises
-    `HourConflict` when a concurrent commit changed the hour in the meantime, unless that
-    commit left exactly these files.
+    `expected`: the lake paths of the hour's files when the rebuild read its inputs. When the
+    hour holds other files now, another run committed it meanwhile, from inputs this run may
+    not have seen: `HourConflict` (the caller rebuilds) rather than replacing a newer version
+    with an older one. Without `expected`, the hour's files now are replaced. A concurrent
+    commit between reading the hour and committing is a `HourConflict` too, unless it left
+    exactly these files.
     """
     if hour.utcoffset() is None or hour.utcoffset() != dt.timedelta(0) or hour.minute:
         raise ValueError(f"an hour is a whole UTC datetime, got {hour!r}")
@@ -90,22 +118,27 @@ def replace_hour(
     wanted = {file_uri(table, file.path): file for file in new_files}
     current = hour_files(table, hour)
     current_paths = {file.file_path for file in current}
+    if current_paths == set(wanted):
+        return HourCommit(None, 0, 0)
+    if expected is not None and current_paths != {file_uri(table, path) for path in expected}:
+        raise _conflict(table, hour, "another run committed the hour since this one read it")
     removed = [file for file in current if file.file_path not in wanted]
     added = [file for uri, file in wanted.items() if uri not in current_paths]
-    if not removed and not added:
-        return None
     try:
         _commit(table, hour, removed, data_files(table, hour, added), properties)
     except ValidationException as error:
         table.refresh()
         if {file.file_path for file in hour_files(table, hour)} == set(wanted):
-            return None
-        raise HourConflict(
-            f"{'.'.join(table.name())} hour {hour.strftime(HOUR_FORMAT)}: another commit "
-            f"changed the hour since its files were read ({error}); rebuild the hour"
-        ) from error
+            return HourCommit(None, 0, 0)
+        raise _conflict(table, hour, f"another commit changed the hour ({error})") from error
     snapshot = table.current_snapshot()
-    return None if snapshot is None else snapshot.snapshot_id
+    return HourCommit(None if snapshot is None else snapshot.snapshot_id, len(added), len(removed))
+
+
+def _conflict(table: Table, hour: dt.datetime, why: str) -> HourConflict:
+    return HourConflict(
+        f"{'.'.join(table.name())} hour {hour.strftime(HOUR_FORMAT)}: {why}; rebuild the hour"
+    )
 
 
 def _commit(

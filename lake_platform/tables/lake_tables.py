@@ -8,12 +8,14 @@ use (`ensure_table`), so a lake that `lake-platform init` never saw still works.
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from lake_platform.derived.declaration import DerivedTable
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.tables.catalog import open_catalog, root_url
+from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.registry import ensure_table
 
 
@@ -41,6 +43,19 @@ class LakeTables:
             loaded = self._loaded[table.target] = ensure_table(self.catalog, self.root_url, table)
         else:
             loaded.refresh()
+        return loaded
+
+    def existing(self, target: str) -> Table | None:
+        """The Iceberg table at lake path `target` as it is now, None when the catalog has
+        none."""
+        loaded = self._loaded.get(target)
+        if loaded is not None:
+            return loaded.refresh()
+        try:
+            loaded = self.catalog.load_table(table_identifier(target))
+        except NoSuchTableError:
+            return None
+        self._loaded[target] = loaded
         return loaded
 
 

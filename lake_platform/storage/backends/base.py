@@ -99,6 +99,14 @@ class Backend(ABC):
         returned (so that the syncs of many writes overlap)."""
 
     @abstractmethod
+    def write_named(
+        self, folder: str, body: WriteBody, name_of: Callable[[], str]
+    ) -> tuple[str, int]:
+        """Write a file into `folder` whose name `name_of` gives once `body` wrote it (a
+        content address); its full path and size. A file already there under that name holds
+        the same bytes (the name is their digest) and is kept as it is."""
+
+    @abstractmethod
     def sync_folder(self, folder: str) -> None:
         """Make the entries of a folder returned by `write_unsynced` durable."""
 

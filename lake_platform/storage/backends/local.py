@@ -10,7 +10,7 @@ import errno
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 import fsspec
@@ -70,32 +70,19 @@ class LocalBackend(Backend):
 
     def write_unsynced(self, path: str, body: WriteBody) -> WrittenFile:
         """A hidden, fsynced temporary file renamed into place; the folders to sync are its
-        own and the parent of every folder it created.
-
-        A writer that loses the file's `ENOSPC` (Polars' Parquet writer reports "Invalid
-        thrift: transport error") is reported as the `ENOSPC` it was, when the filesystem is
-        full.
-        """
+        own and the parent of every folder it created."""
         folder, name = os.path.split(path)
-        created = _missing_folders(folder)
-        os.makedirs(folder, exist_ok=True)
-        temporary = _temporary_path(folder, name)
-        try:
-            with open(temporary, "wb") as handle:
-                body(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-                size = handle.tell()
-            os.replace(temporary, path)
-        except BaseException as error:
-            full = not isinstance(error, OSError) and _disk_full(folder)
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            if full:
-                detail = f"{os.strerror(errno.ENOSPC)} ({type(error).__name__}: {error})"
-                raise OSError(errno.ENOSPC, detail) from error
-            raise
-        return WrittenFile(size, frozenset({folder, *(os.path.dirname(new) for new in created)}))
+        return _write_through_temporary(folder, name, body, lambda: name)[1]
+
+    def write_named(
+        self, folder: str, body: WriteBody, name_of: Callable[[], str]
+    ) -> tuple[str, int]:
+        """`write_unsynced` to the name `name_of` gives after the write (an existing file of
+        that name holds the same bytes: replacing it changes nothing a reader sees), synced."""
+        path, written = _write_through_temporary(folder, "part", body, name_of)
+        for synced in sorted(written.folders_to_sync):
+            _fsync_path(synced)
+        return path, written.size
 
     def sync_folder(self, folder: str) -> None:
         _fsync_path(folder)
@@ -129,6 +116,39 @@ class LocalBackend(Backend):
             for path in paths:
                 read_parquet_file(path, path, columns)
             raise
+
+
+def _write_through_temporary(
+    folder: str, name: str, body: WriteBody, name_of: Callable[[], str]
+) -> tuple[str, WrittenFile]:
+    """Write a hidden, fsynced temporary file for `name`, then rename it to `name_of()` in
+    `folder`: the final path and the written file.
+
+    A writer that loses the file's `ENOSPC` (Polars' Parquet writer reports "Invalid
+    thrift: transport error") is reported as the `ENOSPC` it was, when the filesystem is
+    full.
+    """
+    created = _missing_folders(folder)
+    os.makedirs(folder, exist_ok=True)
+    temporary = _temporary_path(folder, name)
+    try:
+        with open(temporary, "wb") as handle:
+            body(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            size = handle.tell()
+        path = os.path.join(folder, name_of())
+        os.replace(temporary, path)
+    except BaseException as error:
+        full = not isinstance(error, OSError) and _disk_full(folder)
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if full:
+            detail = f"{os.strerror(errno.ENOSPC)} ({type(error).__name__}: {error})"
+            raise OSError(errno.ENOSPC, detail) from error
+        raise
+    folders = frozenset({folder, *(os.path.dirname(new) for new in created)})
+    return path, WrittenFile(size, folders)
 
 
 def _disk_full(folder: str) -> bool:

@@ -7,7 +7,9 @@ completed and which is aborted on any failure. A write never holds the whole fil
 """
 
 import io
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 import fsspec
@@ -28,6 +30,11 @@ UPLOAD_MAX_AGE_S = 24 * 3_600
 """Age since it started past which a multipart upload never completed is taken for what
 a killed writer left, and aborted. S3 does not advance it with each part, so it must exceed
 the longest write: a 1 GB file over a slow link takes hours, not a day."""
+
+
+SPOOL_MEMORY_BYTES = 64 * 1024**2
+"""A content-named file is hashed before its upload: held in memory up to this, then on disk."""
+COPY_CHUNK_BYTES = 8 * 1024**2
 
 
 class ObjectStoreBackend(Backend):
@@ -97,6 +104,23 @@ class ObjectStoreBackend(Backend):
     def write_unsynced(self, path: str, body: WriteBody) -> WrittenFile:
         """`write`: an object is durable once its upload completed."""
         return WrittenFile(self.write(path, body), frozenset())
+
+    def write_named(
+        self, folder: str, body: WriteBody, name_of: Callable[[], str]
+    ) -> tuple[str, int]:
+        """`body` spooled to a local temporary file (memory up to `SPOOL_MEMORY_BYTES`), then
+        uploaded under the name `name_of` gives; not uploaded when an object of that name and
+        size exists (the same bytes: a rebuild of an unchanged output, a recovery)."""
+        with tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool:
+            body(spool)
+            size = spool.tell()
+            path = f"{folder.rstrip('/')}/{name_of()}"
+            with suppress(FileNotFoundError):
+                if self.fs.size(path) == size:
+                    return path, size
+            spool.seek(0)
+            self.write(path, lambda handle: shutil.copyfileobj(spool, handle, COPY_CHUNK_BYTES))
+        return path, size
 
     def sync_folder(self, folder: str) -> None:
         """Nothing to do: an object store has no folder entries (`write_unsynced` names none)."""
