@@ -2,13 +2,15 @@
 platform with them, then a search of everything it wrote or showed.
 
 The canaries are the real credentials of the test's servers (SeaweedFS with a canary access
-and secret key; a nats-server whose users have the canary passwords), so the ingest, the
-Dagster runs and the demo actually use them. Searched: every command's stdout and stderr
-(errors with LAKE_PLATFORM_DEBUG off and on included), every file of the on-disk Dagster
-instance (raw bytes, and each SQLite table decoded row by row: event log, runs with their run
-config, metadata, cursors), every object of the lake (raw, and Parquet footers and values
-decoded: Bronze, Silver, Gold, ledger, quarantine), and the GraphQL answers the webserver
-gives for the runs, their events and the assets.
+and secret key; a nats-server whose users have the canary passwords; a PostgreSQL holding the
+Iceberg catalog whose password, inside LAKE_CATALOG_URI, is a canary), so `init`, the ingest,
+the Dagster runs and the demo actually use them. Searched: every command's stdout and stderr
+(errors with LAKE_PLATFORM_DEBUG off and on included: a refused and an unreachable catalog
+among them), the settings' repr, every file of the on-disk Dagster instance (raw bytes, and
+each SQLite table decoded row by row: event log, runs with their run config, metadata,
+cursors), every object of the lake (raw, and Parquet footers and values decoded: Bronze,
+Silver, Gold, ledger, quarantine, Iceberg metadata), every row of the catalog's database, and
+the GraphQL answers the webserver gives for the runs, their events and the assets.
 """
 
 import json
@@ -21,17 +23,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
 from lake_platform.embedded_nats import NatsServer
+from lake_platform.settings import LakeSettings
 from lake_platform_tests.nats_auth import users_config
 from lake_platform_tests.samples import SAMPLES
-from lake_platform_tests.servers import S3Server
+from lake_platform_tests.servers import PostgresServer, S3Server, claim_ports, release_ports
 
 pytestmark = pytest.mark.slow
 TRADES_SUBJECT = "market.stocks.trades.SPY"
-ENV_CLEARED = ("NATS_", "S3_", "DATA_ROOT", "USE_S3", "DAGSTER_HOME", "LAKE_PLATFORM_DEBUG")
+ENV_CLEARED = ("NATS_", "S3_", "DATA_ROOT", "USE_S3", "DAGSTER_HOME", "LAKE_")
+CATALOG_DATABASE = "iceberg"
 RUNS_QUERY = """
 { runsOrError { ... on Runs { results {
     runId jobName status runConfigYaml tags { key value }
@@ -93,6 +98,7 @@ class Platform:
     env: dict[str, str]
     dagster_home: Path
     s3: S3Server
+    postgres: PostgresServer
     bucket: str
     canaries: dict[str, str]
     outputs: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
@@ -148,6 +154,22 @@ def search_lake(search: Search, platform: Platform) -> dict[str, int]:
     return kinds
 
 
+def search_catalog_database(search: Search, server: PostgresServer) -> int:
+    """Every row of every table of the catalog's database; returns how many tables."""
+    url = server.url.replace("postgresql+psycopg2", "postgresql").rsplit("/", 1)[0]
+    connection = psycopg2.connect(f"{url}/{CATALOG_DATABASE}")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [name for (name,) in cursor.fetchall()]
+            for table in tables:
+                cursor.execute(f'SELECT * FROM "{table}"')
+                search.look(f"catalog {table}", "\n".join(map(repr, cursor.fetchall())))
+    finally:
+        connection.close()
+    return len(tables)
+
+
 def search_graphql(search: Search, home: Path) -> int:
     """The webserver's GraphQL answers (same schema, in process) for runs, events, assets."""
     import dagster as dg
@@ -177,6 +199,8 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         "S3_SECRET_KEY": canary("s3secret"),
         "S3_ACCESS_KEY": canary("s3key"),
         "NATS_URL password": canary("urlpw"),
+        "LAKE_CATALOG_URI password": canary("catalogpw"),
+        "LAKE_CATALOG_URI wrong password": canary("catalogwrong"),
     }
     users = users_config(
         ("lake", canaries["NATS_PASSWORD"]), ("url", canaries["NATS_URL password"])
@@ -184,6 +208,9 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
     with (
         S3Server.start(tmp_path / "s3", canaries["S3_ACCESS_KEY"], canaries["S3_SECRET_KEY"]) as s3,
         NatsServer.start(tmp_path / "nats", users) as nats_server,
+        PostgresServer.start(
+            tmp_path / "pg", "lake", "lake", canaries["LAKE_CATALOG_URI password"]
+        ) as postgres,
     ):
         s3.create_bucket("secrets")
         host = nats_server.url.removeprefix("nats://")
@@ -200,13 +227,18 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
             "NATS_TOKEN": canaries["NATS_TOKEN"],
             "DAGSTER_HOME": str(tmp_path / "dagster_home"),
             "BRONZE_MAX_AGE_S": "1",
+            "LAKE_CATALOG_URI": f"{postgres.url.rsplit('/', 1)[0]}/{CATALOG_DATABASE}",
         }
         (tmp_path / "dagster_home").mkdir()
-        yield Platform(env, tmp_path / "dagster_home", s3, "secrets", canaries)
+        yield Platform(env, tmp_path / "dagster_home", s3, postgres, "secrets", canaries)
 
 
 def run_everything(platform: Platform, tmp_path: Path) -> None:
-    """The ingest, Silver and Gold through Dagster (the demo), and failing commands."""
+    """`init`, the ingest, Silver and Gold through Dagster (the demo), and failing commands."""
+    initialized = platform.run("init", "init")
+    assert initialized.returncode == 0, initialized.stdout + initialized.stderr
+    listed = platform.run("tables", "tables")
+    assert listed.returncode == 0, listed.stderr
     replay = tmp_path / "events.jsonl"
     trades = [{**SAMPLES["stocks.trades"], "seq": seq} for seq in range(5)]
     bad = {"symbol": "SPY", "price": "not a number"}  # lands in the quarantine
@@ -222,8 +254,15 @@ def run_everything(platform: Platform, tmp_path: Path) -> None:
     broken_home = tmp_path / "broken_dagster_home"
     broken_home.mkdir()
     (broken_home / "dagster.yaml").write_text("run_storage: {module: nowhere, class: Nothing}\n")
+    catalog = platform.env["LAKE_CATALOG_URI"]
+    real_password = platform.canaries["LAKE_CATALOG_URI password"]
+    refused = catalog.replace(real_password, platform.canaries["LAKE_CATALOG_URI wrong password"])
+    (closed_port,) = claim_ports(1)  # nothing listens there
+    unreachable = catalog.replace(f":{platform.postgres.port}/", f":{closed_port}/")
     for debug in ("", "1"):
         failing = {
+            "catalog refused": (("init",), {"LAKE_CATALOG_URI": refused}),
+            "catalog unreachable": (("init",), {"LAKE_CATALOG_URI": unreachable}),
             "NATS refused": (("ingest", "--until-idle"), {"NATS_USER": "intruder"}),
             "instance broken": (
                 ("compact", "--date", "2025-01-01"),
@@ -235,6 +274,10 @@ def run_everything(platform: Platform, tmp_path: Path) -> None:
                 f"{label} debug={debug or 0}", *args, **overrides, LAKE_PLATFORM_DEBUG=debug
             )
             assert result.returncode != 0, (label, result.stderr)
+    release_ports([closed_port])
+    for label in ("catalog refused", "catalog unreachable"):
+        stderr = platform.outputs[f"{label} debug=0"].stderr
+        assert "cannot open the Iceberg catalog at postgresql+psycopg2://***@" in stderr, stderr
     missing = platform.run("S3 bucket missing", "ingest", "--until-idle", DATA_ROOT="s3://gone/x")
     assert missing.returncode == 1, missing.stderr
 
@@ -245,17 +288,22 @@ def test_no_secret_is_shown_or_written_anywhere(platform, tmp_path):
     for label, result in platform.outputs.items():
         search.look(f"stdout of {label}", result.stdout)
         search.look(f"stderr of {label}", result.stderr)
+    search.look("settings repr", repr(LakeSettings.from_env(platform.env)))
     search_dagster_home(search, platform.dagster_home)
     kinds = search_lake(search, platform)
+    catalog_tables = search_catalog_database(search, platform.postgres)
     runs = search_graphql(search, platform.dagster_home)
     print(
         f"secrets: {len(platform.canaries)} canaries, {len(search.surfaces)} surfaces searched "
-        f"({len(platform.outputs)} commands, {runs} runs, lake objects {kinds}), "
+        f"({len(platform.outputs)} commands, {runs} runs, lake objects {kinds}, "
+        f"{catalog_tables} catalog tables), "
         f"{len(search.leaks)} leaks"
     )
     assert not search.leaks, "\n".join(search.leaks)
     # The search is not vacuous: every kind of surface was there, and it finds a planted secret.
-    assert runs >= 1 and {"bronze", "silver", "gold", "_ledger", "_quarantine"} <= kinds.keys()
+    lake_kinds = {"bronze", "silver", "gold", "_ledger", "_quarantine", "_iceberg"}
+    assert runs >= 1 and lake_kinds <= kinds.keys() and catalog_tables >= 2
     assert any(name.startswith("sqlite ") for name in search.surfaces)
     config = (tmp_path / "nats" / "nats-server.conf").read_text()
     assert search.found_in(config) == ["NATS_PASSWORD", "NATS_URL password"]
+    assert search.found_in(platform.env["LAKE_CATALOG_URI"]) == ["LAKE_CATALOG_URI password"]
