@@ -25,12 +25,17 @@ Per table, in this order:
      rebuild in flight are referenced by no snapshot yet.
 
 The kept set is read before the listing, so a file committed after the read is either one
-a kept snapshot already referenced or one written recently (younger than the grace). In the
-data folder only files of the table's own layout and names
-(`{col}=…/date=…/hour=…/part-NNNNN-{16 hex}.parquet`) are candidates, and only once the table
-has a snapshot: files an older writer left, or those of a catalog that was lost and
-recreated empty, are never taken for orphans. Writers must write a content-addressed file
-even when its path exists (its fresh modification time is what protects it).
+a kept snapshot already referenced or one written recently (younger than the grace); a last
+refresh just before deleting spares the files of any snapshot committed meanwhile (a rerun
+reusing a file that looked orphaned). What remains is the instant between that refresh and
+the deletion, and a writer that reuses an existing file without writing it again (the S3
+backend skips the upload of an object of the same name and size): its modification time
+stays old, so a rerun that found the file before the deletion and commits after that last
+refresh references a file that is gone. Such a writer should renew the file's modification
+time instead (on S3, copy the object onto itself). In the data folder only files of
+the table's own layout and names (`{col}=…/date=…/hour=…/part-NNNNN-{16 hex}.parquet`) are
+candidates, and only once the table has a snapshot: files an older writer left, or those of
+a catalog that was lost and recreated empty, are never taken for orphans.
 
 Manifests are not compacted here (`manifests.py`).
 """

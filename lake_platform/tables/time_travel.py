@@ -6,7 +6,8 @@ the table's snapshot log. Untagged snapshots expire after `LAKE_SNAPSHOT_RETENTI
 pyiceberg then drops their log entries without a trace of when they were current: the log
 alone would answer a time inside an expired version with the version before it. A snapshot
 whose parent expired has lost its parent id, so a log entry not followed by its own child
-marks such a gap, and a time inside it is refused rather than answered wrongly.
+marks such a gap, and any time inside it is refused rather than answered wrongly (even one
+before the expired version took over: the gap's bounds are lost; a tag still reads it).
 """
 
 import datetime as dt
