@@ -20,6 +20,7 @@ from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.tables import GOLD_BARS
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
+from lake_platform.tables.lake_tables import LakeTables
 from lake_platform_tests.bronze_files import TRADES, bronze_rows, trades, write_bronze
 
 if TYPE_CHECKING:
@@ -38,13 +39,13 @@ class LakeReportingBronzeMidRun(LakeResource):
 
     partitions: list[str]
 
-    def store(self) -> LakeStore:
+    def tables(self) -> LakeTables:
         instance = dg.DagsterInstance.get()
         for partition in self.partitions:
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(asset_key=BRONZE, partition=partition)
             )
-        return super().store()
+        return super().tables()
 
 
 @pytest.fixture
