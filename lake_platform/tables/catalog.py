@@ -68,7 +68,8 @@ def open_catalog(settings: LakeSettings) -> SqlCatalog:
             **file_io_properties(settings),
         )
     except Exception as error:
-        detail = _without_secrets(f"{type(error).__name__}: {error}", uri, settings)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        detail = without_secrets(f"{type(error).__name__}: {first_line}", uri, settings)
         shown = redact_url(uri)
         raise CatalogError(f"cannot open the Iceberg catalog at {shown}: {detail}") from None
 
@@ -77,7 +78,7 @@ class CatalogError(RuntimeError):
     """The catalog's database cannot be used (unreachable, refused, not a database)."""
 
 
-def _without_secrets(text: str, uri: str, settings: LakeSettings) -> str:
+def without_secrets(text: str, uri: str, settings: LakeSettings) -> str:
     """`text` with the catalog URL and every credential of the settings masked."""
     text = text.replace(uri, redact_url(uri))
     hidden = (settings.s3_secret_key, settings.s3_access_key, _password(uri))
