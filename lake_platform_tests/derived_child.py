@@ -2,15 +2,17 @@
 
     python -m lake_platform_tests.derived_child ROOT TABLE HOUR [--pause-before-first-write]
 
-The store is a real local LakeStore that prints `writing <path>` before and `wrote <path>`
-after each Parquet file (so a test can SIGKILL it at a chosen point of the replacement) and,
-with `--pause-before-first-write`, waits for a line on stdin before its first file: the
-rebuild has read its inputs by then, so a test can change Bronze under it.
+The store is a real local LakeStore that prints `writing <folder>` before and `wrote <path>`
+after each Parquet file (so a test can SIGKILL it at a chosen point of the rebuild, files
+written but the hour not committed) and, with `--pause-before-first-write`, waits for a line
+on stdin before its first file: the rebuild has read its inputs by then, so a test can change
+Bronze (and commit the hour from another run) under it.
 """
 
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 
 import fsspec
 import polars as pl
@@ -24,15 +26,22 @@ from lake_platform_tests.tables_of import tables_of
 class AnnouncingStore(LakeStore):
     pause_before_first_write = False
 
-    def write_parquet_digest(
-        self, frame: pl.DataFrame, relative: str, *, row_group_size: int | None = None
-    ) -> tuple[int, str]:
-        print(f"writing {relative}", flush=True)
+    def write_parquet_named(
+        self,
+        frame: pl.DataFrame,
+        relative_folder: str,
+        name_of: Callable[[str], str],
+        *,
+        row_group_size: int | None = None,
+    ) -> tuple[str, int, str]:
+        print(f"writing {relative_folder}", flush=True)
         if self.pause_before_first_write:
             self.pause_before_first_write = False
             sys.stdin.readline()
-        written = super().write_parquet_digest(frame, relative, row_group_size=row_group_size)
-        print(f"wrote {relative}", flush=True)
+        written = super().write_parquet_named(
+            frame, relative_folder, name_of, row_group_size=row_group_size
+        )
+        print(f"wrote {written[0]}", flush=True)
         return written
 
 
