@@ -6,7 +6,10 @@ a new `_stream_seq`), rows in arrival order so event times are out of order. The
 in a fresh child process (wall time and peak RSS of that process alone):
 
 * ours: `rebuild_hour` of the Silver table, the code the Silver asset runs (list, read,
-  `deduplicate`, `replace_partition`: atomic write with fsync);
+  `deduplicate`, `write_partition`: content-named atomic write with fsync, then the hour's
+  Iceberg commit, on a fresh table created before the timing);
+* ours-files: the same rebuild without its Iceberg commit (files written, nothing committed):
+  `ours` against it is the table format's overhead (goal: at most 15% slower);
 * duckdb: the original design, one `COPY (... QUALIFY row_number() ... ORDER BY ...)`;
 * floor: Polars read of the same files and a ZSTD-3 write of one file, no dedup, no sort.
 
@@ -60,6 +63,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -68,7 +72,9 @@ from lake_platform.schemas import BY_NAME
 from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.registry import without_column
 from lake_platform.timestamps import HOUR_NS
-from lake_platform_tests.tables_of import tables_of
+
+if TYPE_CHECKING:
+    from lake_platform.tables.lake_tables import LakeTables
 
 SCHEMA = BY_NAME["stocks.trades"]
 HOUR = dt.datetime(2025, 12, 16, 14, tzinfo=dt.UTC)
@@ -78,7 +84,8 @@ BRONZE_FOLDER = f"bronze/{SCHEMA.table}/{PARTITION}"
 SILVER_FOLDER = f"silver/{SCHEMA.table}/{PARTITION}"
 SUBJECT = f"{SCHEMA.subject}.SPY"
 MARKER = "bench-silver.json"
-VARIANTS = ("ours", "duckdb", "floor")
+VARIANTS = ("ours", "ours-files", "duckdb", "floor")
+REBUILDS = ("ours", "ours-files")
 DUPLICATE_RATE = 0.02
 SAME_TIME_RATE = 0.05
 LATE_RATE = 0.005
@@ -93,6 +100,7 @@ GOAL_VERIFIED_VS_DUCKDB = 1.5
 GOAL_MEMORY_VS_ARROW = 2.5
 """Peak RSS of the rebuild over its imports, at most this many times the hour's Arrow size."""
 GOAL_LINEARITY = 1.1
+GOAL_ICEBERG_OVERHEAD = 1.15
 """A larger hour's time, at most this many times (its rows / the smallest hour's rows) the
 smallest hour's time: 5M rows <= 5.5x the 1M time."""
 PARTITION_KEY = HOUR.strftime("%Y-%m-%d-%H:00")
@@ -263,15 +271,42 @@ def arrow_bytes(lake: Path) -> int:
 
 
 def prepare_ours(lake: Path, _: Path) -> Callable[[], int]:
-    """What the Silver asset runs for one hour (here: one partition value)."""
-    import fsspec
-
+    """What the Silver asset runs for one hour (here: one partition value), committed to a
+    fresh Iceberg table (created here, untimed)."""
     from lake_platform.derived.rebuild import rebuild_hour
     from lake_platform.derived.tables import SILVER_TABLES
-    from lake_platform.storage import LakeStore
 
-    store = LakeStore(str(lake), fsspec.filesystem("file"))
-    return lambda: rebuild_hour(tables_of(store), SILVER_TABLES[SCHEMA.table], HOUR).rows_written
+    table = SILVER_TABLES[SCHEMA.table]
+    tables = fresh_tables(lake)
+    return lambda: rebuild_hour(tables, table, HOUR).rows_written
+
+
+def prepare_ours_files(lake: Path, _: Path) -> Callable[[], int]:
+    """`prepare_ours` without the Iceberg commit: the hour's inputs found and its files
+    written as the rebuild does, nothing committed."""
+    from lake_platform.derived.rebuild import _rebuild_files
+    from lake_platform.derived.sources import hour_inputs
+    from lake_platform.derived.tables import SILVER_TABLES
+
+    table = SILVER_TABLES[SCHEMA.table]
+    tables = fresh_tables(lake)
+
+    def run() -> int:
+        return _rebuild_files(tables, table, HOUR, hour_inputs(tables, table, HOUR)).rows_written
+
+    return run
+
+
+def fresh_tables(lake: Path) -> "LakeTables":
+    """The lake with its Silver trades table created in a new catalog (`clear_output` removed
+    the previous one)."""
+    from lake_platform.derived.tables import SILVER_TABLES
+    from lake_platform.settings import LakeSettings
+    from lake_platform.tables.lake_tables import open_lake_tables
+
+    tables = open_lake_tables(LakeSettings(data_root=str(lake)))
+    tables.table(SILVER_TABLES[SCHEMA.table])
+    return tables
 
 
 def prepare_duckdb(lake: Path, out: Path) -> Callable[[], int]:
@@ -312,7 +347,12 @@ def prepare_floor(lake: Path, out: Path) -> Callable[[], int]:
 def child(variant: str, lake: Path, out: Path) -> None:
     """Run one variant in this process (imports untimed, RSS peak reset after them); print
     its `Run` as JSON."""
-    prepare = {"ours": prepare_ours, "duckdb": prepare_duckdb, "floor": prepare_floor}[variant]
+    prepare = {
+        "ours": prepare_ours,
+        "ours-files": prepare_ours_files,
+        "duckdb": prepare_duckdb,
+        "floor": prepare_floor,
+    }[variant]
     run = prepare(lake, out)
     start_rss = reset_peak_rss_mb()
     cpu, start = time.process_time(), time.perf_counter()
@@ -355,8 +395,9 @@ def reset_peak_rss_mb() -> float:
 
 
 def clear_output(variant: str, lake: Path, out: Path) -> None:
-    if variant == "ours":
+    if variant in REBUILDS:
         shutil.rmtree(lake / "silver", ignore_errors=True)
+        shutil.rmtree(lake / "_iceberg", ignore_errors=True)
     else:
         (out / f"{variant}.parquet").unlink(missing_ok=True)
 
@@ -607,6 +648,11 @@ def report(bronze: Bronze, runs: dict[str, Run], outputs: Outputs) -> bool:
         f"distinct event_id in bronze {bronze.distinct:,}: {'OK' if ok else 'MISMATCH'}"
     )
     print(f"silver and duckdb files identical (rows, order, schema): {outputs.identical}")
+    overhead = ours.seconds / runs["ours-files"].seconds
+    print(
+        f"iceberg commit overhead (ours s / ours-files s, fresh table): {overhead:5.2f}x  "
+        f"goal <= {GOAL_ICEBERG_OVERHEAD}x: {verdict(overhead <= GOAL_ICEBERG_OVERHEAD)}"
+    )
     return ok
 
 

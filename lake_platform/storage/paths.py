@@ -60,11 +60,6 @@ def part_file_name(written_at: dt.datetime) -> str:
     return f"part-{written_at:%H%M%S}_{written_at:%f}-{secrets.token_hex(8)}.parquet"
 
 
-def numbered_file_name(index: int) -> str:
-    """`part-{NNNNN}.parquet`, the names of Silver and Gold files."""
-    return f"part-{index:05d}.parquet"
-
-
 def bounded_folder_name(value: str) -> str:
     """The escaped value, or when over budget its cut form with a hash of the whole value.
 
