@@ -45,9 +45,10 @@ from dataclasses import dataclass
 
 from pyiceberg.conversions import from_bytes
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import ManifestContent, ManifestEntry, ManifestFile
+from pyiceberg.manifest import ManifestContent, ManifestEntry, ManifestFile, write_manifest
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.typedef import EMPTY_DICT
@@ -232,7 +233,7 @@ class _CalendarRewrite(_SnapshotProducer["_CalendarRewrite"]):
         )
         self._today = today
         self._max_entries = max_entries
-        self._counts: dict[str, str] = {}
+        self._summary_properties: dict[str, str] = {}
         self.manifests_before = 0
         self.manifests_after = 0
 
@@ -246,7 +247,7 @@ class _CalendarRewrite(_SnapshotProducer["_CalendarRewrite"]):
     def _existing_manifests(self) -> list[ManifestFile]:
         """The new snapshot's manifests: planned on the current parent and written anew on
         every attempt (never reused across retries)."""
-        metadata = self._transaction.table_metadata
+        metadata = self._transaction.table_metadata  # a deep copy per access: read it once
         parent = (
             None
             if self._parent_snapshot_id is None
@@ -257,12 +258,15 @@ class _CalendarRewrite(_SnapshotProducer["_CalendarRewrite"]):
         plan = plan_rewrite(manifests, spec, self._today, self._max_entries)
         entries = _live_entries(plan.rewritten, self._io)
         written = [
-            self._write(spec, part)
+            self._write(metadata, part)
             for part in _parts(entries, date_position(spec), self._today, self._max_entries)
         ]
         self.manifests_before = len(manifests)
         self.manifests_after = len(written) + len(plan.kept)
-        self._counts = {
+        summary = None if parent is None else parent.summary
+        totals = {} if summary is None else summary.additional_properties
+        self._summary_properties = {
+            **{name: value for name, value in totals.items() if name.startswith("total-")},
             "manifests-created": str(len(written)),
             "manifests-kept": str(len(plan.kept)),
             "manifests-replaced": str(len(plan.rewritten) + len(plan.dropped)),
@@ -270,25 +274,25 @@ class _CalendarRewrite(_SnapshotProducer["_CalendarRewrite"]):
         }
         return written + plan.kept
 
-    def _write(self, spec: PartitionSpec, entries: Sequence[ManifestEntry]) -> ManifestFile:
-        with self.new_manifest_writer(spec) as writer:
+    def _write(self, metadata: TableMetadata, entries: Sequence[ManifestEntry]) -> ManifestFile:
+        """A manifest of `entries` as EXISTING: snapshot ids, sequence numbers, files kept."""
+        with write_manifest(
+            format_version=metadata.format_version,
+            spec=metadata.spec(),
+            schema=metadata.schema(),
+            output_file=self.new_manifest_output(),  # recorded: cleaned up if not committed
+            snapshot_id=self._snapshot_id,
+            avro_compression=self._compression,
+        ) as writer:
             for entry in entries:
-                writer.existing(entry)  # snapshot id, sequence numbers and data file kept
+                writer.existing(entry)
         return writer.to_manifest_file()
 
     def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
         """The parent's totals (no data changed), the rewrite's counts and properties."""
-        metadata = self._transaction.table_metadata
-        parent = (
-            None
-            if self._parent_snapshot_id is None
-            else metadata.snapshot_by_id(self._parent_snapshot_id)
+        return Summary(
+            operation=Operation.REPLACE, **self._summary_properties, **snapshot_properties
         )
-        previous = (
-            {} if parent is None or parent.summary is None else parent.summary.additional_properties
-        )
-        totals = {name: value for name, value in previous.items() if name.startswith("total-")}
-        return Summary(operation=Operation.REPLACE, **totals, **self._counts, **snapshot_properties)
 
 
 def _live_entries(manifests: Sequence[ManifestFile], io: FileIO) -> list[ManifestEntry]:
