@@ -48,9 +48,14 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from pyiceberg.manifest import ManifestFile
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update import (
+    RemoveSnapshotsUpdate,
+    UpdatesAndRequirements,
+    UpdateTableMetadata,
+)
 
 from lake_platform.derived.declaration import DerivedTable
 from lake_platform.tables.data_files import lake_path
@@ -267,11 +272,24 @@ def _expire(table: Table, cutoff_ms: int) -> list[Snapshot]:
         metadata = table.metadata
         ids = expirable(metadata, cutoff_ms)
         if ids:
-            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            _ExpireByIds(Transaction(table, autocommit=True), ids).commit()
         expired = set(ids)
         return [snapshot for snapshot in metadata.snapshots if snapshot.snapshot_id in expired]
 
     return retry_metadata_commit(table, attempt)
+
+
+class _ExpireByIds(UpdateTableMetadata["_ExpireByIds"]):
+    """Remove the snapshots `ids` in one metadata update: what pyiceberg's `ExpireSnapshots`
+    commits, without its `by_ids`, which copies the whole table metadata once per id (9 s
+    for 150 snapshots). The ids come from `expirable`, which skips every protected one."""
+
+    def __init__(self, transaction: Transaction, ids: Sequence[int]) -> None:
+        super().__init__(transaction)
+        self._ids = list(ids)
+
+    def _commit(self) -> UpdatesAndRequirements:
+        return (RemoveSnapshotsUpdate(snapshot_ids=self._ids),), ()
 
 
 def _references(
