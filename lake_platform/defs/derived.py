@@ -27,7 +27,9 @@ from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.results import HourResult
 from lake_platform.storage import StorageError
+from lake_platform.tables.catalog import CATALOG_NAME
 from lake_platform.tables.hours import HourConflict
+from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import LakeTables
 
 
@@ -67,13 +69,16 @@ def build_derived_asset(
         kinds={"polars", "parquet", "iceberg"},
         owners=OWNERS,
         description=description,
-        metadata=table_metadata(
-            table.target,
-            table.schema,
-            table.partition_column,
-            code,
-            column_docs=table.column_docs,
-        ),
+        metadata={
+            **table_metadata(
+                table.target,
+                table.schema,
+                table.partition_column,
+                code,
+                column_docs=table.column_docs,
+            ),
+            "iceberg_table": f"{CATALOG_NAME}.{table_identifier(table.target)}",
+        },
     )
     def derived(
         context: dg.AssetExecutionContext, lake: LakeResource
