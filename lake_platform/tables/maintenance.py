@@ -181,38 +181,15 @@ def maintain_table(
     gone = _references(root, iceberg, expired, kept.manifests)
     kept_metadata = kept.manifest_lists | kept.manifests | _metadata_files(root, iceberg)
 
-    metadata_folder = metadata_location(root, table.target).removeprefix(f"{root}/")
-    listed_metadata = tables.store.list_files_with_mtime(metadata_folder, "")
-    listed_data = (
-        {
-            path: modified
-            for path, modified in tables.store.list_files_with_mtime(table.target).items()
-            if DATA_FILE.fullmatch(path.removeprefix(f"{table.target}/"))
-        }
-        if kept_snapshots
-        else {}
+    listed_metadata, listed_data = _listed(tables, table, with_data=bool(kept_snapshots))
+    data_files = _deletable(listed_data, kept.data_files, gone.data_files, expiry_cutoff_ns)
+    manifest_lists = _deletable(listed_metadata, kept_metadata, gone.manifest_lists, None)
+    manifests = _deletable(listed_metadata, kept_metadata, gone.manifests, None)
+    accounted = (
+        kept_metadata | kept.data_files | gone.data_files | gone.manifests | gone.manifest_lists
     )
-
-    def old(modified: int | None, cutoff_ns: int) -> bool:
-        return modified is not None and modified <= cutoff_ns
-
-    data_files, manifests, manifest_lists, orphans = [], [], [], []
-    for path, modified in listed_data.items():
-        if path in kept.data_files:
-            continue
-        if path in gone.data_files and old(modified, expiry_cutoff_ns):
-            data_files.append(path)
-        elif path not in gone.data_files and old(modified, grace_cutoff_ns):
-            orphans.append(path)
-    for path, modified in listed_metadata.items():
-        if path in kept_metadata:
-            continue
-        if path in gone.manifest_lists:
-            manifest_lists.append(path)
-        elif path in gone.manifests:
-            manifests.append(path)
-        elif old(modified, grace_cutoff_ns):
-            orphans.append(path)
+    listed = {**listed_data, **listed_metadata}
+    orphans = _deletable(listed, accounted, frozenset(listed), grace_cutoff_ns)
 
     recommitted = _committed_since(root, iceberg, kept_snapshots, kept.manifests)
     data_files, manifests, manifest_lists, orphans = (
@@ -226,9 +203,45 @@ def maintain_table(
         data_files=tuple(data_files),
         manifests=tuple(manifests),
         manifest_lists=tuple(manifest_lists),
-        orphans=tuple(sorted(orphans)),
+        orphans=tuple(orphans),
         snapshots_kept=len(kept_snapshots),
         tags=len(tags(iceberg)),
+    )
+
+
+def _listed(
+    tables: LakeTables, table: DerivedTable, *, with_data: bool
+) -> tuple[dict[str, int | None], dict[str, int | None]]:
+    """The files of the table's metadata folder and (`with_data`) the data files of its
+    folder that have its layout and names (`DATA_FILE`), each with its modification time."""
+    root = tables.root_url
+    metadata_folder = metadata_location(root, table.target).removeprefix(f"{root}/")
+    metadata = tables.store.list_files_with_mtime(metadata_folder, "")
+    if not with_data:
+        return metadata, {}
+    data = tables.store.list_files_with_mtime(table.target)
+    prefix = f"{table.target}/"
+    return metadata, {
+        path: modified
+        for path, modified in data.items()
+        if DATA_FILE.fullmatch(path.removeprefix(prefix))
+    }
+
+
+def _deletable(
+    listed: dict[str, int | None],
+    kept: frozenset[str],
+    candidates: frozenset[str],
+    written_before_ns: int | None,
+) -> list[str]:
+    """The listed `candidates` not in `kept`, last written before `written_before_ns` (any
+    time when None; never when the store tells no time), sorted."""
+    return sorted(
+        path
+        for path, modified in listed.items()
+        if path in candidates
+        and path not in kept
+        and (written_before_ns is None or (modified is not None and modified <= written_before_ns))
     )
 
 
