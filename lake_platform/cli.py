@@ -91,6 +91,27 @@ def _init(_: argparse.Namespace) -> int:
     return run_init()
 
 
+def _tag(args: argparse.Namespace) -> int:
+    """Tag the current snapshot of every Silver and Gold table (or one)."""
+    from lake_platform.commands.tag import run_tag
+
+    return run_tag(args.name, args.table, args.replace)
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    """The `lake_maintenance` job's work, once."""
+    from lake_platform.commands.maintain import run_maintain
+
+    return run_maintain(args.table)
+
+
+def _catalog_recover(args: argparse.Namespace) -> int:
+    """Rebuild a lost Iceberg catalog from Bronze."""
+    from lake_platform.commands.catalog import run_catalog_recover
+
+    return run_catalog_recover(args.date)
+
+
 def _date(raw: str) -> dt.date:
     try:
         return dt.date.fromisoformat(raw)
@@ -183,7 +204,51 @@ def _parser() -> argparse.ArgumentParser:
         "and retention, durable consumers, `dagster instance migrate`",
     )
     init.set_defaults(handler=_init)
+    tag = commands.add_parser(
+        "tag",
+        help="tag the current snapshot of every Silver and Gold table (or one): a version that "
+        "never expires, read back with --as-of NAME",
+    )
+    tag.add_argument("name", help="the tag, e.g. training-2026-01 (starts with a letter)")
+    tag.add_argument("--table", help="one table, e.g. silver/stocks/trades or gold/stocks/bars_1m")
+    tag.add_argument(
+        "--replace", action="store_true", help="move a tag of that name to the current snapshot"
+    )
+    tag.set_defaults(handler=_tag)
+    maintain = commands.add_parser(
+        "maintain",
+        help="Iceberg maintenance once (the lake_maintenance job): expire old snapshots, delete "
+        "the files nothing kept needs, merge manifests, day tags; prints what it deleted",
+    )
+    maintain.add_argument(
+        "--table", help="one table, e.g. silver/stocks/trades or gold/stocks/bars_1m"
+    )
+    maintain.set_defaults(handler=_maintain)
+    catalog = commands.add_parser("catalog", help="the Iceberg catalog of Silver and Gold")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    recover = catalog_commands.add_parser(
+        "recover",
+        help="rebuild a lost catalog from Bronze: every hour derived again, its "
+        "content-addressed files registered, not rewritten",
+    )
+    recover.add_argument(
+        "--date",
+        type=_date,
+        action="append",
+        help="UTC date, YYYY-MM-DD (repeatable; default: every date Bronze has)",
+    )
+    recover.set_defaults(handler=_catalog_recover)
     return parser
+
+
+def _is_expected(error: Exception) -> bool:
+    """Whether `error` is one whose message is the whole story: the catalog that cannot be
+    opened. (Imported only here: pyiceberg costs the start of every command a second or more;
+    a `CatalogError` was raised by the module, so it is loaded already. Tag and `--as-of`
+    errors are `ValueError`s.)"""
+    from lake_platform.tables.catalog import CatalogError
+
+    return isinstance(error, CatalogError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lake-platform: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:
+        if _is_expected(error):
+            print(f"lake-platform: error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
         if os.environ.get(DEBUG_ENV):
             raise
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
