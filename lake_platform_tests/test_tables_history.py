@@ -257,10 +257,15 @@ def test_orphans_by_their_modification_time_and_the_lake_s_temporaries(
     stale = [file.path for file in write_version(store, HOUR, 9, values=VALUES[1:])]
     temporary = f"{TRADES.target}/symbol=0700/.part-00000.parquet.0123456789ab.tmp"
     store.write_bytes(b"half", temporary)
-    now = dt.datetime.now(dt.UTC)
-    for path in [*stale, temporary]:
-        backdated = (now - dt.timedelta(seconds=GRACE_S + 60)).timestamp()
-        os.utime(store.full_path(path), (backdated, backdated))
+    # past the grace of what was written so far (the table's creation included: files
+    # older than the table are never orphans); `fresh` written "just now" then, the
+    # temporary left long ago
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=GRACE_S + 60)
+    for path in fresh:
+        moment = (now - dt.timedelta(seconds=1)).timestamp()
+        os.utime(store.full_path(path), (moment, moment))
+    backdated = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=GRACE_S + 60)).timestamp()
+    os.utime(store.full_path(temporary), (backdated, backdated))
 
     run = maintain(lake_tables(lake), [TRADES], now=now)
 
@@ -270,6 +275,23 @@ def test_orphans_by_their_modification_time_and_the_lake_s_temporaries(
     assert run.metadata()["orphans_deleted"] == len(stale)
     assert run.metadata()["temporaries_deleted"] == 1
     assert set(fresh) <= stored(lake) and not set(stale) & stored(lake)
+
+
+def test_files_older_than_the_table_are_never_orphans(local_lake: TablesLake) -> None:
+    """After a catalog is lost and recovered for some dates, the other dates' files are no
+    snapshot's: written before the new table, they are not swept."""
+    lake = local_lake
+    store = lake.store
+    before = [file.path for file in write_version(store, HOUR, 9)]
+    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).timestamp()
+    for path in before:
+        os.utime(store.full_path(path), (long_ago, long_ago))
+    commit(lake, lake.trades(), 1, hour=HOUR + dt.timedelta(hours=1))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=GRACE_S + 60)
+
+    (report,) = maintain(lake_tables(lake), [TRADES], now=later).tables.values()
+
+    assert not report.orphans and set(before) <= stored(lake)
 
 
 def test_an_expired_version_written_again_after_the_cut_off_waits_for_the_grace(

@@ -9,7 +9,6 @@ from lake_platform.derived.recovery import recover
 from lake_platform.settings import LakeSettings
 from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import open_lake_tables
-from lake_platform.tables.maintenance import GRACE_S
 
 
 def run_catalog_recover(dates: Sequence[dt.date] | None) -> int:
@@ -28,8 +27,8 @@ def run_catalog_recover(dates: Sequence[dt.date] | None) -> int:
     if dates:
         print(
             "note: the catalog holds only the hours of the dates recovered and those it kept; "
-            f"maintenance deletes the other dates' files after {GRACE_S / 3600:g} h: recover "
-            "them too (without --date: every date)"
+            "the other dates' files stay on disk (older than the tables, maintenance never "
+            "sweeps them) but no reader sees them: recover them too (without --date: every date)"
         )
     missing = sorted(set(dates or ()) - set(found))
     if missing:

@@ -6,24 +6,11 @@ name already taken elsewhere (without `--replace`) tags none; a clash that appea
 (another `tag` at once) stops at that table, the ones before it tagged.
 """
 
-from lake_platform.derived.declaration import DerivedTable
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.tables import chosen_tables
 from lake_platform.settings import LakeSettings
 from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import open_lake_tables
 from lake_platform.tables.tags import TagError, check_tag_name, tag_current, tags
-
-
-def chosen_tables(table: str | None) -> list[DerivedTable]:
-    """Every derived table, or the one named by its lake path (`silver/stocks/trades`,
-    `gold/stocks/bars_1m`) or by its registry table (`stocks/trades`: its Silver)."""
-    if table is None:
-        return list(DERIVED_TABLES)
-    for derived in DERIVED_TABLES:
-        if table in (derived.target, derived.target.removeprefix("silver/")):
-            return [derived]
-    known = ", ".join(derived.target for derived in DERIVED_TABLES)
-    raise ValueError(f"no derived table {table!r}; known: {known}")
 
 
 def run_tag(name: str, table: str | None, replace: bool) -> int:

@@ -19,20 +19,8 @@ from lake_platform.commands.dagster_runs import (
 )
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import hours_of_day
-from lake_platform.defs.verification import DERIVED_TABLES, VERIFY_CHECK, VERIFY_JOB
-from lake_platform.derived.declaration import DerivedTable
-
-
-def chosen_tables(table: str | None) -> list[DerivedTable]:
-    """Every derived table, or the one named by its lake path (`silver/stocks/trades`,
-    `gold/stocks/bars_1m`) or by its registry table (`stocks/trades`: its Silver)."""
-    if table is None:
-        return list(DERIVED_TABLES)
-    for derived in DERIVED_TABLES:
-        if table in (derived.target, derived.target.removeprefix("silver/")):
-            return [derived]
-    known = ", ".join(derived.target for derived in DERIVED_TABLES)
-    raise ValueError(f"no derived table {table!r}; known: {known}")
+from lake_platform.defs.verification import VERIFY_CHECK, VERIFY_JOB
+from lake_platform.derived.tables import chosen_tables
 
 
 def run_verify(day: dt.date, table: str | None) -> int:

@@ -89,7 +89,9 @@ def build_derived_asset(
         results, outcomes, failed = {}, {}, {}
         for partition_key in context.partition_keys:
             try:
-                result, outcome = _rebuild_and_check(tables, table, partition_key, context.run_id)
+                result, outcome = _rebuild_and_check(
+                    tables, table, partition_key, context.run.run_id
+                )
             except (StorageError, HourConflict) as error:
                 failed[partition_key] = str(error)
                 context.log.error(f"{table.target} {partition_key}: {error}")

@@ -12,8 +12,8 @@ of inputs (`{col}=…/date=…/hour=…`), of the dates asked for or of every da
 recovered before Gold, which reads Silver through the catalog.
 
 Only the hours recovered are in the catalog afterwards: the files of other dates are no
-snapshot's, and maintenance deletes them as orphans after its grace period, so a partial
-recovery (`dates`) must be followed by the other dates before then.
+snapshot's, so no reader sees them until they are recovered too; written before the
+recreated tables (`lake.created-ms`), they are never swept as orphans by maintenance.
 """
 
 import datetime as dt

@@ -28,14 +28,13 @@ The kept set is read before the listing, so a file committed after the read is e
 a kept snapshot already referenced or one written recently (younger than the grace); a last
 refresh just before deleting spares the files of any snapshot committed meanwhile (a rerun
 reusing a file that looked orphaned). What remains is the instant between that refresh and
-the deletion, and a writer that reuses an existing file without writing it again (the S3
-backend skips the upload of an object of the same name and size): its modification time
-stays old, so a rerun that found the file before the deletion and commits after that last
-refresh references a file that is gone. Such a writer should renew the file's modification
-time instead (on S3, copy the object onto itself). In the data folder only files of
-the table's own layout and names (`{col}=…/date=…/hour=…/part-NNNNN-{16 hex}.parquet`) are
-candidates, and only once the table has a snapshot: files an older writer left, or those of
-a catalog that was lost and recreated empty, are never taken for orphans.
+the deletion: a writer that finds its content-addressed file already there renews its
+modification time (locally it touches it, on S3 it uploads it again), so such a file is never
+older than the grace period while a rerun may still commit it. In the data folder only files
+of the table's own layout and names (`{col}=…/date=…/hour=…/part-NNNNN-{16 hex}.parquet`),
+written after the table was created (`lake.created-ms`), are candidates, and only once the
+table has a snapshot: files an older writer left, or those of a catalog that was lost and
+recovered for some dates only, are never taken for orphans.
 
 Manifests are not compacted here (`manifests.py`).
 """
@@ -62,6 +61,7 @@ from lake_platform.tables.data_files import lake_path
 from lake_platform.tables.identifiers import metadata_location
 from lake_platform.tables.lake_tables import LakeTables
 from lake_platform.tables.naming import DIGEST_CHARS
+from lake_platform.tables.schema import CREATED_PROPERTY
 from lake_platform.tables.tags import retry_metadata_commit, tags
 
 GRACE_S = 6 * 3_600.0
@@ -189,7 +189,12 @@ def maintain_table(
         kept_metadata | kept.data_files | gone.data_files | gone.manifests | gone.manifest_lists
     )
     listed = {**listed_data, **listed_metadata}
-    orphans = _deletable(listed, accounted, frozenset(listed), grace_cutoff_ns)
+    created_ns = int(iceberg.metadata.properties.get(CREATED_PROPERTY, "0")) * 1_000_000
+    orphans = [
+        path
+        for path in _deletable(listed, accounted, frozenset(listed), grace_cutoff_ns)
+        if (listed[path] or 0) >= created_ns
+    ]
 
     recommitted = _committed_since(root, iceberg, kept_snapshots, kept.manifests)
     data_files, manifests, manifest_lists, orphans = (

@@ -54,6 +54,7 @@ from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.typedef import EMPTY_DICT
 from pyiceberg.types import DateType
 
+from lake_platform.tables.data_files import EPOCH
 from lake_platform.tables.schema import DATE_COLUMN
 
 MAX_ENTRIES = 2_000
@@ -62,7 +63,6 @@ READ_THREADS = 8
 """Manifests read concurrently while merging."""
 CLOSED_BEFORE_PROPERTY = "lake.manifests-closed-before"
 """Summary property of a rewrite: the `today` it merged the periods before."""
-EPOCH = dt.date(1970, 1, 1)
 
 Period = tuple[dt.date, dt.date]
 """A closed period: first and last day of a closed month, or a closed day twice."""
@@ -70,8 +70,8 @@ Period = tuple[dt.date, dt.date]
 
 @dataclass(frozen=True)
 class ManifestCompaction:
-    """What `compact_manifests` did: the live manifests of the table before and after, and the
-    snapshot it committed (None: nothing to merge, nothing committed)."""
+    """What `compact_manifests` did: the manifests of the table's current snapshot before and
+    after, and the snapshot it committed (None: nothing to merge, nothing committed)."""
 
     manifests_before: int
     manifests_after: int

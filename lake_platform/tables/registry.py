@@ -4,6 +4,7 @@ An existing table is loaded as it is: evolving its schema when a declaration gai
 is a later step. A table created at the same moment by another process is loaded too.
 """
 
+import time
 from collections.abc import Iterable
 
 from pyiceberg.catalog import Catalog
@@ -12,7 +13,12 @@ from pyiceberg.table import Table
 
 from lake_platform.derived.declaration import DerivedTable
 from lake_platform.tables.identifiers import namespace, table_identifier, table_location
-from lake_platform.tables.schema import iceberg_schema, partition_spec, table_properties
+from lake_platform.tables.schema import (
+    CREATED_PROPERTY,
+    iceberg_schema,
+    partition_spec,
+    table_properties,
+)
 
 
 def ensure_tables(
@@ -35,7 +41,10 @@ def ensure_table(catalog: Catalog, root_url: str, table: DerivedTable) -> Table:
             schema=schema,
             location=table_location(root_url, table.target),
             partition_spec=partition_spec(table, schema),
-            properties=table_properties(table, schema, root_url),
+            properties={
+                **table_properties(table, schema, root_url),
+                CREATED_PROPERTY: str(time.time_ns() // 1_000_000),
+            },
         )
     except TableAlreadyExistsError:
         return catalog.load_table(identifier)

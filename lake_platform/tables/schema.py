@@ -42,6 +42,10 @@ COMMIT_RETRIES = 10
 """Retries of a commit that lost a race for the catalog row (not of a conflict: see `hours`)."""
 METADATA_VERSIONS_KEPT = 24
 """Older metadata.json files kept (each commit writes one; older ones are deleted)."""
+CREATED_PROPERTY = "lake.created-ms"
+"""Table property: when the table was created (ms since the epoch). Files written before it
+are never swept as orphans: after a catalog recovery of some dates, the other dates' files
+are no snapshot's yet, and must not be deleted (`maintenance.py`)."""
 LAKE_PATH_PROPERTY = "lake.path"
 """Table property: the table's path below the lake root (`silver/stocks/trades`)."""
 

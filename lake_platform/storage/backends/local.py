@@ -77,9 +77,11 @@ class LocalBackend(Backend):
     def write_named(
         self, folder: str, body: WriteBody, name_of: Callable[[], str]
     ) -> tuple[str, int]:
-        """`write_unsynced` to the name `name_of` gives after the write (an existing file of
-        that name holds the same bytes: replacing it changes nothing a reader sees), synced."""
-        path, written = _write_through_temporary(folder, "part", body, name_of)
+        """`write_unsynced` to the name `name_of` gives after the write, synced. An existing
+        file of that name holds the same bytes: it is kept (not rewritten) and its time
+        renewed, so that maintenance sees it as just written (its orphan sweep spares files
+        younger than a grace period)."""
+        path, written = _write_through_temporary(folder, "part", body, name_of, keep_existing=True)
         for synced in sorted(written.folders_to_sync):
             _fsync_path(synced)
         return path, written.size
@@ -119,10 +121,16 @@ class LocalBackend(Backend):
 
 
 def _write_through_temporary(
-    folder: str, name: str, body: WriteBody, name_of: Callable[[], str]
+    folder: str,
+    name: str,
+    body: WriteBody,
+    name_of: Callable[[], str],
+    *,
+    keep_existing: bool = False,
 ) -> tuple[str, WrittenFile]:
     """Write a hidden, fsynced temporary file for `name`, then rename it to `name_of()` in
-    `folder`: the final path and the written file.
+    `folder` (or, with `keep_existing`, drop it and touch a file already there under that
+    name): the final path and the written file.
 
     A writer that loses the file's `ENOSPC` (Polars' Parquet writer reports "Invalid
     thrift: transport error") is reported as the `ENOSPC` it was, when the filesystem is
@@ -138,7 +146,11 @@ def _write_through_temporary(
             os.fsync(handle.fileno())
             size = handle.tell()
         path = os.path.join(folder, name_of())
-        os.replace(temporary, path)
+        if keep_existing and os.path.exists(path):
+            os.utime(path)
+            os.remove(temporary)
+        else:
+            os.replace(temporary, path)
     except BaseException as error:
         full = not isinstance(error, OSError) and _disk_full(folder)
         if os.path.exists(temporary):

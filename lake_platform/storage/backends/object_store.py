@@ -109,15 +109,14 @@ class ObjectStoreBackend(Backend):
         self, folder: str, body: WriteBody, name_of: Callable[[], str]
     ) -> tuple[str, int]:
         """`body` spooled to a local temporary file (memory up to `SPOOL_MEMORY_BYTES`), then
-        uploaded under the name `name_of` gives; not uploaded when an object of that name and
-        size exists (the same bytes: a rebuild of an unchanged output, a recovery)."""
+        uploaded under the name `name_of` gives. An object already there holds the same bytes
+        and is uploaded again all the same: that renews its time, which maintenance's orphan
+        sweep reads (it spares objects younger than a grace period), and an object store has
+        no cheaper way to renew it."""
         with tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool:
             body(spool)
             size = spool.tell()
             path = f"{folder.rstrip('/')}/{name_of()}"
-            with suppress(FileNotFoundError):
-                if self.fs.size(path) == size:
-                    return path, size
             spool.seek(0)
             self.write(path, lambda handle: shutil.copyfileobj(spool, handle, COPY_CHUNK_BYTES))
         return path, size
