@@ -41,7 +41,7 @@ Key = tuple[str, str, str]
 
 
 def table_folders() -> dict[str, str]:
-    """Every table folder of the lake, with its partition column."""
+    """Every Bronze table folder of the lake, with its partition column."""
     return {f"bronze/{schema.table}": schema.partition_column for schema in SCHEMAS}
 
 
