@@ -3,8 +3,8 @@
 Builds, in a lake, one hour of each Gold table's input for one partition value:
 
 * bars: a Silver `stocks/trades` hour of N trades of `symbol=SPY` (the trades of
-  `benchmarks/silver.py`, with their `event_id`, sorted and written by `replace_partition` as
-  the Silver rebuild writes them);
+  `benchmarks/silver.py`, with their `event_id`, sorted, written by `write_partition` and
+  committed as the Silver rebuild does);
 * signals: a Bronze `levels/signals` hour of N signals of `underlying=SPY` in files of 1,000
   rows, ~2% redeliveries, in arrival order, each signal with 1–3 levels (as the simulator:
   ~2 levels a signal, so ~2N Gold rows) whose nested objects are present or not as the
@@ -63,15 +63,17 @@ from silver import (
 
 from lake_platform.derived.checking import check_hour
 from lake_platform.derived.declaration import DerivedTable
-from lake_platform.derived.partition_files import replace_partition
+from lake_platform.derived.partition_files import write_partition
 from lake_platform.derived.rebuild import rebuild_hour
-from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS
+from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.schemas import BY_NAME
 from lake_platform.schemas.event_id import event_id
 from lake_platform.schemas.registry import without_column
 from lake_platform.simulate.market import LEVEL_KINDS
 from lake_platform.storage import LakeStore
 from lake_platform.storage.paths import hour_folder
+from lake_platform.tables.data_files import NewFile
+from lake_platform.tables.hours import replace_hour
 from lake_platform.transforms.gold import GOLD_SIGNALS_SCHEMA, SIGNAL_CONTEXT
 from lake_platform.transforms.silver import SILVER_ORDER
 from lake_platform_tests.tables_of import tables_of
@@ -125,10 +127,14 @@ def store_at(lake: Path) -> LakeStore:
 
 
 def write_silver_trades(lake: Path, rows: int) -> int:
-    """A Silver `stocks/trades` hour of `rows` trades, written as the Silver rebuild writes."""
+    """A Silver `stocks/trades` hour of `rows` trades, written and committed to the lake's
+    catalog as the Silver rebuild writes them."""
     trades = unique_events(rows).with_columns(event_id(TRADES.stored_schema)).sort(SILVER_ORDER)
     stored = trades.select(without_column(TRADES.stored_schema, TRADES.partition_column).names())
-    replace_partition(store_at(lake), FOLDERS["bars"], stored)
+    store = store_at(lake)
+    written = write_partition(store, FOLDERS["bars"], stored)
+    silver = tables_of(store).table(SILVER_TABLES[TRADES.table])
+    replace_hour(silver, HOUR, [NewFile(file.path, file.bytes) for file in written], {})
     return stored.height
 
 

@@ -32,6 +32,8 @@ from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.schemas import STREAMS, decode_batch, schema_for_subject
 from lake_platform.settings import PARTITION_KEY_FORMAT, LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform.tables.data_files import lake_path
+from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
 from lake_platform_tests.jetstream_reads import consumer_backlog, stream_messages
 from lake_platform_tests.servers import NatsNode
 from lake_platform_tests.topology import (
@@ -252,7 +254,20 @@ def run_summary(all_runs: list[dict]) -> str:
 
 
 def event_ids(store: LakeStore, folder: str) -> Counter[str]:
-    files = store.list_files(folder)
+    return event_ids_of(store, store.list_files(folder))
+
+
+def table_event_ids(tables: LakeTables, target: str) -> Counter[str]:
+    """The `event_id`s of a Silver or Gold table's current snapshot (its folder also holds
+    the retained older versions of rebuilt hours)."""
+    iceberg = tables.existing(target)
+    if iceberg is None or iceberg.current_snapshot() is None:
+        return Counter()
+    files = [lake_path(iceberg, task.file) for task in iceberg.scan().plan_files()]
+    return event_ids_of(tables.store, files)
+
+
+def event_ids_of(store: LakeStore, files: list[str]) -> Counter[str]:
     if not files:
         return Counter()
     return Counter(store.read_parquet(files, ["event_id"]).get_column("event_id").to_list())
@@ -272,7 +287,7 @@ def consumers_drained(topology: Topology) -> bool:
 
 
 def lake_lag(
-    topology: Topology, store: LakeStore, sent: Published, silver_tables: list[str]
+    topology: Topology, tables: LakeTables, sent: Published, silver_tables: list[str]
 ) -> list[str]:
     """What the consumers have not delivered and acked, and what Silver and Gold lack or hold
     beyond what was published; empty once the lake holds the session."""
@@ -287,7 +302,7 @@ def lake_lag(
     held = {f"silver/{table}": sent.good[table] for table in silver_tables}
     held["gold/levels/signals"] = sent.signals_with_levels
     for folder, wanted in held.items():
-        found = set(event_ids(store, folder))
+        found = set(table_event_ids(tables, folder))
         if found != wanted:
             lag.append(f"{folder}: {len(wanted - found)} missing, {len(found - wanted)} extra")
     return lag
@@ -369,6 +384,7 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
         wait_for(service.healthy, 180, f"{service.name} health check", interval=2)
     lake_env = workers[0].environment
     store = LakeStore.from_settings(LakeSettings.from_env(lake_env))
+    tables = open_lake_tables(LakeSettings.from_env(lake_env), store)
     assert store.url.startswith("s3://lake/")
     up_s = time.monotonic() - begun
 
@@ -404,14 +420,14 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
     ]
 
     def settled() -> bool:
-        return not lake_lag(topology, store, sent, silver_tables) and not unsettled(
+        return not lake_lag(topology, tables, sent, silver_tables) and not unsettled(
             topology, expected
         )
 
     try:
         settle_s = wait_for(settled, SETTLE_TIMEOUT_S, "automation caught up", interval=5)
     except AssertionError as late:
-        why = [*lake_lag(topology, store, sent, silver_tables), *unsettled(topology, expected)]
+        why = [*lake_lag(topology, tables, sent, silver_tables), *unsettled(topology, expected)]
         all_runs = runs(topology)
         raise AssertionError(
             f"{late}: {why[:20]}; {run_summary(all_runs)}; {failed_runs(topology, all_runs)}"
@@ -420,9 +436,9 @@ def test_compose_topology_ingests_and_automates_a_live_session_through_failures(
     for table, ids in sent.good.items():
         assert ids <= set(event_ids(store, f"bronze/{table}")), f"bronze/{table} misses events"
     for table in silver_tables:
-        silver = event_ids(store, f"silver/{table}")
+        silver = table_event_ids(tables, f"silver/{table}")
         assert set(silver) == sent.good[table] and set(silver.values()) == {1}, table
-    assert set(event_ids(store, "gold/levels/signals")) == sent.signals_with_levels
+    assert set(table_event_ids(tables, "gold/levels/signals")) == sent.signals_with_levels
     assert quarantined(store) == sent.bad
     assert consumers_drained(topology)
 
