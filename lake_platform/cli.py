@@ -60,7 +60,7 @@ def _verify(args: argparse.Namespace) -> int:
     """Check a date's stored Silver and Gold files again, without rebuilding them."""
     from lake_platform.commands.verify import run_verify
 
-    return run_verify(args.date, args.table)
+    return run_verify(args.date, args.table, args.as_of)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -166,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--date", type=_date, required=True, help="UTC date, YYYY-MM-DD")
     verify.add_argument(
         "--table", help="one table, e.g. silver/stocks/trades or gold/stocks/bars_1m"
+    )
+    verify.add_argument(
+        "--as-of",
+        metavar="TAG|SNAPSHOT|TIMESTAMP",
+        help="verify the version current then (a tag, a snapshot id, or a UTC time like "
+        "2026-12-06T03:00:00Z) instead of the current one",
     )
     verify.set_defaults(handler=_verify)
     status = commands.add_parser(

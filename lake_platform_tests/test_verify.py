@@ -19,8 +19,9 @@ from lake_platform.defs.verification import VERIFY_CHECK, VERIFY_JOB
 from lake_platform.derived.reverify import READABLE, verify_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.storage import LakeStore
+from lake_platform.tables.tags import tag_current
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
-from lake_platform_tests.tables_of import tables_of
+from lake_platform_tests.tables_of import committed_files, tables_of
 
 DAGSTER = Path(sys.executable).with_name("dagster")
 SILVER = SILVER_TABLES["stocks/trades"]
@@ -182,3 +183,37 @@ def test_dagsters_cli_runs_the_verification_for_a_range_of_hours(lake, tmp_path)
     with dg.DagsterInstance.get() as instance:
         recorded = recorded_by_hour(instance)
     assert recorded == {GOOD: "SUCCEEDED", BAD: "FAILED"}
+
+
+def test_the_cli_verifies_a_tagged_version_after_a_late_rebuild(lake, capsys):
+    """`--as-of` checks the files of the snapshot current at a tag: after late Bronze and a
+    rebuild of the hour, a damaged new file fails the current version only, while the tagged
+    one's own files still pass (only its reconciliation, against Bronze as it is now, fails);
+    an unknown tag is one line."""
+    tag_current(tables_of(lake).table(SILVER), "before-late-data")
+    late = trades(50, seed=11)
+    write_bronze(lake, TRADES, bronze_rows(TRADES, late, first_seq=90_000))
+    with dg.DagsterInstance.get() as instance:
+        rebuilt = dg.materialize(
+            [TRADES_SILVER],
+            instance=instance,
+            resources={"lake": LakeResource()},
+            partition_key=GOOD,
+        )
+    assert rebuilt.success
+    good_hour = dt.datetime.strptime(GOOD, "%Y-%m-%d-%H:%M").replace(tzinfo=dt.UTC)
+    (new_file,) = committed_files(lake, SILVER, good_hour)["symbol=SPY"]
+    rewrite_uncompressed(lake, new_file)
+    day = ["verify", "--date", "2025-12-16", "--table", "stocks/trades"]
+
+    assert main(day) == 1
+    (failed,) = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
+    assert failed.startswith(f"silver/stocks/trades {GOOD} FAILED zstd_compressed: ")
+
+    assert main([*day, "--as-of", "before-late-data"]) == 1
+    (failed,) = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
+    assert failed.startswith(f"silver/stocks/trades {GOOD} FAILED reconciles_with_bronze: ")
+
+    assert main([*day, "--as-of", "no-such-tag"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("lake-platform: error: ") and "no-such-tag" in line

@@ -19,21 +19,28 @@ from lake_platform.commands.dagster_runs import (
 )
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import hours_of_day
-from lake_platform.defs.verification import VERIFY_CHECK, VERIFY_JOB
+from lake_platform.defs.verification import AS_OF_TAG, VERIFY_CHECK, VERIFY_JOB
+from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.tables import chosen_tables
 
 
-def run_verify(day: dt.date, table: str | None) -> int:
-    """Verify the date's hours of one table or all; 0 when every table-hour passed."""
+def run_verify(day: dt.date, table: str | None, as_of: str | None = None) -> int:
+    """Verify the date's hours of one table or all (as of a tag, snapshot id or time: the
+    files of the snapshot current then); 0 when every table-hour passed."""
     from lake_platform.definitions import defs
 
     tables = chosen_tables(table)
+    if as_of is not None:
+        _check_as_of(tables, as_of)
     first, last = hours_of_day(day)
     checks = {dg.AssetCheckKey(derived_key(t.target), VERIFY_CHECK) for t in tables}
     job = defs.resolve_job_def(VERIFY_JOB).get_subset(asset_check_selection=checks)
+    tags = {RANGE_START_TAG: first, RANGE_END_TAG: last}
+    if as_of is not None:
+        tags[AS_OF_TAG] = as_of
     result = job.execute_in_process(
         instance=command_instance(),
-        tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+        tags=tags,
         run_config=QUIET_RUN,
         raise_on_error=False,
     )
@@ -51,6 +58,17 @@ def run_verify(day: dt.date, table: str | None) -> int:
         f"run {result.run_id}"
     )
     return 0 if result.success and not failed else 1
+
+
+def _check_as_of(tables: list[DerivedTable], as_of: str) -> None:
+    """An `AsOfError` (one line) when a table has no snapshot at `as_of`."""
+    from lake_platform.settings import LakeSettings
+    from lake_platform.tables.lake_tables import open_lake_tables
+    from lake_platform.tables.time_travel import snapshot_as_of
+
+    lake = open_lake_tables(LakeSettings.from_env())
+    for table in tables:
+        snapshot_as_of(lake.table(table), as_of)
 
 
 def _first_line(failure: dg.DagsterEvent) -> str:

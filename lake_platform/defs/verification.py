@@ -36,6 +36,8 @@ from lake_platform.storage import StorageError
 
 VERIFY_CHECK = "verify_stored_files"
 VERIFY_JOB = "verify_stored_files"
+AS_OF_TAG = "lake/as_of"
+"""Run tag: verify the snapshot current at this tag, snapshot id or time, not the current one."""
 
 
 def verification_line(table: DerivedTable, partition: str, verification: Verification) -> str:
@@ -99,12 +101,13 @@ def build_verify_check(table: DerivedTable) -> dg.AssetChecksDefinition:
             yield dg.Output(None)
             return
         partitions = _chosen_hours(context)
+        as_of = context.run.tags.get(AS_OF_TAG)
         tables = lake.tables()
         targets = latest_materialization_targets(context.instance, key, partitions)
         failed: dict[str, str] = {}
         for partition in partitions:
             try:
-                verification = verify_hour(tables, table, hour_of_partition(partition))
+                verification = verify_hour(tables, table, hour_of_partition(partition), as_of)
             except StorageError as error:
                 failed[partition] = str(error)
                 context.log.error(f"{table.target} {partition}: not verified: {error}")

@@ -30,6 +30,7 @@ from lake_platform.derived.sources import hour_inputs
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.tables.hours import hour_paths
 from lake_platform.tables.lake_tables import LakeTables
+from lake_platform.tables.time_travel import snapshot_as_of
 
 READABLE = "files_readable"
 """The outcome of an hour with a file no check could read (it replaces the checks' own)."""
@@ -54,19 +55,22 @@ class Verification:
         return {name: outcome for name, outcome in self.outcomes.items() if not outcome.passed}
 
 
-def verify_hour(tables: LakeTables, table: DerivedTable, hour: dt.datetime) -> Verification:
-    """The checks of `table`'s hour on the files of its current snapshot, reconciled with its
-    stored inputs (for a Silver input: its current snapshot's).
+def verify_hour(
+    tables: LakeTables, table: DerivedTable, hour: dt.datetime, as_of: str | None = None
+) -> Verification:
+    """The checks of `table`'s hour on the files of its current snapshot (or of the snapshot
+    current at `as_of`: a tag, a snapshot id or a time), reconciled with its stored inputs
+    (for a Silver input: its snapshot at the same `as_of`; Bronze as it is now).
 
     A file that is not valid Parquet (output or input) fails the hour with its name under
     `READABLE`; any other storage failure (an outage) is raised: the hour was not verified.
     """
     store = tables.store
-    planned = hour_inputs(tables, table, hour)
+    planned = hour_inputs(tables, table, hour, as_of)
     inputs = planned.files
     stored = HourResult(hour, inputs, planned.values)
     iceberg = tables.table(table)
-    current = iceberg.current_snapshot()
+    current = iceberg.current_snapshot() if as_of is None else snapshot_as_of(iceberg, as_of)
     stored.snapshot_id = None if current is None else current.snapshot_id
     outputs = {} if current is None else hour_paths(iceberg, hour, stored.snapshot_id)
     counts = {"files": _count(outputs), "input_files": stored.input_files}

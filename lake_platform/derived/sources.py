@@ -18,6 +18,7 @@ from lake_platform.derived.inputs import hour_value_folders
 from lake_platform.storage.store import APPEND_ONLY_TIER
 from lake_platform.tables.hours import hour_paths
 from lake_platform.tables.lake_tables import LakeTables
+from lake_platform.tables.time_travel import snapshot_as_of
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,11 @@ class HourInputs:
     snapshot_id: int | None = None
 
 
-def hour_inputs(tables: LakeTables, table: DerivedTable, hour: dt.datetime) -> HourInputs:
-    """The files of `table`'s input for `hour`, as they are now."""
+def hour_inputs(
+    tables: LakeTables, table: DerivedTable, hour: dt.datetime, as_of: str | None = None
+) -> HourInputs:
+    """The files of `table`'s input for `hour`, as they are now; a Silver input's as of
+    `as_of` (a tag, snapshot id or time: `time_travel.snapshot_as_of`) when given."""
     source = _source_table(tables, table)
     if source is None:
         planned = hour_value_folders(tables.store, table.source, hour, time.time_ns())
@@ -42,7 +46,8 @@ def hour_inputs(tables: LakeTables, table: DerivedTable, hour: dt.datetime) -> H
         return HourInputs(files, planned.folders if planned.from_ledger else None)
     if source is _NOT_CREATED or source.current_snapshot() is None:
         return HourInputs({})
-    snapshot_id = source.current_snapshot().snapshot_id
+    snapshot = source.current_snapshot() if as_of is None else snapshot_as_of(source, as_of)
+    snapshot_id = snapshot.snapshot_id
     return HourInputs(hour_paths(source, hour, snapshot_id), snapshot_id=snapshot_id)
 
 
