@@ -12,9 +12,13 @@ Three lakes (local disk, the default SQLite catalog), each with `silver.stocks_t
 Then the same `--today-hours` (12) hours of today are committed on all three with
 `replace_hour` (real files), and the benchmark times `replace_hour` replacing an hour of today
 with new files (`--values` files, written untimed beforehand), the tables taking turns,
-`--repeat` times each (medians). The acceptance: the compacted table's replace costs <= 2x the
-fresh table's. A replace of an hour of a closed day of this month and of a closed month is
-timed too (those rewrite the manifest holding the hour).
+`--repeat` times each (medians), each table maintained (untimed) after its turn as the hourly
+maintenance would: the manifest rewrite (not on the uncompacted table) and expiry. Without
+it every replace makes the next one of the same hour dearer (one more snapshot, and one more
+deleted-files manifest that pyiceberg carries forward and reads for that hour). The
+acceptance: the compacted table's replace costs <= 2x the fresh table's. A replace of an hour
+of a closed day of this month and of a closed month is timed too (those rewrite the manifest
+holding the hour).
 
 What is simulated: the year's data files are not written. Their manifest entries are, each
 with the statistics of one real file's footer (its `ts_event_ns` bounds moved to its hour);
@@ -27,7 +31,7 @@ transaction), then that night's maintenance, as above. The uncompacted year is o
 listing one manifest per hour (day by day it costs O(n^2) manifest-list writes); it keeps
 fewer snapshots than the compacted table, so its cost is, if anything, understated.
 
-    uv run python benchmarks/iceberg.py [--days 365] [--values 4] [--repeat 5]
+    uv run python benchmarks/iceberg.py [--days 365] [--values 4] [--repeat 7]
         [--keep-snapshots 24] [--today-hours 12] [--max-entries 2000] [--no-contrast]
 """
 
@@ -38,7 +42,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from pyiceberg.conversions import to_bytes
 from pyiceberg.manifest import (
@@ -224,10 +227,14 @@ class _HourlyManifests(_SnapshotProducer["_HourlyManifests"]):
 
 
 class Timer:
-    """`replace_hour` timed on one lake's table; each call replaces the hour with new files."""
+    """`replace_hour` timed on one lake's table; each call replaces the hour with new files.
+    Between timed replaces the table gets its maintenance, untimed: the manifest rewrite
+    (`compact`) and snapshot expiry, so the measures do not pile up snapshots and the
+    deleted-files manifests pyiceberg carries forward."""
 
-    def __init__(self, name: str, lake: TablesLake, values: Sequence[str]) -> None:
+    def __init__(self, name: str, lake: TablesLake, values: Sequence[str], compact: bool) -> None:
         self.name, self.lake, self.table, self.values = name, lake, lake.trades(), values
+        self.compact = compact
         self._version = 1
 
     def replace(self, hour: dt.datetime) -> float:
@@ -247,6 +254,11 @@ class Timer:
             raise SystemExit(f"{self.name}: the replace of {hour} committed nothing")
         return seconds
 
+    def maintain(self, keep: int, max_entries: int) -> None:
+        if self.compact:
+            compact_manifests(self.table, TODAY, max_entries)
+        expire_all_but(self.table, keep)
+
     def state(self) -> str:
         table = self.table
         table.refresh()
@@ -254,12 +266,16 @@ class Timer:
         return f"{manifests:,} live manifests, {len(table.snapshots())} snapshots"
 
 
-def timed_in_turns(timers: Sequence[Timer], hour: dt.datetime, repeat: int) -> dict[str, float]:
-    """Median seconds of a replace of `hour` per timer, the timers taking turns."""
+def timed_in_turns(
+    timers: Sequence[Timer], hour: dt.datetime, args: argparse.Namespace
+) -> dict[str, float]:
+    """Median seconds of a replace of `hour` per timer, the timers taking turns, each
+    maintained after its turn."""
     seconds: dict[str, list[float]] = {timer.name: [] for timer in timers}
-    for round_ in range(repeat):
+    for round_ in range(args.repeat):
         for timer in timers[round_ % len(timers) :] + timers[: round_ % len(timers)]:
             seconds[timer.name].append(timer.replace(hour))
+            timer.maintain(args.keep_snapshots, args.max_entries)
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
@@ -267,11 +283,63 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def build(lakes: dict[str, TablesLake], args: argparse.Namespace) -> list[Timer]:
+    """The year's history in the compacted (and uncompacted) lake, then today's hours in
+    every lake; a timer per lake."""
+    values = symbols(args.values)
+    for name in list(lakes)[1:]:
+        started = time.perf_counter()
+        table = lakes[name].trades()
+        history = HistoryFiles(lakes[name], table, values)
+        print(f"{name}: {args.days} days x 24 hours x {args.values} files ...", flush=True)
+        if name == "compacted":
+            build_compacted(table, history, args.days, args.keep_snapshots, args.max_entries, print)
+        else:
+            build_uncompacted(table, history, args.days)
+        print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
+    timers = [Timer(name, lake, values, name != "uncompacted") for name, lake in lakes.items()]
+    for timer in timers:
+        for hour in range(args.today_hours):
+            timer.replace(at(TODAY, hour))
+        timer.maintain(args.keep_snapshots, args.max_entries)
+        print(f"{timer.name:<12} {timer.state()}")
+    return timers
+
+
+def measure(timers: Sequence[Timer], args: argparse.Namespace) -> None:
+    """Time and print the replaces: an hour of today on every table (the acceptance), then
+    an hour of a closed day and of a closed month on the tables with a history."""
+    recent = timed_in_turns(timers, at(TODAY, args.today_hours - 1), args)
+    print()
+    print(f"replace_hour of an hour of today ({args.values} files), median of {args.repeat}:")
+    for name, seconds in recent.items():
+        print(f"  {name:<12} {seconds:6.3f} s  ({seconds / recent['fresh']:5.2f}x fresh)")
+    ratio = recent["compacted"] / recent["fresh"]
+    print(
+        f"after {args.days * 24:,} hourly commits with compaction vs fresh: {ratio:5.2f}x  "
+        f"goal <= {GOAL_VS_FRESH:g}x: {verdict(ratio <= GOAL_VS_FRESH)}"
+    )
+    for label, hour in (
+        ("a closed day of this month", at(TODAY.replace(day=1), 7)),
+        ("a closed month", at(TODAY - dt.timedelta(days=60), 7)),
+    ):
+        if hour.date() < TODAY - dt.timedelta(days=args.days):
+            continue
+        closed = timed_in_turns(timers[1:], hour, args)
+        shown = ", ".join(
+            f"{name} {seconds:.3f} s ({seconds / recent['fresh']:.2f}x fresh's hour of today)"
+            for name, seconds in closed.items()
+        )
+        print(f"replace_hour of {label} ({hour:%Y-%m-%d %H}:00): {shown}")
+    for timer in timers:
+        print(f"after the replaces: {timer.name:<12} {timer.state()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=365, help="simulated days of history")
     parser.add_argument("--values", type=int, default=4, help="partition values (files) per hour")
-    parser.add_argument("--repeat", type=int, default=5, help="replaces per table (medians)")
+    parser.add_argument("--repeat", type=int, default=7, help="replaces per table (medians)")
     parser.add_argument("--keep-snapshots", type=int, default=24, help="snapshots kept")
     parser.add_argument("--today-hours", type=int, default=12, help="hours committed today")
     parser.add_argument(
@@ -279,73 +347,13 @@ def main() -> int:
     )
     parser.add_argument("--no-contrast", action="store_true", help="skip the uncompacted year")
     args = parser.parse_args()
-    if (
-        min(
-            args.days,
-            args.values,
-            args.repeat,
-            args.keep_snapshots,
-            args.today_hours,
-            args.max_entries,
-        )
-        <= 0
-    ):
-        parser.error("every number is positive")
-    if args.today_hours > 23:
-        parser.error("--today-hours is at most 23")
-    values = symbols(args.values)
+    numbers = (args.days, args.values, args.repeat, args.keep_snapshots, args.max_entries)
+    if min(numbers) <= 0 or not 0 < args.today_hours < 24:
+        parser.error("every number is positive, --today-hours at most 23")
+    names = ["fresh", "compacted"] + ([] if args.no_contrast else ["uncompacted"])
     with tempfile.TemporaryDirectory() as workdir:
-        lakes = {
-            name: TablesLake(LakeSettings(data_root=str(Path(workdir) / name)))
-            for name in ("fresh", "compacted", "uncompacted")
-        }
-        names = ["fresh", "compacted"] + ([] if args.no_contrast else ["uncompacted"])
-        for name in names[1:]:
-            started = time.perf_counter()
-            table = lakes[name].trades()
-            history = HistoryFiles(lakes[name], table, values)
-            print(f"{name}: {args.days} days x 24 hours x {args.values} files ...", flush=True)
-            if name == "compacted":
-                build_compacted(
-                    table, history, args.days, args.keep_snapshots, args.max_entries, print
-                )
-            else:
-                build_uncompacted(table, history, args.days)
-            print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
-        timers = [Timer(name, lakes[name], values) for name in names]
-        for hour in range(args.today_hours):
-            for timer in timers:
-                timer.replace(at(TODAY, hour))
-        for timer in timers:
-            print(f"{timer.name:<12} {timer.state()}")
-
-        open_hour = at(TODAY, args.today_hours - 1)
-        recent = timed_in_turns(timers, open_hour, args.repeat)
-        print()
-        print(f"replace_hour of an hour of today ({args.values} files), median of {args.repeat}:")
-        for name, seconds in recent.items():
-            print(f"  {name:<12} {seconds:6.3f} s  ({seconds / recent['fresh']:5.2f}x fresh)")
-        ratio = recent["compacted"] / recent["fresh"]
-        print(
-            f"after {args.days * 24:,} hourly commits with compaction vs fresh: {ratio:5.2f}x  "
-            f"goal <= {GOAL_VS_FRESH:g}x: {verdict(ratio <= GOAL_VS_FRESH)}"
-        )
-
-        history_timers = timers[1:]
-        for label, hour in (
-            ("a closed day of this month", at(TODAY.replace(day=1), 7)),
-            ("a closed month", at(TODAY - dt.timedelta(days=60), 7)),
-        ):
-            if hour.date() < TODAY - dt.timedelta(days=args.days):
-                continue
-            closed = timed_in_turns(history_timers, hour, args.repeat)
-            shown = ", ".join(
-                f"{name} {seconds:.3f} s ({seconds / recent['fresh']:.2f}x fresh's recent hour)"
-                for name, seconds in closed.items()
-            )
-            print(f"replace_hour of {label} ({hour:%Y-%m-%d %H}:00): {shown}")
-        for timer in timers:
-            print(f"after the replaces: {timer.name:<12} {timer.state()}")
+        lakes = {name: TablesLake(LakeSettings(data_root=f"{workdir}/{name}")) for name in names}
+        measure(build(lakes, args), args)
     return 0
 
 
