@@ -18,7 +18,7 @@ it every replace makes the next one of the same hour dearer (one more snapshot, 
 deleted-files manifest that pyiceberg carries forward and reads for that hour). The
 acceptance: the compacted table's replace costs <= 2x the fresh table's. A replace of an hour
 of a closed day of this month and of a closed month is timed too (those rewrite the manifest
-holding the hour).
+holding the hour), in turns with the fresh table's hour of today again.
 
 What is simulated: the year's data files are not written. Their manifest entries are, each
 with the statistics of one real file's footer (its `ts_event_ns` bounds moved to its hour);
@@ -267,13 +267,14 @@ class Timer:
 
 
 def timed_in_turns(
-    timers: Sequence[Timer], hour: dt.datetime, args: argparse.Namespace
+    timers: Sequence[Timer], hours: Sequence[dt.datetime], args: argparse.Namespace
 ) -> dict[str, float]:
-    """Median seconds of a replace of `hour` per timer, the timers taking turns, each
-    maintained after its turn."""
+    """Median seconds of a replace of its hour (`hours`, in the order of `timers`) per timer,
+    the timers taking turns, each maintained after its turn."""
     seconds: dict[str, list[float]] = {timer.name: [] for timer in timers}
+    turns = list(zip(timers, hours, strict=True))
     for round_ in range(args.repeat):
-        for timer in timers[round_ % len(timers) :] + timers[: round_ % len(timers)]:
+        for timer, hour in turns[round_ % len(turns) :] + turns[: round_ % len(turns)]:
             seconds[timer.name].append(timer.replace(hour))
             timer.maintain(args.keep_snapshots, args.max_entries)
     return {name: statistics.median(values) for name, values in seconds.items()}
@@ -308,8 +309,10 @@ def build(lakes: dict[str, TablesLake], args: argparse.Namespace) -> list[Timer]
 
 def measure(timers: Sequence[Timer], args: argparse.Namespace) -> None:
     """Time and print the replaces: an hour of today on every table (the acceptance), then
-    an hour of a closed day and of a closed month on the tables with a history."""
-    recent = timed_in_turns(timers, at(TODAY, args.today_hours - 1), args)
+    an hour of a closed day and of a closed month on the tables with a history, in turns
+    with the fresh table's hour of today again (the load of a shared machine drifts)."""
+    today = at(TODAY, args.today_hours - 1)
+    recent = timed_in_turns(timers, [today] * len(timers), args)
     print()
     print(f"replace_hour of an hour of today ({args.values} files), median of {args.repeat}:")
     for name, seconds in recent.items():
@@ -325,12 +328,15 @@ def measure(timers: Sequence[Timer], args: argparse.Namespace) -> None:
     ):
         if hour.date() < TODAY - dt.timedelta(days=args.days):
             continue
-        closed = timed_in_turns(timers[1:], hour, args)
+        closed = timed_in_turns(timers, [today] + [hour] * (len(timers) - 1), args)
+        fresh = closed.pop("fresh")
         shown = ", ".join(
-            f"{name} {seconds:.3f} s ({seconds / recent['fresh']:.2f}x fresh's hour of today)"
-            for name, seconds in closed.items()
+            f"{name} {seconds:.3f} s ({seconds / fresh:.2f}x)" for name, seconds in closed.items()
         )
-        print(f"replace_hour of {label} ({hour:%Y-%m-%d %H}:00): {shown}")
+        print(
+            f"replace_hour of {label} ({hour:%Y-%m-%d %H}:00): {shown}; "
+            f"fresh's hour of today in turn {fresh:.3f} s"
+        )
     for timer in timers:
         print(f"after the replaces: {timer.name:<12} {timer.state()}")
 
