@@ -9,8 +9,17 @@ import pytest
 from lake_platform.embedded_nats import NatsServer
 from lake_platform.settings import NUMBER_RULES, LakeSettings
 from lake_platform.storage import LakeStore
-from lake_platform_tests.servers import S3Server
+from lake_platform_tests.servers import PostgresServer, S3Server
 from lake_platform_tests.tables_of import tables_of
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 for a module's tests (the Iceberg catalog
+    variants: one database per test)."""
+    workdir = tmp_path_factory.mktemp("pg") / "pg"
+    with PostgresServer.start(workdir, user="lake", database="lake") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

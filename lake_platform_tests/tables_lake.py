@@ -3,10 +3,13 @@ files of one value-hour of `silver/stocks/trades`, written the way a rebuild wil
 
 import datetime as dt
 import io
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
+import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
@@ -21,6 +24,8 @@ from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.naming import content_name
 from lake_platform.tables.registry import ensure_tables
 from lake_platform.timestamps import HOUR_NS
+from lake_platform_tests.conftest import s3_settings
+from lake_platform_tests.servers import PostgresServer, S3Server
 
 TRADES = SILVER_TABLES["stocks/trades"]
 HOUR = dt.datetime(2024, 1, 2, 7, tzinfo=dt.UTC)
@@ -116,3 +121,42 @@ def write_version(
 def version_rows(version: int, values: Sequence[str] = VALUES, files_per_value: int = 2) -> int:
     """Rows of an hour written by `write_version` with the default sizes."""
     return len(values) * files_per_value * (10 + version)
+
+
+LAKE_KINDS = [
+    "sqlite-local",
+    pytest.param("postgres-local", marks=pytest.mark.slow),
+    pytest.param("sqlite-s3", marks=pytest.mark.slow),
+]
+"""The lakes the table tests run on (the fixture `lake` of each test module)."""
+
+
+def lake_of_kind(kind: str, request: pytest.FixtureRequest | None, tmp_path: Path) -> TablesLake:
+    """An empty lake: local with the default SQLite catalog ("sqlite-local"), local with a
+    PostgreSQL catalog ("postgres-local", a database of the `postgres_server` fixture), or on
+    S3 with a SQLite catalog beside it ("sqlite-s3")."""
+    if kind == "sqlite-local":
+        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
+    assert request is not None, f"a {kind} lake needs its server fixture"
+    if kind == "postgres-local":
+        url = fresh_database(request.getfixturevalue("postgres_server"))
+        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake"), catalog_uri=url))
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = f"tables-{secrets.token_hex(4)}"
+    server.create_bucket(bucket)
+    return TablesLake(s3_settings(server, bucket))
+
+
+def fresh_database(server: PostgresServer) -> str:
+    """A new, empty database on `server`; its SQLAlchemy URL."""
+    import psycopg2
+
+    name = f"iceberg_{secrets.token_hex(4)}"
+    connection = psycopg2.connect(server.url.replace("postgresql+psycopg2", "postgresql"))
+    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+    finally:
+        connection.close()
+    return server.url.rsplit("/", 1)[0] + f"/{name}"

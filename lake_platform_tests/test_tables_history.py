@@ -7,17 +7,13 @@ S3 (SeaweedFS). Times are controlled through `now`, never by sleeping."""
 
 import datetime as dt
 import os
-import secrets
 import threading
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import pytest
 from pyiceberg.table import Table
 
-from lake_platform.settings import LakeSettings
 from lake_platform.tables.data_files import lake_path
 from lake_platform.tables.hours import replace_hour, snapshot_properties
 from lake_platform.tables.identifiers import ICEBERG_FOLDER
@@ -25,56 +21,31 @@ from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
 from lake_platform.tables.maintenance import GRACE_S, maintain, maintain_table
 from lake_platform.tables.tags import TagError, day_tag, remove_tag, tag_current, tag_day, tags
 from lake_platform.tables.time_travel import AsOfError, parse_as_of, snapshot_as_of
-from lake_platform_tests.conftest import s3_settings
-from lake_platform_tests.servers import PostgresServer, S3Server
 from lake_platform_tests.tables_lake import (
     HOUR,
+    LAKE_KINDS,
     TRADES,
     VALUES,
     TablesLake,
+    lake_of_kind,
     version_rows,
     write_version,
 )
-from lake_platform_tests.test_tables_hours import fresh_database, hour_rows
+from lake_platform_tests.test_tables_hours import hour_rows
 
 NEXT_HOUR = HOUR + dt.timedelta(hours=1)
 METADATA_FOLDER = f"{ICEBERG_FOLDER}/{TRADES.target}/metadata"
 DAY = dt.timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the catalog variants (one database per test)."""
-    workdir = tmp_path_factory.mktemp("pg") / "pg"
-    with PostgresServer.start(workdir, user="lake", database="lake") as server:
-        yield server
-
-
-@pytest.fixture(
-    params=[
-        "sqlite-local",
-        pytest.param("postgres-local", marks=pytest.mark.slow),
-        pytest.param("sqlite-s3", marks=pytest.mark.slow),
-    ]
-)
+@pytest.fixture(params=LAKE_KINDS)
 def lake(request: pytest.FixtureRequest, tmp_path: Path) -> TablesLake:
-    """An empty lake: local with the default SQLite catalog, local with a PostgreSQL catalog,
-    or on S3 with a SQLite catalog beside it."""
-    if request.param == "sqlite-local":
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
-    if request.param == "postgres-local":
-        url = fresh_database(request.getfixturevalue("postgres"))
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake"), catalog_uri=url))
-    server: S3Server = request.getfixturevalue("s3_server")
-    bucket = f"history-{secrets.token_hex(4)}"
-    server.create_bucket(bucket)
-    settings = s3_settings(server, bucket)
-    return TablesLake(replace(settings, catalog_uri=f"sqlite:///{tmp_path}/catalog.db"))
+    return lake_of_kind(request.param, request, tmp_path)
 
 
 @pytest.fixture
 def local_lake(tmp_path: Path) -> TablesLake:
-    return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
+    return lake_of_kind("sqlite-local", None, tmp_path)
 
 
 def lake_tables(lake: TablesLake) -> LakeTables:

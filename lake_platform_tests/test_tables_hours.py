@@ -5,11 +5,8 @@ a SQLite catalog, and (slow) with a PostgreSQL catalog and on S3 (SeaweedFS)."""
 
 import datetime as dt
 import multiprocessing
-import secrets
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -27,12 +24,12 @@ from lake_platform.tables.hours import (
     replace_hour,
     snapshot_properties,
 )
-from lake_platform_tests.conftest import s3_settings
-from lake_platform_tests.servers import PostgresServer, S3Server
 from lake_platform_tests.tables_lake import (
     HOUR,
+    LAKE_KINDS,
     VALUES,
     TablesLake,
+    lake_of_kind,
     version_rows,
     write_version,
 )
@@ -41,54 +38,14 @@ DEADLINE_S = 60.0
 REPLACES = 20
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the catalog variants (one database per test)."""
-    workdir = tmp_path_factory.mktemp("pg") / "pg"
-    with PostgresServer.start(workdir, user="lake", database="lake") as server:
-        yield server
-
-
-def fresh_database(server: PostgresServer) -> str:
-    """A new, empty database on `server`; its SQLAlchemy URL."""
-    import psycopg2
-
-    name = f"iceberg_{secrets.token_hex(4)}"
-    connection = psycopg2.connect(server.url.replace("postgresql+psycopg2", "postgresql"))
-    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
-    finally:
-        connection.close()
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
-
-
-@pytest.fixture(
-    params=[
-        "sqlite-local",
-        pytest.param("postgres-local", marks=pytest.mark.slow),
-        pytest.param("sqlite-s3", marks=pytest.mark.slow),
-    ]
-)
+@pytest.fixture(params=LAKE_KINDS)
 def lake(request: pytest.FixtureRequest, tmp_path: Path) -> TablesLake:
-    """An empty lake: local with the default SQLite catalog, local with a PostgreSQL catalog,
-    or on S3 with a SQLite catalog beside it."""
-    if request.param == "sqlite-local":
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
-    if request.param == "postgres-local":
-        url = fresh_database(request.getfixturevalue("postgres"))
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake"), catalog_uri=url))
-    server: S3Server = request.getfixturevalue("s3_server")
-    bucket = f"tables-{secrets.token_hex(4)}"
-    server.create_bucket(bucket)
-    settings = s3_settings(server, bucket)
-    return TablesLake(replace(settings, catalog_uri=f"sqlite:///{tmp_path}/catalog.db"))
+    return lake_of_kind(request.param, request, tmp_path)
 
 
 @pytest.fixture
 def local_lake(tmp_path: Path) -> TablesLake:
-    return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
+    return lake_of_kind("sqlite-local", None, tmp_path)
 
 
 def hour_rows(table, hour: dt.datetime = HOUR, snapshot_id: int | None = None) -> pl.DataFrame:

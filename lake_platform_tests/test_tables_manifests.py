@@ -5,8 +5,6 @@ as they were, idempotence, replaces after a rewrite and racing one; on a local l
 SQLite catalog and (slow) on S3 (SeaweedFS)."""
 
 import datetime as dt
-import secrets
-from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -17,13 +15,16 @@ from pyiceberg.table.snapshots import Operation
 
 import lake_platform.tables.hours as hours
 import lake_platform.tables.manifests as manifests
-from lake_platform.settings import LakeSettings
 from lake_platform.tables.data_files import file_uri
 from lake_platform.tables.hours import hour_files, replace_hour, snapshot_properties
 from lake_platform.tables.manifests import compact_manifests
-from lake_platform_tests.conftest import s3_settings
-from lake_platform_tests.servers import S3Server
-from lake_platform_tests.tables_lake import TablesLake, version_rows, write_version
+from lake_platform_tests.tables_lake import (
+    LAKE_KINDS,
+    TablesLake,
+    lake_of_kind,
+    version_rows,
+    write_version,
+)
 
 TODAY = dt.date(2024, 3, 5)
 HISTORY = [
@@ -40,21 +41,14 @@ MERGED = 2 + 3 + len(TODAYS)
 CLOSED_HOUR = dt.datetime(2024, 1, 2, 8, tzinfo=dt.UTC)
 
 
-@pytest.fixture(params=["sqlite-local", pytest.param("sqlite-s3", marks=pytest.mark.slow)])
+@pytest.fixture(params=[LAKE_KINDS[0], LAKE_KINDS[2]])
 def lake(request: pytest.FixtureRequest, tmp_path: Path) -> TablesLake:
-    """An empty lake: local with the default SQLite catalog, or on S3 with one beside it."""
-    if request.param == "sqlite-local":
-        return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
-    server: S3Server = request.getfixturevalue("s3_server")
-    bucket = f"manifests-{secrets.token_hex(4)}"
-    server.create_bucket(bucket)
-    settings = s3_settings(server, bucket)
-    return TablesLake(replace(settings, catalog_uri=f"sqlite:///{tmp_path}/catalog.db"))
+    return lake_of_kind(request.param, request, tmp_path)
 
 
 @pytest.fixture
 def local_lake(tmp_path: Path) -> TablesLake:
-    return TablesLake(LakeSettings(data_root=str(tmp_path / "lake")))
+    return lake_of_kind("sqlite-local", None, tmp_path)
 
 
 def commit(lake: TablesLake, table: Table, hour: dt.datetime, version: int) -> list[str]:
