@@ -227,6 +227,9 @@ class LakeSettings:
     """LAKE_SNAPSHOT_RETENTION: untagged Iceberg snapshots older than this expire."""
     daily_tags: int = 7
     """LAKE_DAILY_TAGS: automatic `day-YYYY-MM-DD` tags kept per table (0: none made)."""
+    duckdb_path: str | None = None
+    """LAKE_DUCKDB_PATH: the DuckDB warehouse file the `serving/duckdb` asset writes; see
+    `warehouse_path`."""
 
     def __post_init__(self) -> None:
         for name, rule in NUMBER_RULES.items():
@@ -263,6 +266,7 @@ class LakeSettings:
             "nats_creds": get("NATS_CREDS"),
             "nats_tls_ca": get("NATS_TLS_CA"),
             "catalog_uri": get("LAKE_CATALOG_URI"),
+            "duckdb_path": get("LAKE_DUCKDB_PATH"),
         }
         if raw := get("DATA_ROOT"):
             values["data_root"] = raw
@@ -281,6 +285,16 @@ class LakeSettings:
         if raw := get("LAKE_METRICS_HOST"):
             values["metrics_host"] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def warehouse_path(self) -> str:
+        """LAKE_DUCKDB_PATH, by default next to a local lake (`./data/lake` →
+        `./data/lake.duckdb`); a lake on S3 needs it set (a DuckDB file is local)."""
+        if self.duckdb_path:
+            return self.duckdb_path
+        if self.use_s3:
+            raise SettingsError("LAKE_DUCKDB_PATH is required when DATA_ROOT is on S3")
+        return f"{self.data_root.rstrip('/')}.duckdb"
 
     @property
     def partitions_start_key(self) -> str:
