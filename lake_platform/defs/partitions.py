@@ -1,7 +1,9 @@
-"""The one partitioning of every asset: UTC hours from LAKE_PARTITIONS_START.
+"""The partitionings of the assets: UTC hours from LAKE_PARTITIONS_START (every table but the
+SQL Gold tables), and UTC days from the same date (the SQL Gold tables, `defs/gold/sql_assets.py`).
 
-`end_offset=1` makes the open hour a partition too, so Bronze can report it while it fills
-and Silver can follow it before the hour closes.
+`end_offset=1` makes the open hour (the open day) a partition too, so Bronze can report it
+while it fills, Silver can follow it before the hour closes, and a daily table can follow the
+hours of the current day.
 """
 
 import datetime as dt
@@ -18,7 +20,15 @@ def hourly_partitions(settings: LakeSettings) -> dg.HourlyPartitionsDefinition:
     )
 
 
+def daily_partitions(settings: LakeSettings) -> dg.DailyPartitionsDefinition:
+    """Daily UTC partitions keyed `YYYY-MM-DD`, from the date of the configured first hour."""
+    return dg.DailyPartitionsDefinition(
+        start_date=f"{settings.partitions_start:%Y-%m-%d}", timezone="UTC", end_offset=1
+    )
+
+
 HOURLY = hourly_partitions(LakeSettings.from_env())
+DAILY = daily_partitions(LakeSettings.from_env())
 
 
 def partition_key_for(timestamp: dt.datetime) -> str:
@@ -29,6 +39,11 @@ def partition_key_for(timestamp: dt.datetime) -> str:
 def hour_of_partition(partition_key: str) -> dt.datetime:
     """The UTC start of an hourly partition."""
     return HOURLY.time_window_for_partition_key(partition_key).start.astimezone(dt.UTC)
+
+
+def day_of_partition(partition_key: str) -> dt.datetime:
+    """The UTC start (midnight) of a daily partition."""
+    return DAILY.time_window_for_partition_key(partition_key).start.astimezone(dt.UTC)
 
 
 def hours_of_day(day: dt.date) -> tuple[str, str]:
