@@ -25,6 +25,7 @@ import duckdb
 import polars as pl
 
 from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.query.planning import planned_files
 from lake_platform.schemas import SCHEMAS
 from lake_platform.settings import LakeSettings
 from lake_platform.tables.catalog import root_url
@@ -73,6 +74,8 @@ class TableView:
     snapshot_id: int | None
     files: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
+    rows: int | None = None
+    """The pinned snapshot's row count (from the catalog); None for Bronze."""
 
     @property
     def schema_name(self) -> str:
@@ -127,19 +130,18 @@ def lake_views(
             snapshot = (
                 iceberg.current_snapshot() if as_of is None else snapshot_as_of(iceberg, as_of)
             )
-        files: tuple[str, ...] = ()
-        if iceberg is not None and snapshot is not None:
-            scan = iceberg.scan(snapshot_id=snapshot.snapshot_id)
-            files = tuple(sorted(task.file.file_path for task in scan.plan_files()))
+        snapshot_id = None if snapshot is None else snapshot.snapshot_id
+        planned = [] if iceberg is None else planned_files(iceberg, snapshot_id)
         views.append(
             TableView(
                 name=name,
                 tier=derived.target.split("/", 1)[0],
                 target=derived.target,
                 partition_column=derived.partition_column,
-                snapshot_id=None if snapshot is None else snapshot.snapshot_id,
-                files=files,
+                snapshot_id=snapshot_id,
+                files=tuple(file.path for file in planned),
                 columns=view_columns(derived.schema, derived.partition_column),
+                rows=sum(file.rows for file in planned),
             )
         )
     return views
