@@ -14,3 +14,13 @@ import os
 
 ALLOCATOR_CONF = "dirty_decay_ms:10,muzzy_decay_ms:0"
 os.environ.setdefault("_RJEM_MALLOC_CONF", ALLOCATOR_CONF)
+
+
+def __getattr__(name: str) -> object:
+    """`lake_platform.read` (`query/read.py`), imported on first use: importing the package
+    stays cheap (no Polars, pyiceberg or DuckDB) for the CLI and the allocator setting above."""
+    if name == "read":
+        from lake_platform.query.read import read
+
+        return read
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,9 @@ from lake_platform.storage import StorageError
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 DEBUG_ENV = "LAKE_PLATFORM_DEBUG"
+SQL_FORMATS = ("table", "csv", "json", "parquet")
+"""`lake-platform sql --format` (`query/output.py` writes them)."""
+SQL_TABLE_ROWS = 40
 
 
 def _tables(_: argparse.Namespace) -> int:
@@ -112,6 +115,23 @@ def _catalog_recover(args: argparse.Namespace) -> int:
     return run_catalog_recover(args.date)
 
 
+def _sql(args: argparse.Namespace) -> int:
+    """A SQL query over every table of the lake, in DuckDB."""
+    from lake_platform.commands.sql import SqlRequest, run_sql
+
+    return run_sql(
+        SqlRequest(
+            query=args.query,
+            file=args.file,
+            tables=args.tables,
+            as_of=args.as_of,
+            fmt=args.format,
+            output=args.output,
+            limit=args.limit,
+        )
+    )
+
+
 def _date(raw: str) -> dt.date:
     try:
         return dt.date.fromisoformat(raw)
@@ -132,6 +152,12 @@ def _positive_seconds(raw: str) -> float:
 def _positive_int(raw: str) -> int:
     if not raw.isdecimal() or int(raw) <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number: {raw!r}")
+    return int(raw)
+
+
+def _non_negative_int(raw: str) -> int:
+    if not raw.isdecimal():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more: {raw!r}")
     return int(raw)
 
 
@@ -244,6 +270,38 @@ def _parser() -> argparse.ArgumentParser:
         help="UTC date, YYYY-MM-DD (repeatable; default: every date Bronze has)",
     )
     recover.set_defaults(handler=_catalog_recover)
+    sql = commands.add_parser(
+        "sql",
+        help="query the lake with SQL (DuckDB, in process): every table is a view "
+        "{tier}.{table} (bronze.stocks_trades, silver.stocks_trades, gold.stocks_bars_1m), "
+        "each Silver/Gold view pinned to one snapshot for the whole query",
+    )
+    sql.add_argument("query", nargs="?", help="the SQL; - reads it from standard input")
+    sql.add_argument("--file", "-f", help="read the SQL from a file")
+    sql.add_argument(
+        "--tables", action="store_true", help="list the views: rows, snapshot id, lake path"
+    )
+    sql.add_argument(
+        "--as-of",
+        metavar="TAG|SNAPSHOT|TIMESTAMP",
+        help="read each Silver/Gold table as it was then (a tag, a snapshot id, or a UTC time "
+        "like 2026-12-06T03:00:00Z); Bronze is read as it is",
+    )
+    sql.add_argument(
+        "--format",
+        choices=SQL_FORMATS,
+        help="table (default on a terminal), csv (default in a pipe), json (one object a "
+        "line) or parquet; with --output, by default the file's extension",
+    )
+    sql.add_argument("--output", "-o", metavar="FILE", help="write the result to FILE")
+    sql.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=SQL_TABLE_ROWS,
+        help=f"rows the table format shows (default {SQL_TABLE_ROWS}; 0: all); the file "
+        "formats write every row",
+    )
+    sql.set_defaults(handler=_sql)
     return parser
 
 
