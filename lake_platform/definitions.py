@@ -14,15 +14,27 @@ from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.gold.sql_assets import SQL_DUCKDB_RESOURCE, SQL_GOLD_ASSETS, sql_gold_duckdb
 from lake_platform.defs.maintenance import lake_maintenance_hourly, lake_maintenance_job
 from lake_platform.defs.resources import LakeResource
+from lake_platform.defs.serving.assets import serving_duckdb
+from lake_platform.defs.serving.refresh import warehouse_refresh_sensor
+from lake_platform.defs.serving.resources import WAREHOUSE_RESOURCE, warehouse_duckdb
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.defs.verification import VERIFY_CHECKS, verify_job
 
 defs = dg.Definitions(
-    assets=[*BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS, *SQL_GOLD_ASSETS],
+    assets=[*BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS, *SQL_GOLD_ASSETS, serving_duckdb],
     asset_checks=[*BRONZE_FRESHNESS_CHECKS, *VERIFY_CHECKS],
     jobs=[verify_job, lake_maintenance_job],
     schedules=[lake_maintenance_hourly],
-    sensors=[bronze_ingest_sensor, automation_sensor, bronze_freshness_sensor],
-    resources={"lake": LakeResource(), SQL_DUCKDB_RESOURCE: sql_gold_duckdb()},
+    sensors=[
+        bronze_ingest_sensor,
+        automation_sensor,
+        bronze_freshness_sensor,
+        warehouse_refresh_sensor,
+    ],
+    resources={
+        "lake": LakeResource(),
+        WAREHOUSE_RESOURCE: warehouse_duckdb(),
+        SQL_DUCKDB_RESOURCE: sql_gold_duckdb(),
+    },
     executor=DERIVED_EXECUTOR,
 )

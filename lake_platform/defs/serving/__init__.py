@@ -1,0 +1,1 @@
+"""Serving: the DuckDB warehouse file analysts open, refreshed after Silver/Gold commits."""
