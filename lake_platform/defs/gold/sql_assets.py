@@ -124,25 +124,26 @@ def follows_upstream_hours(lookback_hours: int) -> dg.AutomationCondition:
     that plan's run failed, as the hourly assets follow theirs (`follows_upstream`).
 
     The look-back covers every day one of whose hours is within `lookback_hours` (a day is
-    in Dagster's window only whole). Upstream hours never materialized (a night without
-    trades) do not hold the day back; a materialized hour whose blocking check failed does.
+    in Dagster's window only whole). A day waits while one of its upstream hours' blocking
+    checks failed. Dagster maps an hourly dependency's partitions onto a day by *any* hour,
+    so "every dependency passed its checks" would let one passing hour outweigh a failing
+    one; "no hour failed" is what holds the day back, and hours never materialized (a night
+    without trades) do not.
     """
     window = dg.AutomationCondition.in_latest_time_window(
         dt.timedelta(hours=lookback_hours) + dt.timedelta(days=1)
     )
-    checks_passed = dg.AutomationCondition.all_deps_match(
-        dg.AutomationCondition.missing()
-        | dg.AutomationCondition.all_checks_match(
-            dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(),
-            blocking_only=True,
+    hour_failed_a_check = dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.any_checks_match(
+            dg.AutomationCondition.check_failed(), blocking_only=True
         )
-    ).with_label("materialized deps' blocking checks passed")
+    ).with_label("an upstream hour failed a blocking check")
     return (
         window
         & ~dg.AutomationCondition.in_progress()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & (UpstreamHourNewerThanPlan() | FailedHourRetry())
-        & checks_passed
+        & ~hour_failed_a_check
     ).with_label("follows upstream hours")
 
 
