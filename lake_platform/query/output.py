@@ -99,7 +99,7 @@ def copy_to(
 def write_table(relation: duckdb.DuckDBPyRelation, stream: TextIO, limit: int) -> None:
     """The first `limit` rows (all when 0) aligned under their column names, then how many
     rows there were."""
-    reader = relation.fetch_arrow_reader(BATCH_ROWS)
+    reader = relation.to_arrow_reader(BATCH_ROWS)
     schema = reader.schema
     shown: list[list[str]] = []
     total = 0
