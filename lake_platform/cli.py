@@ -38,9 +38,13 @@ def _tables(_: argparse.Namespace) -> int:
             f"{schema.subject:<24}{schema.stream:<9}{schema.table:<26}"
             f"{schema.partition_column:<16}{assets}"
         )
+    from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
     from lake_platform.derived.tables import GOLD_TABLES
 
-    gold = (f"{gold.target} (from {' + '.join(gold.inputs)})" for gold in GOLD_TABLES)
+    gold = (
+        f"{gold.target} (from {' + '.join(gold.inputs)})"
+        for gold in (*GOLD_TABLES, *SQL_GOLD_TABLES)
+    )
     print(f"gold: {', '.join(gold)}")
     return 0
 

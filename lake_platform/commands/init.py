@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
 from lake_platform.ingest.connection import connect
 from lake_platform.ingest.jetstream import (
     DURABLE,
@@ -140,7 +140,7 @@ def init_catalog(settings: LakeSettings, say: Say) -> None:
     catalog = open_catalog(settings)
     say(f"{_state(existed)} iceberg catalog {CATALOG_NAME} at {redact_url(uri)}")
     root = root_url(settings)
-    for table in DERIVED_TABLES:
+    for table in CATALOG_TABLES:
         identifier = table_identifier(table.target)
         existed = catalog.table_exists(identifier)
         location = ensure_table(catalog, root, table).location()

@@ -9,7 +9,7 @@ import sys
 
 from lake_platform.commands.dagster_runs import command_instance
 from lake_platform.defs.maintenance import run_maintenance
-from lake_platform.derived.tables import chosen_tables
+from lake_platform.derived.registry import chosen_tables
 from lake_platform.settings import LakeSettings
 from lake_platform.tables.lake_tables import open_lake_tables
 

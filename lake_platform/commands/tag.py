@@ -6,7 +6,7 @@ name already taken elsewhere (without `--replace`) tags none; a clash that appea
 (another `tag` at once) stops at that table, the ones before it tagged.
 """
 
-from lake_platform.derived.tables import chosen_tables
+from lake_platform.derived.registry import chosen_tables
 from lake_platform.settings import LakeSettings
 from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import open_lake_tables

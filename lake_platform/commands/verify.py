@@ -21,7 +21,8 @@ from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import hours_of_day
 from lake_platform.defs.verification import AS_OF_TAG, VERIFY_CHECK, VERIFY_JOB
 from lake_platform.derived.declaration import DerivedTable
-from lake_platform.derived.tables import chosen_tables
+from lake_platform.derived.registry import chosen_tables
+from lake_platform.derived.tables import DERIVED_TABLES
 
 
 def run_verify(day: dt.date, table: str | None, as_of: str | None = None) -> int:
@@ -29,7 +30,7 @@ def run_verify(day: dt.date, table: str | None, as_of: str | None = None) -> int
     files of the snapshot current then); 0 when every table-hour passed."""
     from lake_platform.definitions import defs
 
-    tables = chosen_tables(table)
+    tables = chosen_tables(table, DERIVED_TABLES)
     if as_of is not None:
         _check_as_of(tables, as_of)
     first, last = hours_of_day(day)

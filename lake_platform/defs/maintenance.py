@@ -30,7 +30,7 @@ from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import HOURLY, hours_of_day
 from lake_platform.defs.resources import LakeResource
 from lake_platform.derived.declaration import DerivedTable
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
 from lake_platform.tables.hours import RUN_ID_PROPERTY
 from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import LakeTables
@@ -187,7 +187,7 @@ def _day_partitions(day: dt.date) -> list[str]:
     "closed periods' manifests and makes the day tags, for every Silver and Gold table.",
 )
 def maintain_lake_tables(context: dg.OpExecutionContext, lake: LakeResource) -> dg.Output[None]:
-    done = run_maintenance(lake.tables(), DERIVED_TABLES, context.instance, run_id=context.run_id)
+    done = run_maintenance(lake.tables(), CATALOG_TABLES, context.instance, run_id=context.run_id)
     for table in done.tables.values():
         context.log.info(table.line())
     return dg.Output(None, metadata=done.dagster_metadata())

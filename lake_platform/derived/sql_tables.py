@@ -33,7 +33,7 @@ import polars as pl
 from lake_platform import checks
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.declaration import DerivedTable, FileCheck, Reconciliation
-from lake_platform.derived.tables import chosen_tables
+from lake_platform.derived.tables import DERIVED_TABLES
 from lake_platform.schemas.registry import partition_column_last
 
 SQL_FOLDER = Path(__file__).parent / "sql"
@@ -242,7 +242,10 @@ def sql_gold_table(
     path = SQL_FOLDER / sql_file
     sql = path.read_text(encoding="utf-8")
     description, column_docs = sql_header(sql, path)
-    (input_table,) = chosen_tables(source)
+    hourly = {table.target: table for table in DERIVED_TABLES}
+    if source not in hourly:
+        raise ValueError(f"{target}: no hourly table {source!r}; known: {', '.join(hourly)}")
+    input_table = hourly[source]
     column = input_table.partition_column
     query = partial(run_query, sql, view, (column, *input_table.order))
     output = query(pl.DataFrame(schema=input_table.schema)).schema

@@ -173,16 +173,3 @@ GOLD_TABLES: tuple[GoldTable, ...] = (GOLD_SIGNALS, GOLD_BARS)
 
 DERIVED_TABLES: tuple[DerivedTable, ...] = (*SILVER_TABLES.values(), *GOLD_TABLES)
 """Every derived table, Silver then Gold."""
-
-
-def chosen_tables(table: str | None) -> list[DerivedTable]:
-    """Every derived table, or the one named by its lake path (`silver/stocks/trades`,
-    `gold/stocks/bars_1m`) or by its registry table (`stocks/trades`: its Silver): what a
-    command's `--table` selects."""
-    if table is None:
-        return list(DERIVED_TABLES)
-    for derived in DERIVED_TABLES:
-        if table in (derived.target, derived.target.removeprefix("silver/")):
-            return [derived]
-    known = ", ".join(derived.target for derived in DERIVED_TABLES)
-    raise ValueError(f"no derived table {table!r}; known: {known}")
