@@ -14,7 +14,10 @@ import pytest
 from lake_platform.cli import main
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.recovery import RUN_ID, bronze_hours, recover
-from lake_platform.derived.tables import DERIVED_TABLES, GOLD_BARS, SILVER_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
+from lake_platform.derived.sql_rebuild import rebuild_day
+from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
+from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.tables.catalog import SQLITE_FILE
@@ -30,12 +33,14 @@ BUILT = (SILVER, GOLD_BARS)
 
 Snapshot = dict[tuple[str, dt.datetime], dict[str, list[str]]]
 
+(DAILY_SUMMARY,) = SQL_GOLD_TABLES
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LakeSettings:
     """A local lake (`DATA_ROOT` too, for the CLI) with Bronze trades in two hours of a day,
     Silver and Gold bars rebuilt for both, the first hour twice (a late Bronze file: its
-    older version's files stay in the folder)."""
+    older version's files stay in the folder), and the day's daily summary."""
     monkeypatch.setenv("DATA_ROOT", str(tmp_path / "lake"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     lake = LakeSettings(data_root=str(tmp_path / "lake"))
@@ -50,6 +55,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LakeSettings:
     write_bronze(store, TRADES, bronze_rows(TRADES, late, 5_000))
     for table in BUILT:
         rebuild_hour(tables, table, HOUR, "run-2")
+    rebuild_day(tables, DAILY_SUMMARY, HOUR.replace(hour=0), run_id="run-2")
     return lake
 
 
@@ -102,7 +108,7 @@ def test_recovering_a_deleted_catalog_registers_the_same_files_and_rows(
     lose_the_catalog(settings)
 
     lost = open_lake_tables(settings, store)
-    assert all(lost.existing(table.target) is None for table in DERIVED_TABLES)
+    assert all(lost.existing(table.target) is None for table in CATALOG_TABLES)
     recovery = recover(lost, {HOUR.date()})
 
     after = open_lake_tables(settings, store)
@@ -125,7 +131,7 @@ def test_recovering_a_deleted_catalog_registers_the_same_files_and_rows(
         assert outcome.rows == sum(read[table.target, hour].height for hour in HOURS)
         current = after.table(table).current_snapshot()
         assert current.summary.additional_properties[RUN_ID_PROPERTY] == RUN_ID
-    assert all(after.existing(table.target) is not None for table in DERIVED_TABLES)
+    assert all(after.existing(table.target) is not None for table in CATALOG_TABLES)
 
 
 def test_recovering_a_catalog_that_was_not_lost_commits_nothing(settings: LakeSettings) -> None:
@@ -136,7 +142,7 @@ def test_recovering_a_catalog_that_was_not_lost_commits_nothing(settings: LakeSe
     }
     recovery = recover(tables)
     assert {table.table: table.commits for table in recovery.tables} == dict.fromkeys(
-        (table.target for table in DERIVED_TABLES), 0
+        (table.target for table in CATALOG_TABLES), 0
     )
     assert {
         table.target: tables.table(table).current_snapshot().snapshot_id for table in BUILT

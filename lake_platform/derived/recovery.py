@@ -23,7 +23,9 @@ from typing import TypeVar
 
 from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.rebuild import rebuild_hour
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
+from lake_platform.derived.sql_rebuild import rebuild_day
+from lake_platform.derived.sql_tables import SqlGoldTable
 from lake_platform.storage import LakeStore
 from lake_platform.storage.store import APPEND_ONLY_TIER
 from lake_platform.tables.lake_tables import LakeTables
@@ -61,7 +63,7 @@ class Recovery:
 def recover(
     tables: LakeTables,
     dates: Collection[dt.date] | None = None,
-    derived_tables: Sequence[DerivedTable] = DERIVED_TABLES,
+    derived_tables: Sequence[DerivedTable] = CATALOG_TABLES,
 ) -> Recovery:
     """Create the tables the catalog lacks, then rebuild and commit every hour Bronze holds
     on `dates` (every date when None) of each table, inputs before the tables derived from
@@ -82,14 +84,27 @@ def _recover_table(
     tables: LakeTables, table: DerivedTable, hours: Iterable[dt.datetime]
 ) -> TableRecovery:
     rebuilt = commits = files = rows = 0
-    for hour in hours:
-        result = rebuild_hour(tables, table, hour, RUN_ID)
+    for hour in _periods(table, hours):
+        result = (
+            rebuild_day(tables, table, hour, run_id=RUN_ID)
+            if isinstance(table, SqlGoldTable)
+            else rebuild_hour(tables, table, hour, RUN_ID)
+        )
         rebuilt += 1
         rows += result.rows_written
         if result.commit is not None and result.commit.snapshot_id is not None:
             commits += 1
             files += result.commit.files_added
     return TableRecovery(table.target, rebuilt, commits, files, rows)
+
+
+def _periods(table: DerivedTable, hours: Iterable[dt.datetime]) -> list[dt.datetime]:
+    """What `table` is rebuilt by: its hours, or for a daily SQL Gold table the days (their
+    starts) of those hours."""
+    if not isinstance(table, SqlGoldTable):
+        return list(hours)
+    days = {hour.replace(hour=0) for hour in hours}
+    return sorted(days)
 
 
 def in_dependency_order(derived_tables: Sequence[DerivedTable]) -> list[DerivedTable]:
