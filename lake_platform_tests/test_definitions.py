@@ -14,7 +14,9 @@ from lake_platform.definitions import defs
 from lake_platform.defs.asset_metadata import column_schema, table_uri
 from lake_platform.defs.keys import derived_key
 from lake_platform.derived import tables
-from lake_platform.derived.tables import DERIVED_TABLES, GOLD_BARS
+from lake_platform.derived.registry import CATALOG_TABLES
+from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
+from lake_platform.derived.tables import GOLD_BARS
 from lake_platform.schemas import BY_TABLE
 from lake_platform.schemas.registry import partition_column_last
 from lake_platform.settings import LakeSettings
@@ -36,9 +38,13 @@ EXPECTED_KEYS = {
     "bronze/levels/signals",
     "gold/levels/signals",
     "gold/stocks/bars_1m",
+    "gold/stocks/daily_summary",
 }
+DAILY_KEYS = {table.target for table in SQL_GOLD_TABLES}
+SERVING_KEYS = {"serving/duckdb"}
+"""Not a lake table: the DuckDB warehouse file, unpartitioned."""
 
-DERIVED_BY_TARGET = {table.target: table for table in DERIVED_TABLES}
+DERIVED_BY_TARGET = {table.target: table for table in CATALOG_TABLES}
 
 
 def all_specs() -> dict[str, dg.AssetSpec]:
@@ -47,16 +53,25 @@ def all_specs() -> dict[str, dg.AssetSpec]:
 
 
 def test_every_contract_asset_key_is_declared():
-    assert set(all_specs()) == EXPECTED_KEYS
+    assert set(all_specs()) == EXPECTED_KEYS | SERVING_KEYS
 
 
 def test_every_asset_is_hourly_utc_from_the_configured_start():
+    """Hourly, except the SQL Gold tables (daily, UTC) and the warehouse (unpartitioned)."""
     for key, node in all_specs().items():
         partitions = node.partitions_def
-        assert isinstance(partitions, dg.HourlyPartitionsDefinition), key
-        assert partitions.timezone == "UTC"
-        assert partitions.get_first_partition_key() == "2024-01-01-00:00"
-        assert partitions.get_partition_key_for_timestamp(1_765_895_400) == "2025-12-16-14:00"
+        if key in SERVING_KEYS:
+            assert partitions is None, key
+        elif key in DAILY_KEYS:
+            assert isinstance(partitions, dg.DailyPartitionsDefinition), key
+            assert partitions.timezone == "UTC"
+            assert partitions.get_first_partition_key() == "2024-01-01"
+            assert partitions.get_partition_key_for_timestamp(1_765_895_400) == "2025-12-16"
+        else:
+            assert isinstance(partitions, dg.HourlyPartitionsDefinition), key
+            assert partitions.timezone == "UTC"
+            assert partitions.get_first_partition_key() == "2024-01-01-00:00"
+            assert partitions.get_partition_key_for_timestamp(1_765_895_400) == "2025-12-16-14:00"
 
 
 def test_lineage_runs_from_bronze_to_gold():
@@ -152,7 +167,8 @@ def test_every_asset_has_a_description_owner_kinds_location_and_code(key):
         assert spec.description.startswith(BY_TABLE[table].description)
     assert spec.owners == ["team:data-platform"]
     assert "parquet" in spec.kinds
-    assert spec.kinds - {"parquet"} == ({"nats"} if tier == "bronze" else {"polars", "iceberg"})
+    engine = {"duckdb"} if key in DAILY_KEYS else {"polars"}
+    assert spec.kinds - {"parquet"} == ({"nats"} if tier == "bronze" else {*engine, "iceberg"})
     assert spec.metadata["dagster/table_name"] == key
     location = spec.metadata["dagster/uri"]
     assert location.startswith("file:///") and location.endswith(f"/{key}")
@@ -160,7 +176,10 @@ def test_every_asset_has_a_description_owner_kinds_location_and_code(key):
     assert len(references) >= 2
     for reference in references:
         source = Path(reference.file_path).read_text().splitlines()
-        assert source[reference.line_number - 1].startswith("def "), reference
+        if reference.file_path.endswith(".sql"):  # a SQL Gold table's query, from its top
+            assert reference.line_number == 1 and source[0].startswith("--"), reference
+        else:
+            assert source[reference.line_number - 1].startswith("def "), reference
         assert reference.label
 
 
