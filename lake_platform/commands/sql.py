@@ -12,6 +12,7 @@ Output (`query/output.py`): an aligned table on a terminal, CSV in a pipe; `--fo
 import difflib
 import re
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import duckdb
@@ -63,7 +64,7 @@ def run_sql(request: SqlRequest) -> int:
             relation = _tables(connection, settings, request.as_of)
         else:
             sql = _query_text(request)
-            _create_views(connection, settings, request.as_of, referenced_views(sql))
+            add_views(connection, settings, referenced_views(sql), request.as_of)
             relation = connection.sql(sql)
         if relation is not None:
             write_result(connection, relation, fmt, request.output, request.limit)
@@ -90,16 +91,21 @@ def _query_text(request: SqlRequest) -> str:
     return sql
 
 
-def _create_views(
+def add_views(
     connection: duckdb.DuckDBPyConnection,
     settings: LakeSettings,
-    as_of: str | None,
-    names: set[str] | None,
+    names: Collection[str] | None,
+    as_of: str | None = None,
 ) -> list[TableView]:
-    """The views named (all when None) in the connection, and the schemas of every tier;
-    the lake's catalog is opened only when some view is wanted."""
-    views = [] if names == set() else lake_views(open_lake_tables(settings), as_of, only=names)
-    create_views(connection, views, settings)
+    """The views named (all when None; pinned as of `as_of`) in the connection, for this
+    connection only, and the schemas of every tier; the lake's catalog is opened only when
+    some view is wanted."""
+    views = (
+        []
+        if names is not None and not names
+        else lake_views(open_lake_tables(settings), as_of, only=names)
+    )
+    create_views(connection, views, settings, session_only=True)
     return views
 
 
@@ -108,7 +114,7 @@ def _tables(
 ) -> duckdb.DuckDBPyRelation:
     """Every view: its rows (the catalog's count of Silver/Gold, counted for Bronze), its
     snapshot and files."""
-    views = _create_views(connection, settings, as_of, None)
+    views = add_views(connection, settings, None, as_of)
     rows = []
     for view in views:
         count = view.rows

@@ -26,7 +26,6 @@ from pyiceberg.avro.decoder import new_decoder
 from pyiceberg.avro.file import AvroFile
 from pyiceberg.avro.reader import Reader
 from pyiceberg.avro.resolver import resolve_reader
-from pyiceberg.conversions import from_bytes
 from pyiceberg.manifest import (
     DEFAULT_READ_VERSION,
     MANIFEST_ENTRY_SCHEMAS,
@@ -39,7 +38,6 @@ from pyiceberg.manifest import (
     ManifestFile,
 )
 from pyiceberg.table import Table
-from pyiceberg.types import DateType, LongType
 
 from lake_platform.tables.data_files import EPOCH
 from lake_platform.tables.hours import TIME_COLUMN
@@ -102,6 +100,14 @@ def planned_files(
     return sorted(found, key=lambda file: file.path)
 
 
+def clear_cache() -> None:
+    """Forget every cached manifest and reader (a process that wants the memory back, or a
+    benchmark timing a cold start)."""
+    _CACHE.clear()
+    with _READERS_LOCK:
+        _READERS.clear()
+
+
 def _date_position(table: Table) -> int:
     names = [field.name for field in table.spec().fields]
     return names.index(DATE_COLUMN)
@@ -110,7 +116,8 @@ def _date_position(table: Table) -> int:
 def _may_overlap(
     manifest: ManifestFile, position: int, start_ns: int | None, end_ns: int | None
 ) -> bool:
-    """Whether the manifest's `date` bounds meet [start, end) (True when unknown)."""
+    """Whether the manifest's `date` bounds (days since the epoch, 4 bytes little-endian)
+    meet [start, end) (True when unknown)."""
     if manifest.content != ManifestContent.DATA:
         raise ValueError(f"{manifest.manifest_path}: delete files are not supported here")
     summaries = manifest.partitions or []
@@ -119,8 +126,8 @@ def _may_overlap(
     summary = summaries[position]
     if summary.lower_bound is None or summary.upper_bound is None:
         return True
-    first = int(from_bytes(DateType(), summary.lower_bound))
-    last = int(from_bytes(DateType(), summary.upper_bound))
+    first = int.from_bytes(summary.lower_bound, "little", signed=True)
+    last = int.from_bytes(summary.upper_bound, "little", signed=True)
     return (end_ns is None or first * DAY_NS < end_ns) and (
         start_ns is None or (last + 1) * DAY_NS > start_ns
     )
@@ -149,6 +156,10 @@ class _EntryCache:
             if found is not None:
                 self._entries.move_to_end(path)
             return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     def put(self, path: str, files: tuple[PlannedFile, ...]) -> None:
         with self._lock:
@@ -230,5 +241,6 @@ def _planned(data_file: DataFile, ts_field: int) -> PlannedFile:
 
 
 def _bound(bounds: dict[int, bytes] | None, field_id: int) -> int | None:
+    """A `long` bound: 8 bytes, little-endian (Iceberg's single-value serialization)."""
     raw = (bounds or {}).get(field_id)
-    return None if raw is None else int(from_bytes(LongType(), raw))
+    return None if raw is None else int.from_bytes(raw, "little", signed=True)
