@@ -22,6 +22,9 @@ from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThan
 
 import lake_platform
 from lake_platform.derived.rebuild import rebuild_hour
+from lake_platform.derived.registry import CATALOG_TABLES
+from lake_platform.derived.sql_rebuild import rebuild_day
+from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.query.planning import planned_files
 from lake_platform.query.read import to_ns
@@ -38,10 +41,20 @@ SILVER = SILVER_TABLES[TRADES.table]
 VALUES = ["0700", "A/B", "../evil"]
 
 
+def with_daily_tables(settings: LakeSettings, expected: Expected) -> Expected:
+    """`expected`, the lake's daily SQL Gold tables built too (their day of `HOURS`)."""
+    tables = open_lake_tables(settings)
+    for table in SQL_GOLD_TABLES:
+        rebuild_day(tables, table, HOURS[0].replace(hour=0))
+    return expected
+
+
 @pytest.fixture(scope="module")
 def tricky(tmp_path_factory: pytest.TempPathFactory) -> tuple[LakeSettings, Expected]:
+    """The tricky lake on local disk, its daily SQL Gold tables built."""
     settings = LakeSettings(data_root=str(tmp_path_factory.mktemp("read") / "lake"))
-    return settings, write_lake(LakeStore(settings.data_root, fsspec.filesystem("file")))
+    expected = write_lake(LakeStore(settings.data_root, fsspec.filesystem("file")))
+    return settings, with_daily_tables(settings, expected)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +62,8 @@ def s3_tricky(s3_server: S3Server) -> tuple[LakeSettings, Expected]:
     bucket = f"read-{secrets.token_hex(4)}"
     s3_server.create_bucket(bucket)
     settings = s3_settings(s3_server, bucket)
-    return settings, write_lake(LakeStore.from_settings(settings), settings)
+    expected = write_lake(LakeStore.from_settings(settings), settings)
+    return settings, with_daily_tables(settings, expected)
 
 
 def comparable(frame: pl.DataFrame) -> pl.DataFrame:
@@ -67,7 +81,10 @@ def catalog_read(tables: LakeTables, target: str, snapshot_id: int | None = None
 
 def assert_reads_every_table_exactly(settings: LakeSettings, expected: Expected) -> None:
     tables = open_lake_tables(settings)
-    for target, (column, published) in expected.items():
+    every = {table.target: table.partition_column for table in CATALOG_TABLES}
+    every |= {target: column for target, (column, _) in expected.items()}
+    assert len(every) == len(expected) + len(SQL_GOLD_TABLES)
+    for target, column in every.items():
         frame = lake_platform.read(target, settings=settings)
         assert isinstance(frame, pl.LazyFrame)
         rows = frame.collect()
@@ -82,9 +99,11 @@ def assert_reads_every_table_exactly(settings: LakeSettings, expected: Expected)
             (pl.col("date") != event_time.dt.date()) | (pl.col("hour") != event_time.dt.hour())
         ).is_empty()
         if target.startswith("bronze/"):
+            published = expected[target][1]
             assert_frame_equal(comparable(rows.select(published.columns)), comparable(published))
             continue
         read = catalog_read(tables, target)
+        assert read.height > 0
         assert rows.columns == read.columns
         assert_frame_equal(comparable(rows), comparable(read), check_dtypes=False)
 
@@ -195,7 +214,8 @@ def test_a_lake_path_holding_an_equals_sign_reads_silver_exactly(tmp_path: Path)
 
 def test_an_empty_table_is_an_empty_typed_frame(tmp_path: Path):
     settings = LakeSettings(data_root=str(tmp_path / "lake"))
-    for target in ("silver/stocks/trades", "gold/stocks/bars_1m", "bronze/levels/signals"):
+    targets = ("silver/stocks/trades", "gold/stocks/daily_summary", "bronze/levels/signals")
+    for target in targets:
         rows = lake_platform.read(target, settings=settings).collect()
         assert rows.height == 0
         assert rows.columns[-3:] == [rows.columns[-3], "date", "hour"]

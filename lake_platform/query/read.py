@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 import polars as pl
 from pyiceberg.exceptions import NoSuchTableError
 
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
 from lake_platform.query.planning import PlannedFile, planned_files
 from lake_platform.schemas import SCHEMAS
 from lake_platform.schemas.registry import without_column
@@ -85,7 +85,7 @@ def _resolve(table: str) -> tuple[str, str, str, pl.Schema]:
             entry.partition_column,
             entry.bronze_schema,
         )
-    for derived in DERIVED_TABLES:
+    for derived in CATALOG_TABLES:
         tier = derived.target.split("/", 1)[0]
         known[derived.target] = (tier, derived.partition_column, derived.schema)
     for target, (tier, column, schema) in known.items():

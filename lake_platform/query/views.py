@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import duckdb
 import polars as pl
 
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
 from lake_platform.query.planning import planned_files
 from lake_platform.schemas import SCHEMAS
 from lake_platform.settings import LakeSettings
@@ -94,7 +94,7 @@ class TableView:
 def view_names() -> list[str]:
     """Every view's name, Bronze then Silver then Gold, without opening the lake."""
     bronze = [table_identifier(f"{BRONZE_TIER}/{schema.table}") for schema in SCHEMAS]
-    return bronze + [table_identifier(table.target) for table in DERIVED_TABLES]
+    return bronze + [table_identifier(table.target) for table in CATALOG_TABLES]
 
 
 def referenced_views(sql: str) -> set[str]:
@@ -120,7 +120,7 @@ def lake_views(
         for schema in SCHEMAS
         if only is None or table_identifier(f"{BRONZE_TIER}/{schema.table}") in only
     ]
-    for derived in DERIVED_TABLES:
+    for derived in CATALOG_TABLES:
         name = table_identifier(derived.target)
         if only is not None and name not in only:
             continue
