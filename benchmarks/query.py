@@ -37,6 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,6 +73,7 @@ SYMBOLS = ("SPY", "QQQ", "AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "0700", "META",
 TRADE_SIZES = (1, 10, 100, 100, 200, 500)
 MARKER = "bench-query.json"
 GOAL = 1.1
+WRITE_THREADS = 4
 PAIRS = (("sql", "sql-glob"), ("read", "read-glob"), ("read-rows", "read-rows-glob"))
 HIVE_POLARS = {"symbol": pl.String, "date": pl.Date, "hour": pl.Int32}
 HIVE_DUCKDB = "{'symbol': VARCHAR, 'date': DATE, 'hour': INTEGER}"
@@ -137,12 +139,17 @@ def build(lake: Path, shape: Shape) -> None:
         rows = shape.rows if index >= shape.history_days else shape.history_rows
         for hour_of_day in range(24):
             hour = dt.datetime.combine(day, dt.time(hour_of_day), dt.UTC)
-            files = []
-            for symbol in SYMBOLS[: shape.symbols]:
-                seed += 10
+            symbols = SYMBOLS[: shape.symbols]
+            seeds = range(seed + 10, seed + 10 * (len(symbols) + 1), 10)
+            seed += 10 * len(symbols)
+
+            def write(symbol: str, seed: int, hour: dt.datetime = hour, rows: int = rows) -> list:
                 folder = f"{SILVER.target}/{partition_folder('symbol', symbol, hour)}"
                 written = write_partition(store, folder, hour_trades(hour, symbol, rows, seed))
-                files += [NewFile(file.path, file.bytes) for file in written]
+                return [NewFile(file.path, file.bytes) for file in written]
+
+            with ThreadPoolExecutor(WRITE_THREADS) as pool:
+                files = [file for part in pool.map(write, symbols, seeds) for file in part]
             replace_hour(table, hour, files, {})
         compact_manifests(table, day + dt.timedelta(days=1))
         print(f"  {day}: {rows * shape.symbols * 24:,} trades", flush=True)
