@@ -12,11 +12,12 @@ version stay for the snapshots that reference them.
 
 import datetime as dt
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
+from pyiceberg.table import Table
 
 from lake_platform.derived.checking import add_totals, check_rows, merge_totals
 from lake_platform.derived.declaration import DerivedTable, with_partition_value
@@ -55,19 +56,37 @@ def rebuild_hour(
     `MAX_HOUR_REBUILDS` times; the last conflict is raised. So is the rebuild repeated when a
     Silver input was committed anew meanwhile. Unchanged output commits nothing.
     """
-    iceberg = tables.table(table)
-    for attempt in range(1, MAX_HOUR_REBUILDS + 1):
-        before = [path for paths in hour_paths(iceberg, hour).values() for path in paths]
+
+    def write() -> tuple[HourResult, bool]:
         inputs = hour_inputs(tables, table, hour)
         result = _rebuild_files(tables, table, hour, inputs)
-        if attempt < MAX_HOUR_REBUILDS and catalog_inputs_changed(tables, table, hour, inputs):
+        return result, catalog_inputs_changed(tables, table, hour, inputs)
+
+    return commit_rebuilt(tables.table(table), hour, run_id, write)
+
+
+def commit_rebuilt(
+    iceberg: Table,
+    hour: dt.datetime,
+    run_id: str,
+    write: Callable[[], tuple[HourResult, bool]],
+    attempts: int = MAX_HOUR_REBUILDS,
+) -> HourResult:
+    """Write an hour's files (`write`: the result, and whether its inputs changed while it
+    ran) and commit them as the hour, up to `attempts` times: again when the inputs changed,
+    or when another run committed the hour since its files were noted (`HourConflict`, the
+    last one raised). The result holds the commit and the snapshot holding the hour."""
+    for attempt in range(1, attempts + 1):
+        before = [path for paths in hour_paths(iceberg, hour).values() for path in paths]
+        result, inputs_changed = write()
+        if attempt < attempts and inputs_changed:
             continue
         properties = snapshot_properties(hour, run_id, files_digest(result.inputs))
         new_files = [NewFile(file.path, file.bytes) for file in result.files]
         try:
             result.commit = replace_hour(iceberg, hour, new_files, properties, before)
         except HourConflict:
-            if attempt == MAX_HOUR_REBUILDS:
+            if attempt == attempts:
                 raise
             continue
         current = iceberg.current_snapshot()

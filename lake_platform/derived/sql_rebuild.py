@@ -31,15 +31,16 @@ from pyiceberg.table import Table
 from lake_platform import checks
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.declaration import with_partition_value
-from lake_platform.derived.hour_files import files_digest, value_hour_folder
+from lake_platform.derived.hour_files import value_hour_folder
 from lake_platform.derived.partition_files import write_partition
+from lake_platform.derived.rebuild import commit_rebuilt
 from lake_platform.derived.results import HourResult
 from lake_platform.derived.sql_tables import SqlGoldTable
 from lake_platform.storage import StorageError
 from lake_platform.storage.parquet import read_parquet_file
 from lake_platform.storage.paths import folder_partition_value
-from lake_platform.tables.data_files import NewFile, lake_path, lake_path_of
-from lake_platform.tables.hours import HourConflict, hour_paths, replace_hour, snapshot_properties
+from lake_platform.tables.data_files import lake_path, lake_path_of
+from lake_platform.tables.hours import hour_paths
 from lake_platform.tables.lake_tables import LakeTables
 from lake_platform.tables.schema import DATE_COLUMN
 
@@ -106,25 +107,13 @@ def rebuild_day(
     None). Unchanged output commits nothing. The result's `hour` is the day's start."""
     if day.utcoffset() != dt.timedelta(0) or day != day.replace(hour=0, minute=0, second=0):
         raise ValueError(f"a day is a UTC midnight, got {day!r}")
-    iceberg = tables.table(table)
-    for attempt in range(1, MAX_DAY_REBUILDS + 1):
-        before = [path for paths in hour_paths(iceberg, day).values() for path in paths]
+
+    def write() -> tuple[HourResult, bool]:
         inputs = day_inputs(tables, table, day)
         result = _write_day(tables, table, day, inputs, connection)
-        if attempt < MAX_DAY_REBUILDS and _inputs_changed(tables, table, day, inputs):
-            continue
-        properties = snapshot_properties(day, run_id, files_digest(inputs.files))
-        new_files = [NewFile(file.path, file.bytes) for file in result.files]
-        try:
-            result.commit = replace_hour(iceberg, day, new_files, properties, before)
-        except HourConflict:
-            if attempt == MAX_DAY_REBUILDS:
-                raise
-            continue
-        current = iceberg.current_snapshot()
-        result.snapshot_id = None if current is None else current.snapshot_id
-        return result
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        return result, _inputs_changed(tables, table, day, inputs)
+
+    return commit_rebuilt(tables.table(table), day, run_id, write, MAX_DAY_REBUILDS)
 
 
 def _write_day(
