@@ -12,7 +12,7 @@ hours stay to be retried. So does an hour whose commit kept losing to concurrent
 same hour (`HourConflict`).
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
@@ -20,7 +20,12 @@ from lake_platform.checks import CheckOutcome, check_descriptions
 from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
 from lake_platform.defs.automation import DERIVED_AUTOMATION
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
-from lake_platform.defs.reporting import check_evaluations, hour_metadata, run_metadata
+from lake_platform.defs.reporting import (
+    hour_metadata,
+    partitions_failure,
+    record_partitions,
+    run_metadata,
+)
 from lake_platform.defs.resources import LakeResource
 from lake_platform.derived.checking import check_hour
 from lake_platform.derived.declaration import DerivedTable
@@ -102,17 +107,12 @@ def build_derived_asset(
                 f"Iceberg snapshot {result.snapshot_id}"
             )
             results[partition_key], outcomes[partition_key] = result, outcome
+        shared = run_metadata(results)
+        yield from record_partitions(
+            context, key, results, outcomes, shared, hour_metadata, some_failed=bool(failed)
+        )
         if failed:
-            yield from _hour_materializations(key, results)
-        else:
-            for partition_key, result in results.items():
-                context.add_asset_metadata(
-                    hour_metadata(partition_key, result), partition_key=partition_key
-                )
-            yield dg.MaterializeResult(metadata=run_metadata(results))
-        yield from check_evaluations(context, key, results, outcomes)
-        if failed:
-            raise _failed_hours(table, failed, len(context.partition_keys))
+            raise partitions_failure(table.target, failed, len(context.partition_keys), "hours")
 
     return derived
 
@@ -124,30 +124,3 @@ def _rebuild_and_check(
     kept losing to concurrent runs (`HourConflict`), fails that hour only."""
     result = rebuild_hour(tables, table, hour_of_partition(partition_key), run_id)
     return result, check_hour(tables, table, result)
-
-
-def _hour_materializations(
-    key: dg.AssetKey, results: Mapping[str, HourResult]
-) -> Iterator[dg.AssetMaterialization]:
-    """One materialization per rebuilt hour, with the metadata a successful run records.
-
-    A run that fails cannot yield its `MaterializeResult`: Dagster would record it for every
-    hour of the run, the failed ones too. Each rebuilt hour is recorded by its own event
-    instead, before the step fails for the others.
-    """
-    shared = run_metadata(results)
-    for partition_key, result in results.items():
-        yield dg.AssetMaterialization(
-            asset_key=key,
-            partition=partition_key,
-            metadata={**shared, **hour_metadata(partition_key, result)},
-        )
-
-
-def _failed_hours(table: DerivedTable, failed: Mapping[str, str], hours: int) -> dg.Failure:
-    """The step's failure: which hours failed and why (the others are recorded)."""
-    return dg.Failure(
-        f"{table.target}: {len(failed)} of {hours} hours failed (the others were rebuilt and "
-        "recorded): " + "; ".join(f"{key}: {reason}" for key, reason in failed.items()),
-        metadata={"failed_hours": dg.MetadataValue.json(sorted(failed))},
-    )

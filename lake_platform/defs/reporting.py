@@ -1,6 +1,6 @@
 """Materialization metadata and per-hour check evaluations of derived assets."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import dagster as dg
 import polars as pl
@@ -171,3 +171,48 @@ def check_evaluations(
         yield dg.Output(
             None, output_name=context.assets_def.get_output_name_for_asset_check_key(check)
         )
+
+
+PartitionMetadata = Callable[[str, HourResult], dict[str, dg.MetadataValue]]
+"""One partition's own metadata (`hour_metadata`, a daily table's `day` metadata)."""
+
+
+def record_partitions(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    results: Mapping[str, HourResult],
+    outcomes: Mapping[str, Mapping[str, CheckOutcome]],
+    shared: dict[str, dg.MetadataValue],
+    own: PartitionMetadata,
+    *,
+    some_failed: bool,
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Record the run's rebuilt partitions (hours or days) with the run's `shared` metadata
+    and each one's `own`, then each partition's check results.
+
+    A run that fails cannot yield its `MaterializeResult`: Dagster would record it for every
+    partition of the run, the failed ones too. When `some_failed`, each rebuilt partition is
+    recorded by its own event instead, before the step fails for the others.
+    """
+    if some_failed:
+        for partition_key, result in results.items():
+            yield dg.AssetMaterialization(
+                asset_key=key,
+                partition=partition_key,
+                metadata={**shared, **own(partition_key, result)},
+            )
+    else:
+        for partition_key, result in results.items():
+            context.add_asset_metadata(own(partition_key, result), partition_key=partition_key)
+        yield dg.MaterializeResult(metadata=shared)
+    yield from check_evaluations(context, key, results, outcomes)
+
+
+def partitions_failure(target: str, failed: Mapping[str, str], total: int, unit: str) -> dg.Failure:
+    """The step's failure: which of the run's `total` partitions (`unit`: hours, days) failed
+    and why (the others are recorded)."""
+    return dg.Failure(
+        f"{target}: {len(failed)} of {total} {unit} failed (the others were rebuilt and "
+        "recorded): " + "; ".join(f"{key}: {reason}" for key, reason in failed.items()),
+        metadata={f"failed_{unit}": dg.MetadataValue.json(sorted(failed))},
+    )

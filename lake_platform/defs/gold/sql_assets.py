@@ -22,8 +22,9 @@ from lake_platform.defs.automation import NO_RUN, FailedHourRetry, LatestPlans
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import DAILY, day_of_partition
 from lake_platform.defs.reporting import (
-    check_evaluations,
     inputs_metadata,
+    partitions_failure,
+    record_partitions,
     run_metadata,
     snapshot_metadata,
 )
@@ -213,28 +214,17 @@ def build_sql_gold_asset(table: SqlGoldTable) -> dg.AssetsDefinition:
                     f"Iceberg snapshot {result.snapshot_id}"
                 )
                 results[partition_key] = result
+        yield from record_partitions(
+            context,
+            key,
+            results,
+            outcomes,
+            _run_metadata(results),
+            _day_metadata,
+            some_failed=bool(failed),
+        )
         if failed:
-            shared = _run_metadata(results)
-            for partition_key, result in results.items():
-                yield dg.AssetMaterialization(
-                    asset_key=key,
-                    partition=partition_key,
-                    metadata={**shared, **_day_metadata(partition_key, result)},
-                )
-        else:
-            for partition_key, result in results.items():
-                context.add_asset_metadata(
-                    _day_metadata(partition_key, result), partition_key=partition_key
-                )
-            yield dg.MaterializeResult(metadata=_run_metadata(results))
-        yield from check_evaluations(context, key, results, outcomes)
-        if failed:
-            raise dg.Failure(
-                f"{table.target}: {len(failed)} of {len(context.partition_keys)} days failed "
-                "(the others were rebuilt and recorded): "
-                + "; ".join(f"{day}: {reason}" for day, reason in failed.items()),
-                metadata={"failed_days": dg.MetadataValue.json(sorted(failed))},
-            )
+            raise partitions_failure(table.target, failed, len(context.partition_keys), "days")
 
     return sql_gold
 
