@@ -9,12 +9,10 @@ path holding `=` still reads Silver exactly. On S3 (slow) through the lake's cre
 """
 
 import datetime as dt
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
-import fsspec
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -23,7 +21,6 @@ from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThan
 import lake_platform
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.registry import CATALOG_TABLES
-from lake_platform.derived.sql_rebuild import rebuild_day
 from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.query.planning import planned_files
@@ -31,52 +28,31 @@ from lake_platform.query.read import to_ns
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.tables.identifiers import table_identifier
-from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
+from lake_platform.tables.lake_tables import open_lake_tables
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
-from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.servers import S3Server
-from lake_platform_tests.tricky_lake import HOURS, TRICKY, Expected, write_lake
+from lake_platform_tests.tricky_lake import (
+    HOURS,
+    TRICKY,
+    Expected,
+    catalog_read,
+    comparable,
+    tricky_lake_on_disk,
+    tricky_lake_on_s3,
+)
 
 SILVER = SILVER_TABLES[TRADES.table]
 VALUES = ["0700", "A/B", "../evil"]
 
 
-def with_daily_tables(settings: LakeSettings, expected: Expected) -> Expected:
-    """`expected`, the lake's daily SQL Gold tables built too (their day of `HOURS`)."""
-    tables = open_lake_tables(settings)
-    for table in SQL_GOLD_TABLES:
-        rebuild_day(tables, table, HOURS[0].replace(hour=0))
-    return expected
-
-
 @pytest.fixture(scope="module")
 def tricky(tmp_path_factory: pytest.TempPathFactory) -> tuple[LakeSettings, Expected]:
-    """The tricky lake on local disk, its daily SQL Gold tables built."""
-    settings = LakeSettings(data_root=str(tmp_path_factory.mktemp("read") / "lake"))
-    expected = write_lake(LakeStore(settings.data_root, fsspec.filesystem("file")))
-    return settings, with_daily_tables(settings, expected)
+    return tricky_lake_on_disk(tmp_path_factory.mktemp("read"))
 
 
 @pytest.fixture(scope="module")
 def s3_tricky(s3_server: S3Server) -> tuple[LakeSettings, Expected]:
-    bucket = f"read-{secrets.token_hex(4)}"
-    s3_server.create_bucket(bucket)
-    settings = s3_settings(s3_server, bucket)
-    expected = write_lake(LakeStore.from_settings(settings), settings)
-    return settings, with_daily_tables(settings, expected)
-
-
-def comparable(frame: pl.DataFrame) -> pl.DataFrame:
-    keys = [name for name, dtype in frame.schema.items() if not dtype.is_nested()]
-    return frame.sort(keys)
-
-
-def catalog_read(tables: LakeTables, target: str, snapshot_id: int | None = None) -> pl.DataFrame:
-    table = tables.existing(target)
-    assert table is not None
-    frame = pl.from_arrow(table.scan(snapshot_id=snapshot_id).to_arrow())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return tricky_lake_on_s3(s3_server, "read")
 
 
 def assert_reads_every_table_exactly(settings: LakeSettings, expected: Expected) -> None:

@@ -11,18 +11,15 @@ S3 (slow) the views read through the lake's own S3 filesystem.
 
 import io
 import json
-import secrets
 from pathlib import Path
 
 import duckdb
-import fsspec
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from lake_platform.cli import main
 from lake_platform.derived.rebuild import rebuild_hour
-from lake_platform.derived.sql_rebuild import rebuild_day
 from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.query.output import aligned, cell, chosen_format, write_table
@@ -32,9 +29,16 @@ from lake_platform.storage import LakeStore
 from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
 from lake_platform.tables.tags import tag_current
 from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, write_bronze
-from lake_platform_tests.conftest import s3_settings, settings_env
+from lake_platform_tests.conftest import settings_env
 from lake_platform_tests.servers import S3Server
-from lake_platform_tests.tricky_lake import HOURS, TRICKY, Expected, write_lake
+from lake_platform_tests.tricky_lake import (
+    TRICKY,
+    Expected,
+    catalog_read,
+    comparable,
+    tricky_lake_on_disk,
+    tricky_lake_on_s3,
+)
 
 SILVER = SILVER_TABLES[TRADES.table]
 
@@ -45,45 +49,14 @@ def use_lake(monkeypatch: pytest.MonkeyPatch, settings: LakeSettings) -> None:
         monkeypatch.setenv(name, value)
 
 
-def with_daily_tables(settings: LakeSettings, expected: Expected) -> Expected:
-    """`expected`, the lake's daily SQL Gold tables built too (their day of `HOURS`)."""
-    tables = open_lake_tables(settings)
-    day = HOURS[0].replace(hour=0)
-    for table in SQL_GOLD_TABLES:
-        rebuild_day(tables, table, day)
-    return expected
-
-
 @pytest.fixture(scope="module")
 def tricky(tmp_path_factory: pytest.TempPathFactory) -> tuple[LakeSettings, Expected]:
-    """The tricky lake on local disk, its daily SQL Gold tables built."""
-    settings = LakeSettings(data_root=str(tmp_path_factory.mktemp("sql") / "lake"))
-    expected = write_lake(LakeStore(settings.data_root, fsspec.filesystem("file")))
-    return settings, with_daily_tables(settings, expected)
+    return tricky_lake_on_disk(tmp_path_factory.mktemp("sql"))
 
 
 @pytest.fixture(scope="module")
 def s3_tricky(s3_server: S3Server) -> tuple[LakeSettings, Expected]:
-    bucket = f"sql-{secrets.token_hex(4)}"
-    s3_server.create_bucket(bucket)
-    settings = s3_settings(s3_server, bucket)
-    expected = write_lake(LakeStore.from_settings(settings), settings)
-    return settings, with_daily_tables(settings, expected)
-
-
-def comparable(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows in one order: sorted by every column that is not nested."""
-    keys = [name for name, dtype in frame.schema.items() if not dtype.is_nested()]
-    return frame.sort(keys)
-
-
-def catalog_read(tables: LakeTables, target: str, snapshot_id: int | None = None) -> pl.DataFrame:
-    """The table's rows as pyiceberg reads them through the catalog."""
-    table = tables.existing(target)
-    assert table is not None
-    frame = pl.from_arrow(table.scan(snapshot_id=snapshot_id).to_arrow())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return tricky_lake_on_s3(s3_server, "sql")
 
 
 def assert_views_read_every_table_exactly(settings: LakeSettings, expected: Expected) -> None:

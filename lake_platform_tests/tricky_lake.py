@@ -8,19 +8,26 @@ own code, their checks passing.
 """
 
 import datetime as dt
+import secrets
+from pathlib import Path
 
 import polars as pl
 
 from lake_platform.derived.checking import check_hour
 from lake_platform.derived.rebuild import rebuild_hour
+from lake_platform.derived.sql_rebuild import rebuild_day
+from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
 from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
 from lake_platform.schemas import SCHEMAS, TableSchema
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
+from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
 from lake_platform.transforms.gold import bars_1m, flatten_signals
 from lake_platform.transforms.silver import deduplicate
 from lake_platform_tests.bronze_files import bronze_rows, write_bronze
+from lake_platform_tests.conftest import s3_settings
 from lake_platform_tests.samples import SAMPLES
+from lake_platform_tests.servers import S3Server
 from lake_platform_tests.tables_of import tables_of
 
 TRICKY = (
@@ -102,3 +109,42 @@ def write_lake(store: LakeStore, settings: LakeSettings | None = None) -> Expect
         folder: (column, frame.select(column, *KEY).sort(column, *KEY))
         for folder, (column, frame) in expected.items()
     }
+
+
+def tricky_lake_on_disk(root: Path) -> tuple[LakeSettings, Expected]:
+    """The tricky lake below `root` (local disk), its daily SQL Gold tables built too."""
+    settings = LakeSettings(data_root=str(root / "lake"))
+    expected = write_lake(LakeStore.from_settings(settings))
+    return settings, with_daily_tables(settings, expected)
+
+
+def tricky_lake_on_s3(server: S3Server, prefix: str) -> tuple[LakeSettings, Expected]:
+    """The tricky lake in a new bucket of `server`, its daily SQL Gold tables built too."""
+    bucket = f"{prefix}-{secrets.token_hex(4)}"
+    server.create_bucket(bucket)
+    settings = s3_settings(server, bucket)
+    expected = write_lake(LakeStore.from_settings(settings), settings)
+    return settings, with_daily_tables(settings, expected)
+
+
+def with_daily_tables(settings: LakeSettings, expected: Expected) -> Expected:
+    """`expected`, the lake's daily SQL Gold tables built too (their day of `HOURS`)."""
+    tables = open_lake_tables(settings)
+    for table in SQL_GOLD_TABLES:
+        rebuild_day(tables, table, HOURS[0].replace(hour=0))
+    return expected
+
+
+def comparable(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows in one order: sorted by every column that is not nested."""
+    keys = [name for name, dtype in frame.schema.items() if not dtype.is_nested()]
+    return frame.sort(keys)
+
+
+def catalog_read(tables: LakeTables, target: str, snapshot_id: int | None = None) -> pl.DataFrame:
+    """The table's rows as pyiceberg reads them through the catalog."""
+    table = tables.existing(target)
+    assert table is not None
+    frame = pl.from_arrow(table.scan(snapshot_id=snapshot_id).to_arrow())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
