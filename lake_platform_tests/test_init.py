@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from lake_platform.cli import main
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
 from lake_platform.ingest.jetstream import DURABLE
 from lake_platform.settings import LakeSettings
 from lake_platform.tables.catalog import open_catalog
@@ -70,9 +70,9 @@ def test_init_creates_everything_once_then_finds_it(deployment_env, capsys, nats
     first = run_init(capsys)
     created = [line for line in first if line.startswith("created")]
     # two buckets, the catalog, its tables, two streams, two consumers
-    assert len(created) == 7 + len(DERIVED_TABLES), first
+    assert len(created) == 7 + len(CATALOG_TABLES), first
     things = (*deployment_env.values(), *STREAMS, f"MARKET/{DURABLE}", f"SIGNALS/{DURABLE}")
-    identifiers = [table_identifier(table.target) for table in DERIVED_TABLES]
+    identifiers = [table_identifier(table.target) for table in CATALOG_TABLES]
     for thing in (*things, "iceberg catalog lake", *identifiers):
         assert any(thing in line for line in created), (thing, first)
     assert any(line.endswith("(schema up to date)") for line in first), first
@@ -130,8 +130,8 @@ def tables_of_the_catalog(settings: LakeSettings) -> dict[str, tuple[str, str]]:
 
 def assert_catalog_holds_the_derived_tables(settings: LakeSettings, root: str) -> None:
     found = tables_of_the_catalog(settings)
-    assert set(found) == {table_identifier(table.target) for table in DERIVED_TABLES}
-    for table in DERIVED_TABLES:
+    assert set(found) == {table_identifier(table.target) for table in CATALOG_TABLES}
+    for table in CATALOG_TABLES:
         location, metadata = found[table_identifier(table.target)]
         assert location == f"{root}/{table.target}"
         assert metadata.startswith(f"{root}/_iceberg/{table.target}/metadata/"), metadata
@@ -154,7 +154,7 @@ def test_init_creates_the_iceberg_catalog_and_tables_once(
     assert first[1:] == [
         f"created iceberg table {table_identifier(table.target)} at "
         f"{tmp_path / 'lake' / table.target}"
-        for table in DERIVED_TABLES
+        for table in CATALOG_TABLES
     ]
     assert_catalog_holds_the_derived_tables(LakeSettings.from_env(), str(tmp_path / "lake"))
 
@@ -221,7 +221,7 @@ def test_init_creates_the_catalog_database_on_postgres(
     first = catalog_lines(run_init(capsys))
     shown = f"postgresql+psycopg2://***@127.0.0.1:{postgres.port}/{CATALOG_DATABASE}"
     assert first[0] == f"created iceberg catalog lake at {shown}"
-    assert len(first) == 1 + len(DERIVED_TABLES)
+    assert len(first) == 1 + len(CATALOG_TABLES)
     assert all(line.startswith("created iceberg table ") for line in first[1:]), first
     assert CATALOG_DATABASE in databases(postgres)
     root = f"s3://{deployment_env['lake']}/market"

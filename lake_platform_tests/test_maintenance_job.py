@@ -24,7 +24,8 @@ from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.rebuild import rebuild_hour
-from lake_platform.derived.tables import DERIVED_TABLES, GOLD_BARS, SILVER_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
+from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.storage import LakeStore
 from lake_platform.tables.hours import hour_paths
 from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
@@ -110,7 +111,7 @@ def test_the_job_expires_deletes_merges_and_tags_complete_days(lake: LakeStore) 
 
     assert result.success
     metadata = output_metadata(result)
-    assert metadata["tables"] == len(DERIVED_TABLES)
+    assert metadata["tables"] == len(CATALOG_TABLES)
     assert metadata["snapshots_expired"] == snapshots - 1
     assert metadata["data_files_deleted"] == len(replaced)
     assert metadata["day_tags_made"] == 1

@@ -8,7 +8,8 @@ import pytest
 
 from lake_platform.cli import main
 from lake_platform.derived.rebuild import rebuild_hour
-from lake_platform.derived.tables import DERIVED_TABLES, GOLD_BARS, SILVER_TABLES
+from lake_platform.derived.registry import CATALOG_TABLES
+from lake_platform.derived.tables import GOLD_BARS, SILVER_TABLES
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
 from lake_platform.tables.lake_tables import LakeTables, open_lake_tables
@@ -28,7 +29,7 @@ def tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LakeTables:
     store = LakeStore.from_settings(settings)
     write_bronze(store, TRADES, bronze_rows(TRADES, trades(200)))
     opened = open_lake_tables(settings, store)
-    for table in DERIVED_TABLES:
+    for table in CATALOG_TABLES:
         opened.table(table)
     rebuild_hour(opened, SILVER, HOUR, "run-1")
     rebuild_hour(opened, GOLD_BARS, HOUR, "run-1")
@@ -49,7 +50,7 @@ def rebuild_with_late_data(tables: LakeTables) -> None:
 def test_every_table_is_tagged_or_said_empty(tables: LakeTables, capsys) -> None:
     assert main(["tag", "training-v1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(DERIVED_TABLES)
+    assert len(lines) == len(CATALOG_TABLES)
     assert f"tagged silver.stocks_trades snapshot {current(tables)} as training-v1" in lines
     assert (
         f"tagged gold.stocks_bars_1m snapshot {current(tables, GOLD_BARS)} as training-v1" in lines
@@ -111,4 +112,4 @@ def test_bad_names_and_tables_are_one_line(
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lake-platform: error: {message}"), err
     assert captured.out == ""
-    assert all(tags(tables.table(table)) == {} for table in DERIVED_TABLES)
+    assert all(tags(tables.table(table)) == {} for table in CATALOG_TABLES)

@@ -147,7 +147,10 @@ def test_every_table_is_a_view_with_the_rows_of_the_catalog(built):
             if view.tier == "bronze":
                 continue
             iceberg = tables.existing(view.target)
-            assert iceberg is not None, view.name
+            if iceberg is None:  # a table no run created yet (the daily summary here)
+                ((count,),) = connection.sql(f"select count(*) from {view.name}").fetchall()
+                assert count == 0 and pinned[view.name][0] is None, view.name
+                continue
             current = iceberg.current_snapshot()
             snapshot = None if current is None else current.snapshot_id
             catalog = pl.from_arrow(iceberg.scan(snapshot_id=snapshot).to_arrow())
