@@ -23,6 +23,7 @@ from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import (
     hour_metadata,
     partitions_failure,
+    rebuild_partitions,
     record_partitions,
     run_metadata,
 )
@@ -31,9 +32,7 @@ from lake_platform.derived.checking import check_hour
 from lake_platform.derived.declaration import DerivedTable
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.results import HourResult
-from lake_platform.storage import StorageError
 from lake_platform.tables.catalog import CATALOG_NAME
-from lake_platform.tables.hours import HourConflict
 from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import LakeTables
 
@@ -91,22 +90,13 @@ def build_derived_asset(
         dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output
     ]:
         tables = lake.tables()
-        results, outcomes, failed = {}, {}, {}
-        for partition_key in context.partition_keys:
-            try:
-                result, outcome = _rebuild_and_check(
-                    tables, table, partition_key, context.run.run_id
-                )
-            except (StorageError, HourConflict) as error:
-                failed[partition_key] = str(error)
-                context.log.error(f"{table.target} {partition_key}: {error}")
-                continue
-            context.log.info(
-                f"{table.target} {partition_key}: {result.rows_read} rows read, "
-                f"{result.rows_written} written in {len(result.files)} files, "
-                f"Iceberg snapshot {result.snapshot_id}"
-            )
-            results[partition_key], outcomes[partition_key] = result, outcome
+        results, outcomes, failed = rebuild_partitions(
+            context,
+            table.target,
+            lambda partition_key: _rebuild_and_check(
+                tables, table, partition_key, context.run.run_id
+            ),
+        )
         shared = run_metadata(results)
         yield from record_partitions(
             context, key, results, outcomes, shared, hour_metadata, some_failed=bool(failed)

@@ -14,6 +14,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from lake_platform.checks import CheckOutcome
 from lake_platform.derived.hour_files import files_digest
 from lake_platform.derived.results import HourResult
+from lake_platform.storage import StorageError
+from lake_platform.tables.hours import HourConflict
 
 
 def _markdown_table(frame: pl.DataFrame) -> str:
@@ -171,6 +173,36 @@ def check_evaluations(
         yield dg.Output(
             None, output_name=context.assets_def.get_output_name_for_asset_check_key(check)
         )
+
+
+Rebuilt = tuple[HourResult, dict[str, CheckOutcome]]
+"""One partition rebuilt, committed and checked: its result and its checks' outcomes."""
+
+
+def rebuild_partitions(
+    context: dg.AssetExecutionContext, target: str, rebuild: Callable[[str], Rebuilt]
+) -> tuple[dict[str, HourResult], dict[str, dict[str, CheckOutcome]], dict[str, str]]:
+    """`rebuild` each partition of the run, one after the other: the results, the checks'
+    outcomes and the failed partitions with their errors. A `StorageError` (an unreadable
+    input, an outage) or a commit that kept losing to concurrent runs (`HourConflict`) fails
+    its partition only; the run's other partitions are still rebuilt."""
+    results: dict[str, HourResult] = {}
+    outcomes: dict[str, dict[str, CheckOutcome]] = {}
+    failed: dict[str, str] = {}
+    for partition_key in context.partition_keys:
+        try:
+            result, outcome = rebuild(partition_key)
+        except (StorageError, HourConflict) as error:
+            failed[partition_key] = str(error)
+            context.log.error(f"{target} {partition_key}: {error}")
+            continue
+        context.log.info(
+            f"{target} {partition_key}: {result.rows_read} rows read, "
+            f"{result.rows_written} written in {len(result.files)} files, "
+            f"Iceberg snapshot {result.snapshot_id}"
+        )
+        results[partition_key], outcomes[partition_key] = result, outcome
+    return results, outcomes, failed
 
 
 PartitionMetadata = Callable[[str, HourResult], dict[str, dg.MetadataValue]]

@@ -16,14 +16,15 @@ from collections.abc import Iterator, Mapping
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from lake_platform.checks import CheckOutcome
 from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
 from lake_platform.defs.automation import NO_RUN, FailedHourRetry, LatestPlans
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import DAILY, day_of_partition
 from lake_platform.defs.reporting import (
+    Rebuilt,
     inputs_metadata,
     partitions_failure,
+    rebuild_partitions,
     record_partitions,
     run_metadata,
     snapshot_metadata,
@@ -33,9 +34,7 @@ from lake_platform.derived.results import HourResult
 from lake_platform.derived.sql_rebuild import check_day, rebuild_day
 from lake_platform.derived.sql_tables import SQL_GOLD_TABLES, SqlGoldTable
 from lake_platform.settings import LakeSettings
-from lake_platform.storage import StorageError
 from lake_platform.tables.catalog import CATALOG_NAME
-from lake_platform.tables.hours import HourConflict
 from lake_platform.tables.identifiers import table_identifier
 
 SQL_DUCKDB_RESOURCE = "sql_gold_duckdb"
@@ -195,25 +194,14 @@ def build_sql_gold_asset(table: SqlGoldTable) -> dg.AssetsDefinition:
         dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output
     ]:
         tables = lake.tables()
-        results: dict[str, HourResult] = {}
-        outcomes: dict[str, dict[str, CheckOutcome]] = {}
-        failed: dict[str, str] = {}
+
+        def rebuild_and_check(partition_key: str) -> Rebuilt:
+            day = day_of_partition(partition_key)
+            result = rebuild_day(tables, table, day, connection, context.run.run_id)
+            return result, check_day(tables, table, result)
+
         with sql_gold_duckdb.get_connection() as connection:
-            for partition_key in context.partition_keys:
-                day = day_of_partition(partition_key)
-                try:
-                    result = rebuild_day(tables, table, day, connection, context.run.run_id)
-                    outcomes[partition_key] = check_day(tables, table, result)
-                except (StorageError, HourConflict) as error:
-                    failed[partition_key] = str(error)
-                    context.log.error(f"{table.target} {partition_key}: {error}")
-                    continue
-                context.log.info(
-                    f"{table.target} {partition_key}: {result.rows_read} rows read, "
-                    f"{result.rows_written} written in {len(result.files)} files, "
-                    f"Iceberg snapshot {result.snapshot_id}"
-                )
-                results[partition_key] = result
+            results, outcomes, failed = rebuild_partitions(context, table.target, rebuild_and_check)
         yield from record_partitions(
             context,
             key,
