@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,7 +108,10 @@ CONTRACTS = 2_000
 CONTRACTS_WITHOUT_GREEKS = 20
 SAME_NS_RATE = 0.01
 TABLES = ("stocks", "options")
-VARIANTS = ("verified", "build", "verified-all", "duckdb")
+VARIANTS = ("verified", "verified-parallel", "build", "verified-all", "duckdb")
+VERIFIED = ("verified", "verified-parallel", "verified-all")
+VALUE_THREADS = 2
+"""Values enriched at a time by `verified-parallel` (the machine's cores here)."""
 GOLD = {"stocks": "gold/stocks/trades_nbbo", "options": "gold/options/trades_enriched"}
 PARTITION = {"stocks": "symbol", "options": "underlying"}
 MARKER = "bench-asof.json"
@@ -400,9 +404,18 @@ def read_value(lake: Path, table: str, value: str) -> dict[str, pl.DataFrame]:
 
 
 def read_all(lake: Path, table: str) -> dict[str, pl.DataFrame]:
-    """Every value's inputs at once (each input the values' frames one after the other)."""
-    each = [read_value(lake, table, value) for value in values(lake, table)]
-    return {name: pl.concat([inputs[name] for inputs in each]) for name in SOURCES[table]}
+    """Every value's inputs at once: each input one read of all its values' files, the
+    partition column from their folders."""
+    frames = {}
+    for name, (schema, hour, columns) in SOURCES[table].items():
+        folders = [lake / silver_folder(schema, value, hour) for value in values(lake, table)]
+        files = [str(path) for folder in folders for path in sorted(folder.glob("*.parquet"))]
+        frames[name] = (
+            pl.scan_parquet(files, hive_partitioning=True).select(columns).collect()
+            if files
+            else read_silver(lake, schema, "none", hour, columns)
+        )
+    return frames
 
 
 def arrow_bytes(lake: Path, table: str) -> int:
@@ -487,30 +500,36 @@ def verify(
         raise SystemExit(f"{table} checks failed: {failed}")
 
 
-def prepare_per_value(table: str, lake: Path, checked: bool) -> Callable[[], int]:
-    """As the Gold rebuild runs an hour: one partition value at a time."""
+def prepare_per_value(table: str, lake: Path, checked: bool, threads: int) -> Callable[[], int]:
+    """As the Gold rebuild runs an hour: each partition value alone (read, enrich, write,
+    checks), `threads` values at a time."""
     store = store_at(lake)
 
+    def one(value: str) -> int:
+        inputs = read_value(lake, table, value)
+        gold = enrich(table, inputs)
+        paths = write_gold(store, table, gold)
+        if checked:
+            verify(table, gold, inputs, lake, paths)
+        return gold.height
+
     def run() -> int:
-        rows = 0
-        for value in values(lake, table):
-            inputs = read_value(lake, table, value)
-            gold = enrich(table, inputs)
-            paths = write_gold(store, table, gold)
-            if checked:
-                verify(table, gold, inputs, lake, paths)
-            rows += gold.height
-        return rows
+        with ThreadPoolExecutor(threads) as pool:
+            return sum(pool.map(one, values(lake, table)))
 
     return run
 
 
 def prepare_verified(table: str, lake: Path, _: Path) -> Callable[[], int]:
-    return prepare_per_value(table, lake, checked=True)
+    return prepare_per_value(table, lake, checked=True, threads=1)
+
+
+def prepare_verified_parallel(table: str, lake: Path, _: Path) -> Callable[[], int]:
+    return prepare_per_value(table, lake, checked=True, threads=VALUE_THREADS)
 
 
 def prepare_build(table: str, lake: Path, _: Path) -> Callable[[], int]:
-    return prepare_per_value(table, lake, checked=False)
+    return prepare_per_value(table, lake, checked=False, threads=1)
 
 
 def prepare_verified_all(table: str, lake: Path, _: Path) -> Callable[[], int]:
@@ -679,6 +698,7 @@ def prepare_duckdb(table: str, lake: Path, out: Path) -> Callable[[], int]:
 
 PREPARE = {
     "verified": prepare_verified,
+    "verified-parallel": prepare_verified_parallel,
     "build": prepare_build,
     "verified-all": prepare_verified_all,
     "duckdb": prepare_duckdb,
@@ -727,12 +747,12 @@ def median_run(runs: list[Run]) -> Run:
     )
 
 
-def measure(table: str, lake: Path, out: Path, repeat: int) -> dict[str, Run]:
-    """Median run of each variant; the variants take turns so noise hits them alike. The
-    last run is `verified`, so the Gold files compared are ours as the rebuild left them."""
-    runs: dict[str, list[Run]] = {variant: [] for variant in VARIANTS}
+def measure(table: str, lake: Path, out: Path, repeat: int, variants: list[str]) -> dict[str, Run]:
+    """Median run of each variant; the variants take turns so noise hits them alike. Ours
+    all write the same files; the last run's are compared with DuckDB's."""
+    runs: dict[str, list[Run]] = {variant: [] for variant in variants}
     for attempt in range(1, repeat + 1):
-        for variant in ("duckdb", "build", "verified-all", "verified"):
+        for variant in variants:
             run = spawn(table, variant, lake, out)
             runs[variant].append(run)
             print(
@@ -788,24 +808,24 @@ def report(
     duck = runs["duckdb"]
     arrow_mb = inputs.arrow_bytes[table] / 2**20
     print(f"{table} (inputs' Arrow size {arrow_mb:,.0f} MiB):")
-    for name in VARIANTS:
-        run = runs[name]
+    for name, run in runs.items():
         print(
-            f"  {name:<12} {run.seconds:6.2f} s  CPU {run.cpu_seconds:6.2f} s  "
+            f"  {name:<17} {run.seconds:6.2f} s  CPU {run.cpu_seconds:6.2f} s  "
             f"peak RSS {run.peak_rss_mb:6,.0f} MiB ({run.peak_rss_mb / arrow_mb:4.2f}x Arrow)  "
             f"{run.rows:,} rows"
         )
-    for name in ("verified", "build", "verified-all"):
+    ours = [name for name in runs if name != "duckdb"]
+    for name in ours:
         ratio = duck.seconds / max(runs[name].seconds, 1e-9)
         cpu_ratio = duck.cpu_seconds / max(runs[name].cpu_seconds, 1e-9)
         print(f"  {name} vs duckdb (duckdb s / ours s): {ratio:5.2f}x", end="")
-        if name == "verified":
+        if name in VERIFIED:
             print(
                 f"  goal >= {GOAL_VS_DUCKDB}x: {'met' if ratio >= GOAL_VS_DUCKDB else 'NOT met'}",
                 end="",
             )
         print(f"  (CPU s: {cpu_ratio:5.2f}x)")
-    for name in ("verified", "verified-all"):
+    for name in [name for name in ours if name in VERIFIED]:
         memory = runs[name].peak_rss_mb / arrow_mb
         ok = "met" if memory <= GOAL_MEMORY_VS_ARROW else "NOT met"
         print(
@@ -825,6 +845,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (median shown)")
     parser.add_argument("--lake", type=Path, help="lake root to keep and reuse the inputs")
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=[name for name in VARIANTS if name != "duckdb"],
+        default=[name for name in VARIANTS if name != "duckdb"],
+        help="ours to run (DuckDB always runs)",
+    )
     parser.add_argument("--table", choices=TABLES, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -845,7 +872,8 @@ def main() -> int:
         print(
             "  " + ", ".join(f"{name}: {rows:,}" for name, rows in inputs.rows.items()), flush=True
         )
-        results = {table: measure(table, lake, out, args.repeat) for table in args.tables}
+        variants = ["duckdb", *(name for name in VARIANTS if name in args.variants)]
+        results = {table: measure(table, lake, out, args.repeat, variants) for table in args.tables}
         print()
         ok = [
             report(table, inputs, runs, *differences(table, lake, out))

@@ -69,31 +69,27 @@ def match_is_latest(
 
     `inputs` are the frames the match was made from (the hour's and the previous hour's),
     with `match.input_key`, `ts_event_ns`, `event_id` and `match.columns`' input columns,
-    in any order. Each trade's expected row is found by a sorted search (`_expected_rows`):
-    the last input row of its key at or before it in Silver order, when at most
-    `max_age_ns` old. The trade's age must then be its time minus that row's and each of
-    `match.columns` that row's value, and without an expected row all of them null: no
-    input row of the key lies in (matched time, trade time], and no match is missed or
+    rows in any order. Each trade's expected row is found by a sorted search
+    (`_expected_rows`): the last input row of its key at or before it in Silver order, when
+    at most `max_age_ns` old. The trade's age must then be its time minus that row's and
+    each of `match.columns` that row's value, and without an expected row all of them null:
+    no input row of the key lies in (matched time, trade time], and no match is missed or
     made up.
     """
-    wanted = dict.fromkeys([match.input_key, TS, EVENT_ID, *(c for _, c in match.columns)])
-    rows = pl.concat([frame.select(list(wanted)) for frame in inputs], rechunk=True).filter(
-        pl.col(match.input_key).is_not_null() & pl.col(TS).is_not_null()
-    )
-    expected_row = _expected_rows(rows, enriched, match, max_age_ns)
+    rows = _input_rows(inputs, match)
+    sources = list(dict.fromkeys([TS, EVENT_ID, *(source for _, source in match.columns)]))
+    expected_rows = _expected_rows(rows, enriched, match, max_age_ns)
     expected = rows.select(
-        pl.col(TS).alias("_expected_ts"),
-        pl.col(EVENT_ID).alias("_expected_id"),
-        *(pl.col(source).alias(f"_expected_{name}") for name, source in match.columns),
-    ).select(pl.all().gather(expected_row))
+        pl.col(source).gather(expected_rows).alias(f"_expected_{source}") for source in sources
+    )
     held = [match.age, *(name for name, _ in match.columns)]
     frame = pl.concat(
         [enriched.select(list(dict.fromkeys([TS, EVENT_ID, match.key, *held]))), expected],
         how="horizontal",
     )
     differs = pl.any_horizontal(
-        pl.col(match.age).ne_missing(pl.col(TS) - pl.col("_expected_ts")),
-        *(pl.col(name).ne_missing(pl.col(f"_expected_{name}")) for name, _ in match.columns),
+        pl.col(match.age).ne_missing(pl.col(TS) - pl.col(f"_expected_{TS}")),
+        *(pl.col(name).ne_missing(pl.col(f"_expected_{source}")) for name, source in match.columns),
     )
     bad = frame.select(differs.alias("bad")).to_series()
     if not bad.any():
@@ -104,6 +100,21 @@ def match_is_latest(
         )
     index = _first_row(bad)
     return CheckOutcome(False, _mismatch(index, frame.row(index, named=True), match, file))
+
+
+def _input_rows(inputs: Sequence[pl.DataFrame], match: AsofMatch) -> pl.DataFrame:
+    """The columns `match` reads of every input row with a key and a time, the frames that
+    start earlier first: a partition value's Silver rows are then already in (key, time)
+    order and `_silver_order` sorts nothing. No column is copied unless a row is dropped."""
+    wanted = list(dict.fromkeys([match.input_key, TS, EVENT_ID, *(c for _, c in match.columns)]))
+    frames = sorted(
+        (frame.select(wanted) for frame in inputs if frame.height),
+        key=lambda frame: frame.get_column(TS).min() or 0,  # type: ignore[return-value]
+    )
+    rows = pl.concat(frames) if frames else inputs[0].select(wanted).clear()
+    if rows.get_column(match.input_key).has_nulls() or rows.get_column(TS).has_nulls():
+        return rows.filter(pl.col(match.input_key).is_not_null() & pl.col(TS).is_not_null())
+    return rows
 
 
 def _expected_rows(
@@ -122,7 +133,7 @@ def _expected_rows(
         rows.get_column(match.input_key), enriched.get_column(match.key)
     )
     input_ts, trade_ts = rows.get_column(TS), enriched.get_column(TS)
-    times = pl.concat([input_ts, trade_ts]).drop_nulls()
+    times = pl.concat([input_ts, trade_ts], rechunk=False).drop_nulls()
     origin, last = (times.min(), times.max()) if times.len() else (0, 0)
     span = int(last) - int(origin) + 1  # type: ignore[arg-type]
     dtype = pl.Int64() if count * span < 2**63 else pl.Int128()
@@ -132,10 +143,11 @@ def _expected_rows(
         return pl.select(codes.cast(dtype) * scale + (ts.cast(dtype) - start)).to_series()
 
     inputs = composite(input_codes, input_ts)
-    order = _silver_order(inputs, rows.get_column(EVENT_ID))
-    found = inputs.gather(order).search_sorted(composite(trade_codes, trade_ts), side="right")
+    order, in_order = _silver_order(inputs, rows.get_column(EVENT_ID))
+    found = in_order.search_sorted(composite(trade_codes, trade_ts), side="right")
     before = found.cast(pl.Int64) - 1
-    candidate = order.gather(pl.select(pl.when(before >= 0).then(before)).to_series())
+    at_or_before = pl.select(pl.when(before >= 0).then(before)).to_series()
+    candidate = at_or_before if order is None else order.gather(at_or_before)
     qualifies = (
         (trade_codes.cast(pl.Int64) == input_codes.gather(candidate).cast(pl.Int64))
         & (trade_ts - input_ts.gather(candidate) <= max_age_ns)
@@ -147,7 +159,7 @@ def _key_codes(input_keys: pl.Series, trade_keys: pl.Series) -> tuple[pl.Series,
     """The keys of the inputs and of the trades as integer codes, equal for equal keys
     (null for null), and how many codes there are: an `Enum` of every key seen, or all 0
     when there is one key (a partition value's hour)."""
-    keys = pl.concat([input_keys, trade_keys]).drop_nulls()
+    keys = pl.concat([input_keys, trade_keys], rechunk=False).drop_nulls()
     if keys.is_empty() or bool((keys == keys.first()).all()):
         return (
             pl.select(pl.when(input_keys.is_not_null()).then(0)).to_series(),
@@ -162,42 +174,46 @@ def _key_codes(input_keys: pl.Series, trade_keys: pl.Series) -> tuple[pl.Series,
     )
 
 
-def _silver_order(composite: pl.Series, event_ids: pl.Series) -> pl.Series:
-    """Row numbers in order of `composite`, then `event_id`.
+def _silver_order(composite: pl.Series, event_ids: pl.Series) -> tuple[pl.Series | None, pl.Series]:
+    """Row numbers in order of `composite`, then `event_id` (None: the rows already are),
+    and `composite` in that order.
 
-    Sorted by the one integer; only the rows that share it with a neighbour are then sorted
-    among themselves by `event_id` (few: two inputs of one key at one nanosecond), not the
-    whole frame by a string.
+    Sorted by the one integer (unless it already is); only the rows that share it with a
+    neighbour are then sorted among themselves by `event_id` (few: two inputs of one key at
+    one nanosecond), not the whole frame by a string.
     """
-    order = composite.arg_sort()
-    in_order = composite.gather(order)
-    tied = (in_order.eq(in_order.shift(1)) | in_order.eq(in_order.shift(-1))).fill_null(False)
-    if not tied.any():
-        return order
+    order = None if composite.is_sorted() else composite.arg_sort()
+    in_order = composite if order is None else composite.gather(order)
+    repeats = in_order.diff() == 0
+    if not repeats.any():
+        return order, in_order
+    tied = (repeats | repeats.shift(-1)).fill_null(False)
     at = tied.arg_true()
-    rows = order.gather(at)
+    rows = at if order is None else order.gather(at)
     runs = pl.DataFrame(
         {"composite": in_order.gather(at), "event_id": event_ids.gather(rows), "row": rows}
     ).sort("composite", "event_id", "row")
-    return order.scatter(at, runs.get_column("row"))
+    whole = pl.int_range(composite.len(), dtype=pl.UInt32, eager=True) if order is None else order
+    return whole.scatter(at, runs.get_column("row")), in_order
 
 
 def _mismatch(index: int, row: dict[str, object], match: AsofMatch, file: str) -> str:
     """What the offending row `index` holds and what it should hold."""
-    trade = f"{index} { ({name: row[name] for name in (EVENT_ID, match.key, TS)}) }"
+    trade = {name: row[name] for name in (EVENT_ID, match.key, TS)}
     held = {name: row[name] for name in (match.age, *(name for name, _ in match.columns))}
-    if row["_expected_ts"] is None:
+    expected_ts, expected_id = row[f"_expected_{TS}"], row[f"_expected_{EVENT_ID}"]
+    if expected_ts is None:
         return (
-            f"{file}: row {trade} holds {held}, but no {match.input_key} row of its key lies "
-            f"at or before it within the age bound"
+            f"{file}: row {index} {trade} holds {held}, but no {match.input_key} row of its "
+            "key lies at or before it within the age bound"
         )
-    latest = f"{row['_expected_id']} at {row['_expected_ts']}"
+    latest = f"{expected_id} at {expected_ts}"
     if row[match.age] is None:
-        return f"{file}: row {trade} holds no match, but input row {latest} qualifies"
+        return f"{file}: row {index} {trade} holds no match, but input row {latest} qualifies"
     matched_ts = row[TS] - row[match.age]  # type: ignore[operator]
-    if matched_ts < row["_expected_ts"]:  # type: ignore[operator]
+    if matched_ts < expected_ts:  # type: ignore[operator]
         return (
-            f"{file}: row {trade} holds {held}, but input row {latest} lies in "
+            f"{file}: row {index} {trade} holds {held}, but input row {latest} lies in "
             f"(matched {matched_ts}, trade {row[TS]}]"
         )
-    return f"{file}: row {trade} holds {held}, but the latest input row is {latest}"
+    return f"{file}: row {index} {trade} holds {held}, but the latest input row is {latest}"

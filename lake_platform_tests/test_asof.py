@@ -23,6 +23,7 @@ from lake_platform.transforms.asof import (
     GREEKS_MATCH,
     QUOTE_MATCH,
     UNDERLYING_MATCH,
+    in_order_within,
     options_enriched,
     trades_nbbo,
 )
@@ -414,31 +415,91 @@ def test_same_silver_in_any_row_order_gives_the_same_bytes():
     assert parquet_bytes(options_enriched(*frames, max_age_ns=HOUR_NS)) == first
 
 
-def option_case(rng: random.Random) -> list[pl.DataFrame]:
+def option_case(rng: random.Random, trades: int = 100) -> list[pl.DataFrame]:
     """Option trades, greeks, previous greeks, quotes, previous quotes of two underlyings,
-    times tied often."""
+    times tied often, in Silver order within each underlying (each symbol for quotes)."""
     contracts = [("SPY", CALL), ("SPY", "SPY251219P00680000"), ("QQQ", "QQQ251219C00600000")]
-    ids = iter(rng.sample(range(10**6), 1_000))
+    ids = iter(rng.sample(range(10**6), 5 * trades))
+    span = trades // 2 + 2
 
     def at(first: int) -> int:
-        return T0 + rng.randrange(first, 40)
+        return T0 + rng.randrange(first, span)
 
     def one(make, first: int) -> dict:
         underlying, option_symbol = rng.choice(contracts)
         return {**make(at(first), f"{next(ids):06d}", option_symbol), "underlying": underlying}
 
-    trades = [one(option_trade, 0) for _ in range(100)]
-    greeks = [one(lambda ts, i, o: greek(ts, rng.random(), i, o), -40) for _ in range(200)]
-    quotes = [
-        quote(at(-40), 1.0, 1.1, f"{next(ids):06d}", rng.choice(("SPY", "QQQ"))) for _ in range(100)
-    ]
+    def a_quote() -> dict:
+        bid = rng.choice((1.0, 1.1))
+        return quote(at(-span), bid, bid + 0.1, f"{next(ids):06d}", rng.choice(("SPY", "QQQ")))
+
+    def frame(schema: TableSchema, rows: list[dict]) -> pl.DataFrame:
+        return silver(schema, rows).sort(schema.partition_column, *SILVER_ORDER)
+
+    greeks = [one(lambda ts, i, o: greek(ts, rng.random(), i, o), -span) for _ in range(2 * trades)]
+    quotes = [a_quote() for _ in range(trades)]
     return [
-        silver(OPTION_TRADES, trades),
-        silver(GREEKS, [row for row in greeks if row["ts_event_ns"] >= T0]),
-        silver(GREEKS, [row for row in greeks if row["ts_event_ns"] < T0]),
-        silver(QUOTES, [row for row in quotes if row["ts_event_ns"] >= T0]),
-        silver(QUOTES, [row for row in quotes if row["ts_event_ns"] < T0]),
+        frame(OPTION_TRADES, [one(option_trade, 0) for _ in range(trades)]),
+        frame(GREEKS, [row for row in greeks if row["ts_event_ns"] >= T0]),
+        frame(GREEKS, [row for row in greeks if row["ts_event_ns"] < T0]),
+        frame(QUOTES, [row for row in quotes if row["ts_event_ns"] >= T0]),
+        frame(QUOTES, [row for row in quotes if row["ts_event_ns"] < T0]),
     ]
+
+
+def option_reference(frames: list[pl.DataFrame], max_age_ns: int) -> list[tuple]:
+    """Per option trade, by brute force: its greeks' `event_id`, and its underlying quote's
+    age, bid and ask (the option rows hold no quote id)."""
+    trades, *inputs = (frame.to_dicts() for frame in frames)
+    greeks, quotes = inputs[0] + inputs[1], inputs[2] + inputs[3]
+
+    def latest(rows: list[dict], key: str, value: str, ts: int) -> dict | None:
+        earlier = [row for row in rows if row[key] == value and row["ts_event_ns"] <= ts]
+        best = max(earlier, key=lambda row: (row["ts_event_ns"], row["event_id"]), default=None)
+        return None if best is None or ts - best["ts_event_ns"] > max_age_ns else best
+
+    expected = []
+    for row in sorted(trades, key=lambda row: (row["ts_event_ns"], row["event_id"])):
+        ts = row["ts_event_ns"]
+        greeks_row = latest(greeks, "option_symbol", row["option_symbol"], ts)
+        quote_row = latest(quotes, "symbol", row["underlying"], ts)
+        expected.append(
+            (
+                row["event_id"],
+                None if greeks_row is None else greeks_row["event_id"],
+                None if quote_row is None else ts - quote_row["ts_event_ns"],
+                None if quote_row is None else quote_row["bid_px"],
+                None if quote_row is None else quote_row["ask_px"],
+            )
+        )
+    return expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shuffle=st.booleans(),
+    size=st.integers(1, 30),
+    max_age_ns=st.sampled_from((0, 3, 10, HOUR_NS)),
+)
+def test_options_enriched_equals_a_brute_force_reference(seed, shuffle, size, max_age_ns):
+    frames = option_case(random.Random(seed), trades=size)
+    if shuffle:
+        frames = [shuffled(frame, seed) for frame in frames]
+    gold = options_enriched(*frames, max_age_ns=max_age_ns)
+    got = gold.select(
+        "event_id",
+        "greeks_event_id",
+        "underlying_quote_age_ns",
+        "underlying_bid",
+        "underlying_ask",
+    ).rows()
+    assert got == option_reference(frames, max_age_ns)
+    matches = [GREEKS_MATCH, UNDERLYING_MATCH]
+    assert no_look_ahead(gold, matches, FILE).passed
+    for match, inputs in ((GREEKS_MATCH, frames[1:3]), (UNDERLYING_MATCH, frames[3:])):
+        outcome = match_is_latest(gold, inputs, match, max_age_ns, FILE)
+        assert outcome.passed, outcome.message
 
 
 def at_row(frame: pl.DataFrame, row: int, **values: object) -> pl.DataFrame:
@@ -572,3 +633,19 @@ def test_match_is_latest_with_times_too_far_apart_for_int64():
         ask_sz=4,
     )
     assert failed(match_is_latest(bad, [quotes, ancient], QUOTE_MATCH, HOUR_NS, FILE), "row 5")
+
+
+def test_rows_already_in_silver_order_within_each_value_are_not_sorted():
+    rows = silver(
+        QUOTES,
+        [
+            quote(T0 + 2, 1, 2, "b", "QQQ"),
+            quote(T0 + 2, 1, 2, "c", "QQQ"),
+            quote(T0 + 1, 1, 2, "a", "SPY"),
+            quote(T0 + 3, 1, 2, "d", "SPY"),
+        ],
+    )
+    assert in_order_within(rows, "symbol") is rows
+    for bad in (rows[[1, 0, 2, 3]], rows[[0, 1, 3, 2]], rows[[2, 0, 1, 3]]):
+        assert in_order_within(bad, "symbol").equals(rows.sort(SILVER_ORDER))
+    assert in_order_within(rows, None).equals(rows.sort(SILVER_ORDER))

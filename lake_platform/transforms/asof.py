@@ -107,7 +107,7 @@ def _blocks_in_order(frame: pl.DataFrame, block: str | None) -> bool:
     if ts.has_nulls() or ids.has_nulls():
         return False
     if block is None:
-        starts = pl.Series([True]).extend_constant(False, max(frame.height - 1, 0))
+        starts = pl.select(pl.int_range(frame.height) == 0).to_series()
     else:
         values = frame.get_column(block)
         starts = values.ne_missing(values.shift(1))
@@ -166,7 +166,8 @@ def _prevailing(
         "coalesce": False,
         "check_sortedness": False,
     }
-    if _one_value(pl.concat([trades.get_column(key), book.get_column(book_key)])):
+    keys = pl.concat([trades.get_column(key), book.get_column(book_key)], rechunk=False)
+    if _one_value(keys):
         return trades.join_asof(book.drop(book_key), **options)  # type: ignore[arg-type]
     return trades.join_asof(book, by_left=key, by_right=book_key, **options)  # type: ignore[arg-type]
 
