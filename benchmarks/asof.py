@@ -15,19 +15,25 @@ hour before it (the previous hour's tail, all the enrichment needs of it):
 `--scale` multiplies every count (`--scale 0.01`: 10k trades). Then times, each in a fresh
 child process (wall and CPU time of the work alone, imports untimed; peak RSS over imports):
 
-* verified: per partition value, as the Gold rebuild runs it: read the value's Silver
-  files (the hour's and the previous hour's), `trades_nbbo` / `options_enriched`, write with
+* verified: per partition value, one after the other, as the Gold rebuild runs an hour:
+  read the value's Silver files (the hour's and the previous hour's tail) with
+  `LakeStore.read_parquet`, `trades_nbbo` / `options_enriched`, write with
   `write_partition` (ZSTD-3), then the blocking checks: sorted, unique `event_id`, one row
   per trade, within the hour, no look-ahead, the match is the latest (each join), ZSTD
   (every check must pass: exit 1 otherwise);
-* build: the same without the checks;
+* verified-parallel: the same, `VALUE_THREADS` values at a time (one value's frames are
+  too small for Polars to keep both cores busy);
+* build: `verified` without the checks;
+* verified-all: every value's rows in one call (the many-symbol path) and one check of
+  each kind over them, written per value;
 * duckdb: one `COPY (SELECT ... ASOF LEFT JOIN ...) TO ... (FORMAT parquet, COMPRESSION
   zstd, COMPRESSION_LEVEL 3)` over the same files. DuckDB's ASOF JOIN takes any of the rows
   that tie on the time (it depends on the scan order), so the inequality compares
   (time, `event_id`) structs: the trade's `event_id` side is '~', above every hex id, and
   the last quote in Silver order wins, as in ours. The tick test is two window passes.
 
-The variants take turns (`--repeat` rounds), medians shown, with the CPU-time ratio. DuckDB's
+The variants take turns (`--repeat` rounds), medians shown, with the CPU-time ratio (on a
+shared machine it moves less than wall time; DuckDB keeps both cores busy). DuckDB's
 rows must equal ours (every column; floats within a relative 1e-9) and its matched
 `event_id`s ours, exit 1 otherwise. Peak RSS is divided by the inputs' Arrow size (the
 columns the enrichment reads, every value of the hour and the previous hour's tail). The
@@ -36,7 +42,7 @@ goals (verified >= 1.5x DuckDB, peak RSS <= 3x the inputs' Arrow size) are only 
 `--scale` and `--symbols` (its `gold/` is replaced).
 
     uv run python benchmarks/asof.py [--scale 1.0] [--symbols 50] [--repeat 3] [--lake DIR]
-        [--tables stocks options]
+        [--tables stocks options] [--variants verified verified-parallel build verified-all]
 """
 
 import argparse
@@ -120,6 +126,8 @@ GOAL_MEMORY_VS_ARROW = 3.0
 FLOAT_RTOL = 1e-9
 TRADE_SIZES = pl.Series((1, 5, 10, 50, 100, 100, 100, 200, 300, 500, 1000), dtype=pl.Int32)
 CONDITIONS = pl.Series([[], [], [14], [14, 41], [37]], dtype=pl.List(pl.Int32))
+RECEIVED = (pl.col("ts_event_ns") + 2_000_000).alias("ts_recv_ns")
+"""Receive times 2 ms after the event (no column of `event_id`)."""
 
 
 @dataclass
@@ -169,7 +177,6 @@ def stock_trades(
         pl.select(row=pl.int_range(count))
         .select(
             ts_event_ns=event_times(start_ns, span_ns, seed),
-            ts_recv_ns=pl.lit(0, pl.Int64),
             symbol=pl.lit(pl.Series(names)).gather(index),
             price=(20.0 + 10.0 * index + normal(seed + 2) * 0.05).round(2),
             size=pick(TRADE_SIZES, seed + 4),
@@ -178,7 +185,7 @@ def stock_trades(
             seq=pl.int_range(pl.len(), dtype=pl.Int64),
             source=pl.lit("direct_feed"),
         )
-        .with_columns(pl.col("ts_event_ns").alias("ts_recv_ns") + 2_000_000)
+        .with_columns(RECEIVED)
     )
 
 
@@ -213,35 +220,34 @@ def stock_quotes(
     )
     at_trades = trades.filter(
         (uniform(seed + 20) < SAME_NS_RATE) & pl.col("symbol").is_in(quoted)
-    ).select("ts_event_ns", "symbol", _index=pl.col("price").floordiv(10).cast(pl.Int64) - 2)
+    ).select("ts_event_ns", "symbol", _index=pl.col("symbol").str.slice(1).cast(pl.Int64))
     rows = pl.concat([base, at_trades])
     same_ns = rows.filter(uniform(seed + 21) < SAME_NS_RATE)
     rows = pl.concat([rows, same_ns]).with_columns(**quote_fields(pl.col("_index"), seed + 30))
-    return rows.with_columns(ts_recv_ns=pl.col("ts_event_ns") + 1_000_000).drop("_index")
-
-
-@dataclass(frozen=True)
-class Contract:
-    underlying: str
-    option_symbol: str
-    strike: float
-    right: str
+    return rows.with_columns(RECEIVED).drop("_index")
 
 
 def contracts(names: list[str], count: int) -> pl.DataFrame:
+    """`count` option contracts of the first `UNDERLYINGS` symbols: strikes around the
+    symbol's price, calls then puts, then later expiries."""
     rows = []
     for index in range(count):
         underlying = names[index % UNDERLYINGS]
         base = 20.0 + 10.0 * (index % UNDERLYINGS)
-        strike = base + 0.5 * ((index // UNDERLYINGS) % 200 - 100)
+        strike = round(base * (1 + 0.005 * ((index // UNDERLYINGS) % 200 - 100)), 2)
         right = "CP"[(index // (UNDERLYINGS * 200)) % 2]
         serial = index // (UNDERLYINGS * 400)
         option_symbol = f"{underlying}2512{19 + serial:02d}{right}{round(strike * 1000):08d}"
-        rows.append(asdict(Contract(underlying, option_symbol, strike, right)))
-    return pl.DataFrame(rows).with_columns(
-        exp_date=pl.lit(dt.date(2025, 12, 19), pl.Date),
-        _index=pl.int_range(pl.len(), dtype=pl.Int64),
-    )
+        rows.append(
+            {
+                "underlying": underlying,
+                "option_symbol": option_symbol,
+                "exp_date": dt.date(2025, 12, 19 + serial),
+                "strike": strike,
+                "right": right,
+            }
+        )
+    return pl.DataFrame(rows)
 
 
 def contract_columns(book: pl.DataFrame, index: pl.Expr) -> dict[str, pl.Expr]:
@@ -253,19 +259,22 @@ def contract_columns(book: pl.DataFrame, index: pl.Expr) -> dict[str, pl.Expr]:
 
 def greeks(count: int, start_ns: int, span_ns: int, book: pl.DataFrame, seed: int) -> pl.DataFrame:
     index = (uniform(seed + 1) * CONTRACTS).cast(pl.Int64)
-    return pl.select(row=pl.int_range(count)).select(
-        ts_event_ns=event_times(start_ns, span_ns, seed),
-        ts_recv_ns=pl.lit(0, pl.Int64),
-        **contract_columns(book, index),
-        delta=(uniform(seed + 2) * 2 - 1).round(4),
-        gamma=(uniform(seed + 3) * 0.1).round(5),
-        theta=(-uniform(seed + 4)).round(4),
-        vega=(uniform(seed + 5) * 0.5).round(4),
-        implied_vol=(0.1 + uniform(seed + 6) * 0.5).round(4),
-        underlying_price=pl.lit(None, pl.Float64),
-        open_interest=(uniform(seed + 7) * 10_000).cast(pl.Int64),
-        seq=pl.int_range(pl.len(), dtype=pl.Int64),
-        source=pl.lit("direct_feed"),
+    return (
+        pl.select(row=pl.int_range(count))
+        .select(
+            ts_event_ns=event_times(start_ns, span_ns, seed),
+            **contract_columns(book, index),
+            delta=(uniform(seed + 2) * 2 - 1).round(4),
+            gamma=(uniform(seed + 3) * 0.1).round(5),
+            theta=(-uniform(seed + 4)).round(4),
+            vega=(uniform(seed + 5) * 0.5).round(4),
+            implied_vol=(0.1 + uniform(seed + 6) * 0.5).round(4),
+            underlying_price=pl.lit(None, pl.Float64),
+            open_interest=(uniform(seed + 7) * 10_000).cast(pl.Int64),
+            seq=pl.int_range(pl.len(), dtype=pl.Int64),
+            source=pl.lit("direct_feed"),
+        )
+        .with_columns(RECEIVED)
     )
 
 
@@ -273,18 +282,21 @@ def option_trades(count: int, book: pl.DataFrame, seed: int) -> pl.DataFrame:
     index = (uniform(seed + 1) * (CONTRACTS + CONTRACTS_WITHOUT_GREEKS)).cast(pl.Int64)
     price = (0.05 + uniform(seed + 2) * 10).round(2)
     quoted = uniform(seed + 3) >= 0.05
-    return pl.select(row=pl.int_range(count)).select(
-        ts_event_ns=event_times(HOUR_START_NS, HOUR_NS, seed),
-        ts_recv_ns=pl.lit(0, pl.Int64),
-        **contract_columns(book, index),
-        price=price,
-        size=pick(pl.Series([1, 1, 2, 5, 10, 50], dtype=pl.Int32), seed + 4),
-        opt_bid=pl.when(quoted).then((price - 0.05).clip(0.0)),
-        opt_ask=pl.when(quoted).then(price + 0.05),
-        aggressor=pick(pl.Series([-1, 0, 1], dtype=pl.Int8), seed + 5),
-        conditions=pick(CONDITIONS, seed + 6),
-        seq=pl.int_range(pl.len(), dtype=pl.Int64),
-        source=pl.lit("direct_feed"),
+    return (
+        pl.select(row=pl.int_range(count))
+        .select(
+            ts_event_ns=event_times(HOUR_START_NS, HOUR_NS, seed),
+            **contract_columns(book, index),
+            price=price,
+            size=pick(pl.Series([1, 1, 2, 5, 10, 50], dtype=pl.Int32), seed + 4),
+            opt_bid=pl.when(quoted).then((price - 0.05).clip(0.0)),
+            opt_ask=pl.when(quoted).then(price + 0.05),
+            aggressor=pick(pl.Series([-1, 0, 1], dtype=pl.Int8), seed + 5),
+            conditions=pick(CONDITIONS, seed + 6),
+            seq=pl.int_range(pl.len(), dtype=pl.Int64),
+            source=pl.lit("direct_feed"),
+        )
+        .with_columns(RECEIVED)
     )
 
 
@@ -384,13 +396,14 @@ def values(lake: Path, table: str) -> list[str]:
 def read_silver(
     lake: Path, schema: TableSchema, value: str, hour: dt.datetime, columns: tuple[str, ...]
 ) -> pl.DataFrame:
-    """A value-hour's `columns` as the rebuild reads them (the partition column from the
-    folder); no rows when the value has no folder in the hour."""
+    """A value-hour's `columns` as the rebuild reads them (`LakeStore.read_parquet`, the
+    partition column from the folder); no rows when the value has no folder in the hour."""
     column = schema.partition_column
     own = [name for name in columns if name != column]
-    files = sorted((lake / silver_folder(schema, value, hour)).glob("*.parquet"))
+    folder = silver_folder(schema, value, hour)
+    files = sorted(f"{folder}/{path.name}" for path in (lake / folder).glob("*.parquet"))
     if files:
-        frame = pl.read_parquet(files, columns=own)
+        frame = store_at(lake).read_parquet(files, own)
     else:
         frame = pl.DataFrame(schema={name: schema.stored_schema[name] for name in own})
     return frame.with_columns(pl.lit(value, pl.String()).alias(column)).select(columns)
