@@ -50,7 +50,8 @@ def no_look_ahead(frame: pl.DataFrame, matches: Sequence[AsofMatch], file: str) 
         bad = frame.select(late.fill_null(False).alias("bad")).to_series()
         if bad.any():
             row = _first_row(bad)
-            shown = [TS, EVENT_ID, match.age] + [match.matched_ts] * (match.matched_ts is not None)
+            stored = [match.matched_ts] if match.matched_ts is not None else []
+            shown = [TS, EVENT_ID, match.age, *stored]
             values = {name: frame[name][row] for name in shown}
             return CheckOutcome(False, f"{file}: row {row} joins a later {match.key} row: {values}")
     names = ", ".join(match.age for match in matches)
