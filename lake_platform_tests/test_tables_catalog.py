@@ -21,7 +21,7 @@ from lake_platform.tables.catalog import (
 )
 from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.naming import content_name, content_name_for_digest
-from lake_platform.tables.registry import ensure_tables
+from lake_platform.tables.registry import ensure_table, ensure_tables
 from lake_platform.tables.schema import iceberg_schema
 
 
@@ -139,3 +139,21 @@ def test_content_names_are_the_index_and_the_digest_of_the_bytes() -> None:
     assert content_name(body, 3) == f"part-00003-{digest[:16]}.parquet"
     assert content_name(body, 3) == content_name_for_digest(digest.upper(), 3)
     assert content_name(body + b"!", 3) != content_name(body, 3)
+
+
+def test_a_namespace_another_process_creates_meanwhile_is_no_error(tmp_path: Path) -> None:
+    """Two rebuilds starting on a new lake create the namespace at once: pyiceberg checks,
+    then inserts, and the loser's insert fails on the catalog's unique key (IntegrityError;
+    seen in CI). Here the check runs before the other process's insert lands."""
+    settings = LakeSettings(data_root=str(tmp_path / "lake"))
+    open_catalog(settings).create_namespace("silver")
+    catalog = open_catalog(settings)
+    real, checks = catalog.namespace_exists, []
+
+    def checked_before_the_other_insert(namespace: object) -> bool:
+        checks.append(namespace)
+        return False if len(checks) == 1 else real(namespace)
+
+    catalog.namespace_exists = checked_before_the_other_insert  # type: ignore[method-assign]
+    table = ensure_table(catalog, root_url(settings), SILVER_TABLES["stocks/trades"])
+    assert table.name() == ("silver", "stocks_trades") and checks

@@ -33,7 +33,7 @@ def ensure_table(catalog: Catalog, root_url: str, table: DerivedTable) -> Table:
     identifier = table_identifier(table.target)
     if catalog.table_exists(identifier):
         return catalog.load_table(identifier)
-    catalog.create_namespace_if_not_exists(namespace(table.target))
+    _ensure_namespace(catalog, namespace(table.target))
     schema = iceberg_schema(table)
     try:
         return catalog.create_table(
@@ -48,3 +48,15 @@ def ensure_table(catalog: Catalog, root_url: str, table: DerivedTable) -> Table:
         )
     except TableAlreadyExistsError:
         return catalog.load_table(identifier)
+
+
+def _ensure_namespace(catalog: Catalog, name: str) -> None:
+    """Create the namespace when missing. Two processes creating it at once (two rebuilds of
+    a new lake) race in pyiceberg's check-then-insert, and the loser's insert fails on the
+    catalog's unique key (an `IntegrityError`, not `NamespaceAlreadyExistsError`): a namespace
+    that exists afterwards is what was wanted."""
+    try:
+        catalog.create_namespace_if_not_exists(name)
+    except Exception:
+        if not catalog.namespace_exists(name):
+            raise
