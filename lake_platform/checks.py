@@ -25,15 +25,31 @@ MATCHES_DECLARED_SCHEMA: Final = "matches_declared_schema"
 ZSTD_COMPRESSED: Final = "zstd_compressed"
 OHLC_CONSISTENT: Final = "ohlc_consistent"
 RECONCILES_WITH_BRONZE: Final = "reconciles_with_bronze"
-"""Names of the checks every derived table has, of Gold bars' own and of the reconciliation
-of the tables built from Bronze; the order and uniqueness checks are named after the table's
-keys (`DerivedTable.sorted_check`, `DerivedTable.unique_check`), the other reconciliations
-by their `DerivedTable` entry."""
+NO_LOOK_AHEAD: Final = "no_look_ahead"
+QUOTE_IS_LATEST: Final = "quote_is_latest"
+GREEKS_ARE_LATEST: Final = "greeks_are_latest"
+UNDERLYING_QUOTE_IS_LATEST: Final = "underlying_quote_is_latest"
+"""Names of the checks every derived table has, of the Gold tables' own (bars, as-of joins)
+and of the reconciliation of the tables built from Bronze; the order and uniqueness checks
+are named after the table's keys (`DerivedTable.sorted_check`, `DerivedTable.unique_check`),
+the other reconciliations by their `DerivedTable` entry."""
 
 TABLE_CHECK_DESCRIPTIONS: Final = {
     OHLC_CONSISTENT: "Every bar has low <= open, close <= high.",
+    NO_LOOK_AHEAD: "No joined quote or greeks snapshot lies after its trade: every age >= 0 "
+    "and every joined ts_event_ns <= the trade's.",
+    QUOTE_IS_LATEST: "Each trade holds the symbol's last Silver quote (in Silver order) at or "
+    "before it within LAKE_ASOF_MAX_AGE, found by a sorted search over the quotes of the hour "
+    "and the previous hour independent of the join: none lies in (matched time, trade time]; "
+    "null exactly when none qualifies.",
+    GREEKS_ARE_LATEST: "Each option trade holds its contract's last Silver greeks snapshot at or "
+    "before it within LAKE_ASOF_MAX_AGE (sorted search over the hour and the previous hour, "
+    "independent of the join); null exactly when none qualifies.",
+    UNDERLYING_QUOTE_IS_LATEST: "Each option trade holds its underlying's last Silver stock "
+    "quote at or before it within LAKE_ASOF_MAX_AGE (sorted search, independent of the join); "
+    "null exactly when none qualifies.",
 }
-"""What a table's own per-file check (`DerivedTable.extra_file_checks`) verifies."""
+"""What a table's own check (`DerivedTable.extra_file_checks`, `lookup_checks`) verifies."""
 
 
 def check_descriptions(table: "DerivedTable") -> dict[str, str]:
@@ -59,7 +75,10 @@ def check_descriptions(table: "DerivedTable") -> dict[str, str]:
             "the declared ones, in order."
         ),
         ZSTD_COMPRESSED: "Every column chunk of every file of the hour is ZSTD-compressed.",
-        **{name: TABLE_CHECK_DESCRIPTIONS[name] for name in table.extra_file_checks},
+        **{
+            name: TABLE_CHECK_DESCRIPTIONS[name]
+            for name in (*table.extra_file_checks, *table.lookup_checks)
+        },
         **{
             name: (
                 f"{reconciliation.what[0].upper()}{reconciliation.what[1:]}: the hour's total "

@@ -127,6 +127,10 @@ class NumberRule:
         return SettingsError(f"{self.variable} must be {self.accepts}, got {shown!r}")
 
 
+MAX_ASOF_AGE_S = 3600
+MAX_OPTION_MULTIPLIER = 1_000_000
+
+
 def _count(variable: str, high: int) -> NumberRule:
     return NumberRule(variable, _whole, 1, high, f"a whole number from 1 to {high}")
 
@@ -156,6 +160,16 @@ NUMBER_RULES: dict[str, NumberRule] = {
     "nats_stream_replicas": _count("NATS_STREAM_REPLICAS", MAX_STREAM_REPLICAS),
     "snapshot_retention_s": NumberRule(
         "LAKE_SNAPSHOT_RETENTION", _duration, 1, MAX_STREAM_AGE_S, DURATION_RANGE
+    ),
+    "asof_max_age_s": NumberRule(
+        "LAKE_ASOF_MAX_AGE", _duration, 0, MAX_ASOF_AGE_S, "a duration from 0 to 1h (3600 s)"
+    ),
+    "option_multiplier": NumberRule(
+        "LAKE_OPTION_MULTIPLIER",
+        _whole,
+        1,
+        MAX_OPTION_MULTIPLIER,
+        f"a whole number from 1 to {MAX_OPTION_MULTIPLIER}",
     ),
     "daily_tags": NumberRule(
         "LAKE_DAILY_TAGS", _whole, 0, MAX_DAILY_TAGS, f"a whole number from 0 to {MAX_DAILY_TAGS}"
@@ -226,10 +240,20 @@ class LakeSettings:
     snapshot_retention_s: float = 3600.0
     """LAKE_SNAPSHOT_RETENTION: untagged Iceberg snapshots older than this expire."""
     daily_tags: int = 7
+    asof_max_age_s: float = 3600.0
+    """LAKE_ASOF_MAX_AGE: the oldest quote or greeks snapshot an as-of Gold row joins (at most
+    the hour before: the previous hour partition is all the enrichment reads)."""
+    option_multiplier: int = 100
+    """LAKE_OPTION_MULTIPLIER: shares per option contract, in `delta_notional`."""
     """LAKE_DAILY_TAGS: automatic `day-YYYY-MM-DD` tags kept per table (0: none made)."""
     duckdb_path: str | None = None
     """LAKE_DUCKDB_PATH: the DuckDB warehouse file the `serving/duckdb` asset writes; see
     `warehouse_path`."""
+
+    @property
+    def asof_max_age_ns(self) -> int:
+        """`asof_max_age_s` in nanoseconds, as the as-of transforms take it."""
+        return round(self.asof_max_age_s * 10**9)
 
     def __post_init__(self) -> None:
         for name, rule in NUMBER_RULES.items():

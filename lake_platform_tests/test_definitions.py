@@ -38,6 +38,8 @@ EXPECTED_KEYS = {
     "bronze/levels/signals",
     "gold/levels/signals",
     "gold/stocks/bars_1m",
+    "gold/stocks/trades_nbbo",
+    "gold/options/trades_enriched",
     "gold/stocks/daily_summary",
 }
 DAILY_KEYS = {table.target for table in SQL_GOLD_TABLES}
@@ -198,3 +200,32 @@ def test_an_s3_lake_is_located_by_its_s3_uri():
 def test_a_column_without_a_description_is_refused():
     with pytest.raises(KeyError, match="new_field"):
         column_schema("silver/stocks/trades", pl.Schema({"new_field": pl.Int64()}))
+
+
+def test_asof_tables_depend_on_the_previous_hour_of_what_they_look_back_into():
+    """The lineage of an as-of hour: the same hour of its trades, and the hour before of the
+    quotes and greeks it looks back into (and of the stock trades its tick test reads)."""
+    graph = defs.resolve_asset_graph()
+    expected = {
+        "gold/stocks/trades_nbbo": {
+            "silver/stocks/trades": ["2025-12-16-13:00", "2025-12-16-14:00"],
+            "silver/stocks/quotes": ["2025-12-16-13:00", "2025-12-16-14:00"],
+        },
+        "gold/options/trades_enriched": {
+            "silver/options/trades": ["2025-12-16-14:00"],
+            "silver/options/greeks_snapshots": ["2025-12-16-13:00", "2025-12-16-14:00"],
+            "silver/stocks/quotes": ["2025-12-16-13:00", "2025-12-16-14:00"],
+        },
+    }
+    for child, parents in expected.items():
+        key = dg.AssetKey.from_user_string(child)
+        assert {p.to_user_string() for p in graph.get(key).parent_keys} == set(parents)
+        for parent, hours in parents.items():
+            mapped = graph.get_parent_partition_keys_for_child(
+                "2025-12-16-14:00", dg.AssetKey.from_user_string(parent), key
+            )
+            assert sorted(mapped.partitions_subset.get_partition_keys()) == hours
+        first = graph.get_parent_partition_keys_for_child(
+            "2024-01-01-00:00", dg.AssetKey.from_user_string("silver/stocks/quotes"), key
+        )
+        assert list(first.partitions_subset.get_partition_keys()) == ["2024-01-01-00:00"]

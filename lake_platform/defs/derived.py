@@ -12,13 +12,15 @@ hours stay to be retried. So does an hour whose commit kept losing to concurrent
 same hour (`HourConflict`).
 """
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 
 from lake_platform.checks import CheckOutcome, check_descriptions
 from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
 from lake_platform.defs.automation import DERIVED_AUTOMATION
+from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import (
     hour_metadata,
@@ -37,15 +39,35 @@ from lake_platform.tables.identifiers import table_identifier
 from lake_platform.tables.lake_tables import LakeTables
 
 
+def previous_hours_mapping(start_offset: int) -> dg.TimeWindowPartitionMapping:
+    """An hour's upstream hours from `start_offset` hours before it to itself; before the
+    first partition there are none (no error)."""
+    with warnings.catch_warnings():
+        # `allow_nonexistent_upstream_partitions` is beta; the lake's first hour needs it.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.TimeWindowPartitionMapping(
+            start_offset=start_offset, end_offset=0, allow_nonexistent_upstream_partitions=True
+        )
+
+
+def input_deps(table: DerivedTable) -> list[dg.AssetDep]:
+    """The assets an hour of `table` reads: each input's same hour, and the hour before where
+    a lookup reads it (a time-window mapping with an offset, so the lineage shows it and a
+    late change to the previous hour makes this hour stale). The lake's first hour has no
+    hour before: that input is then simply absent."""
+    deps = []
+    for path, offsets in table.input_hours.items():
+        start = min(offsets)
+        mapping = None if start == 0 else previous_hours_mapping(start)
+        deps.append(dg.AssetDep(derived_key(path), partition_mapping=mapping))
+    return deps
+
+
 def build_derived_asset(
-    key: dg.AssetKey,
-    deps: Sequence[dg.AssetKey],
-    table: DerivedTable,
-    *,
-    group_name: str,
-    description: str,
+    table: DerivedTable, *, group_name: str, description: str
 ) -> dg.AssetsDefinition:
     """The hourly asset that rebuilds `table` and runs its blocking checks."""
+    key = derived_key(table.target)
     descriptions = check_descriptions(table)
     code = (
         code_reference(table.transform, "transform"),
@@ -55,7 +77,7 @@ def build_derived_asset(
 
     @dg.asset(
         key=key,
-        deps=list(deps),
+        deps=input_deps(table),
         partitions_def=HOURLY,
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=DERIVED_AUTOMATION,

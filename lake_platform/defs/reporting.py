@@ -31,7 +31,7 @@ def inputs_metadata(result: HourResult) -> dict[str, int | str]:
     A digest rather than the list: an open hour can hold thousands of Bronze files, too many
     for an event; the paths are sorted relative lake paths joined by newlines.
     """
-    return {"files": result.input_files, "sha256": files_digest(result.inputs)}
+    return {"files": result.input_files, "sha256": files_digest(result.every_input())}
 
 
 def hour_metadata(partition: str, result: HourResult) -> dict[str, dg.MetadataValue]:

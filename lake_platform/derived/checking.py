@@ -21,6 +21,7 @@ from lake_platform.derived.declaration import DerivedTable, with_partition_value
 from lake_platform.derived.hour_files import value_hour_folder
 from lake_platform.derived.partition_files import sha256
 from lake_platform.derived.results import CheckedRows, HourResult
+from lake_platform.derived.sources import lookup_frames
 from lake_platform.storage import LakeStore, StorageError
 from lake_platform.storage.parquet import read_parquet_file
 from lake_platform.tables.hours import hour_paths
@@ -116,9 +117,11 @@ def check_rows(
     hour: dt.datetime,
     folder: str,
     files: Iterable[tuple[str, pl.DataFrame]],
+    lookups: Mapping[str, pl.DataFrame] | None = None,
 ) -> CheckedRows:
     """The row checks of one value-hour's files (path and rows as the checks see them, in name
-    order): each file's own, order and uniqueness across them, the reconciliations' totals."""
+    order): each file's own, against the value-hour's `lookups` (the frames it was built
+    from), order and uniqueness across them, the reconciliations' totals."""
     checked = CheckedRows()
     derived_exprs = {name: r.derived for name, r in table.reconciliations.items()}
     across = _AcrossFiles(table, folder)
@@ -127,6 +130,11 @@ def check_rows(
         for name, check in table.row_checks().items():
             if name not in checked.failures:
                 outcome = check(frame, path, hour)
+                if not outcome.passed:
+                    checked.failures[name] = outcome
+        for name, lookup_check in table.lookup_checks.items():
+            if name not in checked.failures:
+                outcome = lookup_check(frame, path, lookups or {})
                 if not outcome.passed:
                     checked.failures[name] = outcome
         boundary = across.add(frame, path)
@@ -214,7 +222,8 @@ def check_hour(
         if checked is None or checked.digests != digests:
             folder = value_hour_folder(table.target, value_folder, hour)
             stored = _stored_rows(store, table, value_folder, paths)
-            checked = check_rows(table, hour, folder, stored)
+            lookups = lookup_frames(store, table, value_folder, rebuilt.lookups)
+            checked = check_rows(table, hour, folder, stored, lookups)
         for name, outcome in checked.failures.items():
             failures.setdefault(name, outcome)
         merge_totals(derived_totals, checked.totals)

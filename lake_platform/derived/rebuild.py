@@ -30,6 +30,7 @@ from lake_platform.derived.sources import (
     hour_inputs,
     is_listed,
     listed_value_inputs,
+    lookup_frames,
 )
 from lake_platform.tables.data_files import NewFile
 from lake_platform.tables.hours import HourConflict, hour_paths, replace_hour, snapshot_properties
@@ -81,7 +82,7 @@ def commit_rebuilt(
         result, inputs_changed = write()
         if attempt < attempts and inputs_changed:
             continue
-        properties = snapshot_properties(hour, run_id, files_digest(result.inputs))
+        properties = snapshot_properties(hour, run_id, files_digest(result.every_input()))
         new_files = [NewFile(file.path, file.bytes) for file in result.files]
         try:
             result.commit = replace_hour(iceberg, hour, new_files, properties, before)
@@ -100,9 +101,9 @@ def _rebuild_files(
 ) -> HourResult:
     """Write the hour's files from its inputs, one value at a time (nothing committed)."""
     inputs = dict(planned.files)
-    result = HourResult(hour, inputs, planned.values)
+    result = HourResult(hour, inputs, planned.values, lookups=planned.lookups)
     for value_folder, files in planned.files.items():
-        value = _rebuild_value(tables, table, hour, value_folder, files)
+        value = _rebuild_value(tables, table, hour, value_folder, files, planned.lookups)
         inputs[value_folder] = value.inputs
         merge_totals(result.source_totals, value.source_totals)
         result.checked[value_folder] = value.checked
@@ -129,7 +130,12 @@ class _RebuiltValue:
 
 
 def _rebuild_value(
-    tables: LakeTables, table: DerivedTable, hour: dt.datetime, value_folder: str, files: list[str]
+    tables: LakeTables,
+    table: DerivedTable,
+    hour: dt.datetime,
+    value_folder: str,
+    files: list[str],
+    lookups: dict[str, dict[str, list[str]]],
 ) -> _RebuiltValue:
     """Write one value-hour's files; again when its Bronze inputs grew while it was rebuilt.
 
@@ -140,7 +146,7 @@ def _rebuild_value(
     """
     with ThreadPoolExecutor(1) as pool:
         for _ in range(MAX_VALUE_REBUILDS):
-            rebuilt = _rebuild_once(tables, table, hour, value_folder, files, pool)
+            rebuilt = _rebuild_once(tables, table, hour, value_folder, files, lookups, pool)
             if not is_listed(table):
                 break
             files = listed_value_inputs(tables, table, hour, value_folder)
@@ -155,9 +161,11 @@ def _rebuild_once(
     hour: dt.datetime,
     value_folder: str,
     files: list[str],
+    lookups: dict[str, dict[str, list[str]]],
     pool: ThreadPoolExecutor,
 ) -> _RebuiltValue:
-    """Read one value-hour's `files`, transform, write, and check the rows written.
+    """Read one value-hour's `files` (and its lookups' files), transform, write, and check
+    the rows written.
 
     What memory holds at once is the input and the output growing from it: the
     reconciliations' totals of the input rows are taken in `pool` while the transform runs,
@@ -174,9 +182,10 @@ def _rebuild_once(
     rows_read = source.height
     source_exprs = {name: r.source for name, r in table.reconciliations.items()}
     totals = pool.submit(add_totals, {}, _columns_read(source, source_exprs), source_exprs)
+    looked_up = lookup_frames(tables.store, table, value_folder, lookups)
     handed_over = [source]  # so that the transform's argument is the input's only reference
     del source
-    output = table.transform(handed_over.pop())
+    output = table.transform(handed_over.pop(), **looked_up)
     folder = value_hour_folder(table.target, value_folder, hour)
     written = write_partition(tables.store, folder, output.drop(table.partition_column))
     return _RebuiltValue(
@@ -185,16 +194,18 @@ def _rebuild_once(
         rows_written=output.height,
         files=written,
         source_totals=totals.result(),
-        checked=_check_written(table, hour, value_folder, output, written),
+        checked=_check_written(table, hour, value_folder, output, written, looked_up),
         preview=_detached(output.head(PREVIEW_ROWS)),
     )
 
 
 def _columns_read(frame: pl.DataFrame, exprs: Mapping[str, pl.Expr]) -> pl.DataFrame:
     """The columns of `frame` that `exprs` read (those it has: a missing one fails its own
-    expression in `add_totals`)."""
+    expression in `add_totals`); its first column when they read none (`pl.len()`), so the
+    rows are still counted."""
     names = {name for expr in exprs.values() for name in expr.meta.root_names()}
-    return frame.select([name for name in frame.columns if name in names])
+    read = [name for name in frame.columns if name in names]
+    return frame.select(read or frame.columns[:1])
 
 
 def _detached(frame: pl.DataFrame) -> pl.DataFrame:
@@ -209,14 +220,17 @@ def _check_written(
     value_folder: str,
     output: pl.DataFrame,
     files: list[WrittenFile],
+    lookups: Mapping[str, pl.DataFrame],
 ) -> CheckedRows:
     """The row checks of the `files` just written, on the rows they were written from (the
-    transform's `output`, each file its slice), with the digests of the bytes written."""
+    transform's `output`, each file its slice, and the `lookups` it was built from), with
+    the digests of the bytes written."""
     starts = itertools.accumulate((file.rows for file in files), initial=0)
     rows = (
         (file.path, output.slice(start, file.rows))
         for file, start in zip(files, starts, strict=False)
     )
-    checked = check_rows(table, hour, value_hour_folder(table.target, value_folder, hour), rows)
+    folder = value_hour_folder(table.target, value_folder, hour)
+    checked = check_rows(table, hour, folder, rows, lookups)
     checked.digests = {file.path: file.sha256 for file in files}
     return checked

@@ -34,9 +34,10 @@ class HourResult:
     check compares with what the rebuild saw even after the inputs changed or vanished.
     `checked` holds, by value folder, the row checks of the rows each value-hour's files were
     written from (see `check_hour`). `values` are the value folders whose hour the rebuild
-    listed when the ledger named them; None: every one. `commit` is what the hour's Iceberg
-    commit did, `snapshot_id` the snapshot holding the hour as rebuilt (the checks read its
-    files): the commit's, or the current one when the output was unchanged.
+    listed when the ledger named them; None: every one. `lookups` holds the files of each of
+    the table's lookups it read (by lookup name, then value folder). `commit` is what the
+    hour's Iceberg commit did, `snapshot_id` the snapshot holding the hour as rebuilt (the
+    checks read its files): the commit's, or the current one when the output was unchanged.
     """
 
     hour: dt.datetime
@@ -50,6 +51,7 @@ class HourResult:
     snapshot_id: int | None = None
     preview: pl.DataFrame | None = None
     checked: dict[str, CheckedRows] = field(default_factory=dict)
+    lookups: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def duplicates_removed(self) -> int:
@@ -62,3 +64,13 @@ class HourResult:
     @property
     def input_files(self) -> int:
         return sum(len(files) for files in self.inputs.values())
+
+    def every_input(self) -> dict[str, list[str]]:
+        """The source's and the lookups' files read, by a key unique to each input folder
+        (what the hour's snapshot records the digest of)."""
+        lookups = {
+            f"{name}:{folder}": paths
+            for name, folders in self.lookups.items()
+            for folder, paths in folders.items()
+        }
+        return {**self.inputs, **lookups}

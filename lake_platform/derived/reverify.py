@@ -68,7 +68,7 @@ def verify_hour(
     store = tables.store
     planned = hour_inputs(tables, table, hour, as_of)
     inputs = planned.files
-    stored = HourResult(hour, inputs, planned.values)
+    stored = HourResult(hour, inputs, planned.values, lookups=planned.lookups)
     iceberg = tables.table(table)
     current = iceberg.current_snapshot() if as_of is None else snapshot_as_of(iceberg, as_of)
     stored.snapshot_id = None if current is None else current.snapshot_id
@@ -93,6 +93,7 @@ def input_totals(
     exprs = {name: r.source for name, r in table.reconciliations.items()}
     read = {column for expr in exprs.values() for column in expr.meta.root_names()}
     columns = [column for column in table.source_columns if column in read]
+    columns = columns or list(table.source_columns[:1])  # `pl.len()` reads none, counts rows
     totals: dict[str, int | float] = {}
     for value_folder, files in inputs.items():
         rows = store.read_parquet(files, columns)

@@ -8,7 +8,6 @@ Python (no Dagster), so commands that only list tables do not load Dagster.
 """
 
 import datetime as dt
-from dataclasses import dataclass
 
 import polars as pl
 
@@ -19,7 +18,8 @@ from lake_platform.checks import (
     distinct_count,
     is_first_distinct,
 )
-from lake_platform.derived.declaration import DerivedTable, Reconciliation
+from lake_platform.derived.asof_tables import GOLD_OPTIONS_ENRICHED, GOLD_TRADES_NBBO
+from lake_platform.derived.declaration import DerivedTable, GoldTable, Reconciliation
 from lake_platform.schemas import BY_NAME, SCHEMAS, TableSchema
 from lake_platform.schemas.registry import partition_column_last
 from lake_platform.transforms.gold import (
@@ -74,27 +74,6 @@ SIGNALS_RECONCILE = Reconciliation(
     .filter(pl.col("event_id").map_batches(is_first_distinct, return_dtype=pl.Boolean()))
     .sum(),
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class GoldTable(DerivedTable):
-    """A Gold table: how it is derived (input and output folders, transform, partition column,
-    order and unique keys, its own checks and reconciliations: see `DerivedTable`) and what the
-    UI says of it.
-
-    Its asset is keyed by its `target` path and depends on the assets of its `inputs`. Its
-    columns are described by name in `schemas/columns.py` (`COLUMNS`), and by its own
-    `column_docs` where it gives a common name another meaning; a column without a
-    description is refused when its asset is built.
-    """
-
-    description: str
-    """The asset's description in the UI (Markdown)."""
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """The lake paths of the tables it is derived from: its upstream assets."""
-        return (self.source,)
 
 
 SIGNALS = BY_NAME["levels.signals"]
@@ -168,7 +147,12 @@ GOLD_BARS = GoldTable(
     },
 )
 
-GOLD_TABLES: tuple[GoldTable, ...] = (GOLD_SIGNALS, GOLD_BARS)
+GOLD_TABLES: tuple[GoldTable, ...] = (
+    GOLD_SIGNALS,
+    GOLD_BARS,
+    GOLD_TRADES_NBBO,
+    GOLD_OPTIONS_ENRICHED,
+)
 """Every Gold table, in the order the UI and the CLI list them."""
 
 DERIVED_TABLES: tuple[DerivedTable, ...] = (*SILVER_TABLES.values(), *GOLD_TABLES)

@@ -2,13 +2,10 @@
 assets of its inputs, with its checks."""
 
 from lake_platform.defs.derived import build_derived_asset
-from lake_platform.defs.keys import derived_key
 from lake_platform.derived.tables import GOLD_TABLES
 
 GOLD_ASSETS = [
     build_derived_asset(
-        derived_key(gold.target),
-        [derived_key(path) for path in gold.inputs],
         gold,
         group_name="gold",
         description=gold.description,

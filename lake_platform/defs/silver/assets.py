@@ -1,7 +1,6 @@
 """Silver assets: `silver/<table>` for the six market tables, rebuilt from Bronze per hour."""
 
 from lake_platform.defs.derived import build_derived_asset
-from lake_platform.defs.keys import bronze_key, silver_key
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.schemas import BY_TABLE, TableSchema
 
@@ -17,8 +16,6 @@ def silver_description(schema: TableSchema) -> str:
 
 SILVER_ASSETS = [
     build_derived_asset(
-        silver_key(BY_TABLE[table]),
-        [bronze_key(BY_TABLE[table])],
         derived,
         group_name="silver",
         description=silver_description(BY_TABLE[table]),
