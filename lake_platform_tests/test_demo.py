@@ -11,7 +11,12 @@ import pytest
 from lake_platform_tests.session import read_files
 
 pytestmark = pytest.mark.slow
-GOLD = {"stocks/trades": "gold/stocks/bars_1m", "levels/signals": "gold/levels/signals"}
+GOLD = (
+    "gold/levels/signals",
+    "gold/stocks/bars_1m",
+    "gold/stocks/trades_nbbo",
+    "gold/options/trades_enriched",
+)
 
 
 def count(value: str) -> int | None:
@@ -43,21 +48,27 @@ def test_demo_summary_matches_the_lake(tmp_path, monkeypatch):
     lines = done.stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("table ")))
     summary = {}
-    for line in lines[header + 1 : header + 8]:
+    for line in lines[header + 1 : header + 8 + len(GOLD)]:
         table, *cells = line.split()
         summary[table] = cells
-    assert len(summary) == 7
+    assert len(summary) == 7 + len(GOLD)
     quarantined = 0
     for table, (published, bad, bronze, silver, dups, gold, checks) in summary.items():
+        line = f"{table} {published} {bad} {bronze} {silver} {dups} {gold} {checks}"
+        passed, total = checks.split("/")
+        assert passed == total and int(total) >= (0 if table == "levels/signals" else 6), line
+        if table in GOLD:
+            assert count(gold) == rows_under(lake, table) > 0
+            assert count(published) is count(bronze) is count(silver) is None
+            continue
         assert count(bronze) == rows_under(lake, f"bronze/{table}") == count(published) > 0
         quarantined += count(bad)
         if table != "levels/signals":
             assert count(silver) == rows_under(lake, f"silver/{table}")
             assert count(bronze) - count(silver) == count(dups) > 0
-        if table in GOLD:
-            assert count(gold) == rows_under(lake, GOLD[table]) > 0
-        passed, total = checks.split("/")
-        assert passed == total and int(total) >= 6
+    nbbo = read_files(str(lake), "gold/stocks/trades_nbbo")
+    matched = sum(frame["bid_px"].is_not_null().sum() for frame in nbbo.values())
+    assert matched > 0.9 * rows_under(lake, "gold/stocks/trades_nbbo")
     malformed_line = next(line for line in lines if line.startswith("malformed"))
     malformed = int(malformed_line.split(":")[1].split()[0])
     assert rows_under(lake, "_quarantine") == quarantined >= malformed > 0

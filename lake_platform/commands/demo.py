@@ -19,7 +19,7 @@ from lake_platform.defs.bronze.reporting import instance_reporter
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.partitions import partition_key_for
 from lake_platform.defs.silver.assets import SILVER_ASSETS
-from lake_platform.derived.tables import DERIVED_TABLES
+from lake_platform.derived.tables import DERIVED_TABLES, GOLD_TABLES, SILVER_TABLES
 from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.ledger import LedgerEntry, read_entries
 from lake_platform.ingest.service import IngestService, writer_name
@@ -29,20 +29,31 @@ from lake_platform.simulate.market import SessionSpec, session
 from lake_platform.simulate.publisher import PublishStats, publish
 from lake_platform.storage import LakeStore
 
-SUMMARY_ROW = {derived.target: derived.source.split("/", 1)[1] for derived in DERIVED_TABLES}
-"""The summary row of each derived asset: the table it is derived from."""
+SUMMARY_ROW = {
+    derived.target: derived.source.split("/", 1)[1]
+    if derived in SILVER_TABLES.values()
+    else derived.target
+    for derived in DERIVED_TABLES
+}
+"""The summary row of each derived asset: a Silver table's is the table it is derived from
+(Bronze to Silver in one row), a Gold table's its own."""
 
 
 @dataclasses.dataclass
 class TableSummary:
-    published: int = 0
-    quarantined: int = 0
-    bronze_rows: int = 0
+    published: int | None = 0
+    quarantined: int | None = 0
+    bronze_rows: int | None = 0
     silver_rows: int | None = None
     duplicates_removed: int | None = None
     gold_rows: int | None = None
     checks_passed: int = 0
     checks: int = 0
+
+
+def gold_summary() -> TableSummary:
+    """A Gold table's row: no Bronze or Silver counts of its own."""
+    return TableSummary(published=None, quarantined=None, bronze_rows=None)
 
 
 def _hour_keys(entries: list[LedgerEntry]) -> tuple[str, str] | None:
@@ -57,15 +68,16 @@ def _hour_keys(entries: list[LedgerEntry]) -> tuple[str, str] | None:
 
 def _summaries(published: PublishStats, entries: list[LedgerEntry]) -> dict[str, TableSummary]:
     tables = {schema.table: TableSummary() for schema in SCHEMAS}
+    tables.update({gold.target: gold_summary() for gold in GOLD_TABLES})
     for name, count in published.by_schema.items():
         if name is not None:
-            tables[BY_NAME[name].table].published += count
+            tables[BY_NAME[name].table].published += count  # type: ignore[operator]
     for entry in entries:
         for file in entry.files:
-            tables[file.table or ""].bronze_rows += file.rows
+            tables[file.table or ""].bronze_rows += file.rows  # type: ignore[operator]
         for bad in entry.quarantine:
             if bad.table in tables:
-                tables[bad.table].quarantined += bad.rows
+                tables[bad.table].quarantined += bad.rows  # type: ignore[operator]
     return tables
 
 
@@ -104,7 +116,7 @@ def _print_summary(tables: dict[str, TableSummary], unrouted: int, lake: str) ->
         "gold",
         "checks",
     )
-    print(f"{header[0]:<26}" + "".join(f"{h:>13}" for h in header[1:]))
+    print(f"{header[0]:<30}" + "".join(f"{h:>13}" for h in header[1:]))
     for name, t in tables.items():
         cells = (
             t.published,
@@ -115,7 +127,7 @@ def _print_summary(tables: dict[str, TableSummary], unrouted: int, lake: str) ->
             t.gold_rows,
         )
         print(
-            f"{name:<26}"
+            f"{name:<30}"
             + "".join(f"{show(c):>13}" for c in cells)
             + f"{t.checks_passed:>9}/{t.checks}"
         )
