@@ -1,9 +1,12 @@
 """How Silver and Gold follow their upstream, and the sensor that evaluates it.
 
-A derived hour is requested when an upstream hour was materialized after the latest run
-planned for it, or when that run failed before materializing it (again after a backoff, at
-most MAX_RETRIES times: `FailedHourRetry`), within LAKE_AUTOMATION_LOOKBACK_H (default 48 h),
-with no run of it or of its upstream in progress and every upstream blocking check passing.
+A derived hour is requested when an upstream hour it reads was materialized after the latest
+run planned for it, or when that run failed before materializing it (again after a backoff,
+at most MAX_RETRIES times: `FailedHourRetry`), within LAKE_AUTOMATION_LOOKBACK_H (default
+48 h), with no run of it or of its upstream in progress and no upstream hour it reads
+materialized without passing its blocking checks. The hours it reads are those of the asset
+graph's partition mapping: the same hour, the hour before too for the as-of tables
+(`as_of_automation`), a day's hours for a daily table.
 
 Why not `AutomationCondition.eager()`: it remembers "an upstream changed" until the asset is
 updated, and Dagster 1.13 forgets that memory in two ordinary cases of a live ingest, leaving
@@ -21,7 +24,7 @@ import datetime as dt
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -35,8 +38,13 @@ ONE_PLAN_PER_RUN_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
-    """Partitions whose upstream partition was materialized after this asset's latest
+    """Partitions one of whose upstream partitions was materialized after this asset's latest
     planned run of it (or which were never planned).
+
+    A partition's upstream partitions are those the asset graph's partition mapping gives it:
+    the same hour for an hourly asset over hourly inputs, the hour before too with a
+    `TimeWindowPartitionMapping(start_offset=-1)` (a late quote of 14:59 makes 14:00 and 15:00
+    stale), a day's 24 hours for a daily asset over an hourly one.
 
     An upstream event from the very run planned for the partition is no news when that run
     rebuilt the partition: a run of Silver and Gold together materializes Silver after
@@ -57,10 +65,18 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
         instance, plans = _plans(context, partitions)
         newer: list[tuple[str, int]] = []  # (partition, upstream event after its baseline)
         for upstream in context.asset_graph.get(context.key).parent_keys:
+            reads = _upstream_partitions(context, upstream, partitions)
             updated = instance.event_log_storage.get_latest_storage_id_by_partition(
-                upstream, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
+                upstream,
+                dg.DagsterEventType.ASSET_MATERIALIZATION,
+                {key for keys in reads.values() for key in keys},
             )
-            newer += [(p, id_) for p, id_ in updated.items() if id_ > plans.baseline(p)]
+            newer += [
+                (partition, updated[key])
+                for partition, keys in reads.items()
+                for key in keys
+                if updated.get(key, 0) > plans.baseline(partition)
+            ]
         upstream_runs = _run_ids(instance, [storage_id for _, storage_id in newer])
         stale = {
             partition
@@ -69,6 +85,75 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
         }
         return dg.AutomationResult(
             context, true_subset=candidates.compute_intersection_with_partition_keys(stale)
+        )
+
+
+def _upstream_partitions(
+    context: dg.AutomationContext[dg.AssetKey], upstream: dg.AssetKey, partitions: set[str]
+) -> dict[str, set[str]]:
+    """Each of the asset's `partitions` -> the partitions of `upstream` it reads, through the
+    asset graph's partition mapping (nonexistent ones left out where the mapping allows them).
+    An unpartitioned upstream maps to none: its events name no partition to compare."""
+    graph = context.asset_graph
+    if graph.get(upstream).partitions_def is None:
+        return {}
+    return {
+        partition: set(
+            graph.get_parent_partition_keys_for_child(
+                partition, upstream, context.key
+            ).partitions_subset.get_partition_keys()
+        )
+        for partition in partitions
+    }
+
+
+class SamePartitionsOf(dg.AutomationCondition[dg.AssetKey]):
+    """`operand` evaluated on the same partition keys of the upstream `key`, whatever the
+    asset graph's partition mapping between them: true for the partitions of the asset whose
+    namesake partition of `key` satisfies it.
+
+    Dagster's `any_deps_match` maps through the partition mapping, so with an offset mapping
+    "the input is missing" would also hold an hour back for a missing previous hour."""
+
+    def __init__(
+        self, key: dg.AssetKey, operand: dg.AutomationCondition, label: str | None = None
+    ) -> None:
+        self.key = key
+        self.operand = operand
+        self.label = label
+
+    @property
+    def name(self) -> str:
+        return f"same_partitions_of({self.key.to_user_string()})"
+
+    def get_label(self) -> str | None:
+        return self.label
+
+    @property
+    def children(self) -> Sequence[dg.AutomationCondition]:
+        return [self.operand]
+
+    async def evaluate(  # ty: ignore[invalid-method-override]
+        self, context: dg.AutomationContext[dg.AssetKey]
+    ) -> dg.AutomationResult[dg.AssetKey]:
+        if context.asset_graph.get(self.key).partitions_def != context.partitions_def:
+            raise TypeError(
+                f"{self.key.to_user_string()} is not partitioned like "
+                f"{context.key.to_user_string()}: no same partitions to compare"
+            )
+        candidates = context.candidate_subset
+        keys = set(candidates.expensively_compute_partition_keys())
+        of_key = context.asset_graph_view.get_full_subset(key=self.key)
+        result = await context.for_child_condition(
+            child_condition=self.operand,
+            child_indices=[0],
+            candidate_subset=of_key.compute_intersection_with_partition_keys(keys),
+        ).evaluate_async()
+        true_keys = set(result.true_subset.expensively_compute_partition_keys())
+        return dg.AutomationResult(
+            context,
+            true_subset=candidates.compute_intersection_with_partition_keys(true_keys),
+            child_results=[result],
         )
 
 
@@ -280,18 +365,72 @@ def _run_ids(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, 
     }
 
 
-def follows_upstream(lookback_hours: int) -> dg.AutomationCondition:
-    """Run a partition when its upstream changed after its latest plan, or again when that
-    plan's run failed (see the module)."""
-    window = dg.AutomationCondition.in_latest_time_window(dt.timedelta(hours=lookback_hours))
-    return (
-        window
+def any_upstream_unverified() -> dg.AutomationCondition:
+    """Partitions one of whose upstream partitions (any that the partition mapping gives it)
+    is materialized and has not passed its blocking checks (unless it will be requested in
+    this tick, with them).
+
+    Dagster's `all_deps_blocking_checks_passed` maps a dependency's partitions onto the
+    asset's by *any*: with several upstream partitions per partition (the hour before too, a
+    day's hours) one passing partition would outweigh a failing one. Partitions never
+    materialized (the hour before the first trade, a night) hold nothing here: whether an
+    input may be missing is each rule's own gate."""
+    passed = dg.AutomationCondition.all_checks_match(
+        dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(),
+        blocking_only=True,
+    )
+    return dg.AutomationCondition.any_deps_match(
+        ~dg.AutomationCondition.missing() & ~passed
+    ).with_label("an upstream partition it reads has not passed its blocking checks")
+
+
+def follows_upstream_within(
+    window: dt.timedelta, label: str, missing: dg.AutomationCondition | None = None
+) -> dg.AutomationCondition:
+    """Run a partition within `window` of the latest when an upstream partition it reads
+    changed after its latest plan, or again when that plan's run failed (see the module);
+    never while it or an upstream runs, while `missing` holds it, or while an upstream
+    partition it reads is unverified (`any_upstream_unverified`)."""
+    ready = (
+        dg.AutomationCondition.in_latest_time_window(window)
         & ~dg.AutomationCondition.in_progress()
         & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.any_deps_missing()
-        & (UpstreamNewerThanPlan() | FailedHourRetry())
-        & dg.AutomationCondition.all_deps_blocking_checks_passed()
-    ).with_label("follows upstream")
+    )
+    if missing is not None:
+        ready = ready & ~missing
+    return (
+        ready & (UpstreamNewerThanPlan() | FailedHourRetry()) & ~any_upstream_unverified()
+    ).with_label(label)
+
+
+def follows_upstream(
+    lookback_hours: int, same_hour_input: dg.AssetKey | None = None
+) -> dg.AutomationCondition:
+    """Run an hour when its upstream changed after its latest plan, or again when that plan's
+    run failed (see the module).
+
+    Without `same_hour_input`, the hour waits while any upstream hour it reads is missing.
+    With it (the as-of tables, which read the hour before too), only a missing same hour of
+    `same_hour_input` holds it: the hour before may have no quotes or trades (the first
+    trading hour of a day), and an input other than `same_hour_input` may have none at all
+    (its columns are then null)."""
+    if same_hour_input is None:
+        missing = dg.AutomationCondition.any_deps_missing()
+        label = "follows upstream"
+    else:
+        missing = SamePartitionsOf(
+            same_hour_input,
+            dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested(),
+            label=f"the same hour of {same_hour_input.to_user_string()} is missing",
+        )
+        label = "follows upstream and the hour before"
+    return follows_upstream_within(dt.timedelta(hours=lookback_hours), label, missing)
+
+
+def as_of_automation(same_hour_input: dg.AssetKey) -> dg.AutomationCondition:
+    """The automation of an hourly as-of table over the same and previous hour of its inputs
+    (`follows_upstream` with `same_hour_input`, the look-back of the settings)."""
+    return follows_upstream(LakeSettings.from_env().automation_lookback_hours, same_hour_input)
 
 
 if os.environ.get(ONE_PLAN_PER_RUN_ENV, "").lower() in ("1", "true"):

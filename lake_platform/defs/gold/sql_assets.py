@@ -17,7 +17,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
-from lake_platform.defs.automation import NO_RUN, FailedHourRetry, LatestPlans
+from lake_platform.defs.automation import follows_upstream_within
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import DAILY, day_of_partition
 from lake_platform.defs.reporting import (
@@ -47,104 +47,18 @@ def sql_gold_duckdb() -> DuckDBResource:
     return DuckDBResource(database=":memory:")
 
 
-class UpstreamHourNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
-    """Days one of whose upstream hours was materialized after this asset's latest planned
-    run of the day (or which were never planned): `UpstreamNewerThanPlan` of
-    `defs/automation.py`, with a day's upstream partitions its hours.
-
-    Stateless like it: an hour re-materialized after the day's run was planned (late trades,
-    a rebuilt hour) makes the day stale, whichever of its hours it is."""
-
-    @property
-    def name(self) -> str:
-        return "upstream_hour_newer_than_latest_plan"
-
-    def evaluate(  # ty: ignore[invalid-method-override]
-        self, context: dg.AutomationContext[dg.AssetKey]
-    ) -> dg.AutomationResult[dg.AssetKey]:
-        candidates = context.candidate_subset
-        days = set(candidates.expensively_compute_partition_keys())
-        if not days:
-            return dg.AutomationResult(context, true_subset=candidates)
-        instance = context.asset_graph_view.instance
-        plans = LatestPlans.load(instance, context.key, days)
-        own = _time_partitions(context, context.key)
-        newer: list[tuple[str, int]] = []  # (day, upstream event after its baseline)
-        for upstream in context.asset_graph.get(context.key).parent_keys:
-            hourly = _time_partitions(context, upstream)
-            hours = {
-                day: hourly.get_partition_keys_in_time_window(
-                    own.time_window_for_partition_key(day)
-                )
-                for day in days
-            }
-            updated = instance.event_log_storage.get_latest_storage_id_by_partition(
-                upstream,
-                dg.DagsterEventType.ASSET_MATERIALIZATION,
-                {hour for of_day in hours.values() for hour in of_day},
-            )
-            newer += [
-                (day, updated[hour])
-                for day, of_day in hours.items()
-                for hour in of_day
-                if updated.get(hour, 0) > plans.baseline(day)
-            ]
-        runs = _materialization_runs(instance, [storage_id for _, storage_id in newer])
-        stale = {
-            day
-            for day, storage_id in newer
-            if runs.get(storage_id, NO_RUN) != plans.run_that_read(day)
-        }
-        return dg.AutomationResult(
-            context, true_subset=candidates.compute_intersection_with_partition_keys(stale)
-        )
-
-
-def _time_partitions(
-    context: dg.AutomationContext[dg.AssetKey], key: dg.AssetKey
-) -> dg.TimeWindowPartitionsDefinition:
-    partitions = context.asset_graph.get(key).partitions_def
-    if not isinstance(partitions, dg.TimeWindowPartitionsDefinition):
-        raise TypeError(f"{key.to_user_string()} is not partitioned by time: {partitions}")
-    return partitions
-
-
-def _materialization_runs(instance: dg.DagsterInstance, storage_ids: list[int]) -> dict[int, str]:
-    """Storage id -> run id of those materializations (runless: empty), one query."""
-    if not storage_ids:
-        return {}
-    records = instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION, storage_ids=storage_ids)
-    )
-    return {record.storage_id: record.event_log_entry.run_id for record in records}
-
-
 def follows_upstream_hours(lookback_hours: int) -> dg.AutomationCondition:
     """Run a day when an hour of it changed upstream after its latest plan, or again when
-    that plan's run failed, as the hourly assets follow theirs (`follows_upstream`).
+    that plan's run failed, as the hourly assets follow theirs (`follows_upstream`: the
+    asset graph maps a day onto its input's 24 hours).
 
     The look-back covers every day one of whose hours is within `lookback_hours` (a day is
-    in Dagster's window only whole). A day waits while one of its upstream hours' blocking
-    checks failed. Dagster maps an hourly dependency's partitions onto a day by *any* hour,
-    so "every dependency passed its checks" would let one passing hour outweigh a failing
-    one; "no hour failed" is what holds the day back, and hours never materialized (a night
-    without trades) do not.
+    in Dagster's window only whole). Hours never materialized (a night without trades) do
+    not hold a day back; one materialized without passing its blocking checks does.
     """
-    window = dg.AutomationCondition.in_latest_time_window(
-        dt.timedelta(hours=lookback_hours) + dt.timedelta(days=1)
+    return follows_upstream_within(
+        dt.timedelta(hours=lookback_hours) + dt.timedelta(days=1), "follows upstream hours"
     )
-    hour_failed_a_check = dg.AutomationCondition.any_deps_match(
-        dg.AutomationCondition.any_checks_match(
-            dg.AutomationCondition.check_failed(), blocking_only=True
-        )
-    ).with_label("an upstream hour failed a blocking check")
-    return (
-        window
-        & ~dg.AutomationCondition.in_progress()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & (UpstreamHourNewerThanPlan() | FailedHourRetry())
-        & ~hour_failed_a_check
-    ).with_label("follows upstream hours")
 
 
 SQL_GOLD_AUTOMATION = follows_upstream_hours(LakeSettings.from_env().automation_lookback_hours)
