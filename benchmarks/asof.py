@@ -1,8 +1,9 @@
-"""As-of enrichment throughput: verified Gold `trades_nbbo` and `trades_enriched` hours against
-DuckDB's `ASOF JOIN` of the same rows.
+"""As-of enrichment throughput: the verified Gold hour of `trades_nbbo` and `trades_enriched`
+as a Dagster run of the hour makes it, against DuckDB's `ASOF JOIN` of the same rows.
 
-Builds, in a lake, Silver hours laid out as the Silver rebuild writes them (one folder per
-partition value, rows in Silver order, ZSTD-3), for the hour and the last minute of the
+Builds a lake whose Iceberg catalog holds Silver hours as the Silver rebuild leaves them
+(one content-named ZSTD-3 file per partition value, rows in Silver order, committed with
+`replace_hour`: `catalog_lake.commit_silver_hour`), for the hour and the last minute of the
 hour before it (the previous hour's tail, all the enrichment needs of it):
 
 * stocks: N trades and 5N quotes over S symbols (default 1M and 5M over 50); ~1% of the
@@ -13,55 +14,64 @@ hour before it (the previous hour's tail, all the enrichment needs of it):
   trade without any greeks.
 
 `--scale` multiplies every count (`--scale 0.01`: 10k trades). Then times, each in a fresh
-child process (wall and CPU time of the work alone, imports untimed; peak RSS over imports):
+child process (wall and CPU time of the work alone: imports and the emptied Gold table's
+creation untimed; peak RSS over imports):
 
-* verified: per partition value, one after the other, as the Gold rebuild runs an hour:
-  read the value's Silver files (the hour's and the previous hour's tail) with
-  `LakeStore.read_parquet`, `trades_nbbo` / `options_enriched`, write with
-  `write_partition` (ZSTD-3), then the blocking checks: sorted, unique `event_id`, one row
-  per trade, within the hour, no look-ahead, the match is the latest (each join), ZSTD
-  (every check must pass: exit 1 otherwise);
-* verified-parallel: the same, `VALUE_THREADS` values at a time (one value's frames are
-  too small for Polars to keep both cores busy);
-* build: `verified` without the checks;
-* verified-all: every value's rows in one call (the many-symbol path) and one check of
-  each kind over them, written per value;
+* verified: `rebuild_hour` + `check_hour` of the Gold table's hour, what its asset runs:
+  the Silver inputs pinned to their snapshots, each partition value read, enriched, written
+  and its rows checked (no look-ahead, latest match, order, ...), one Iceberg commit, then
+  the committed files' footers and digests checked (every check must pass: exit 1
+  otherwise);
+* verified-parallel: the same with the values rebuilt `VALUE_THREADS` at a time, a
+  prototype of that change to `rebuild._rebuild_files` (patched in here); it must commit
+  the same files as verified;
+* hand: the same work without the platform's bookkeeping, the floor it is compared with:
+  per value, the same committed Silver files read with `LakeStore.read_parquet`, the
+  table's transform, `write_partition`, and the checks called directly (sorted, unique
+  `event_id`, one row per trade, within the hour, ZSTD, no look-ahead, latest match); no
+  catalog, no commit;
 * duckdb: one `COPY (SELECT ... ASOF LEFT JOIN ...) TO ... (FORMAT parquet, COMPRESSION
-  zstd, COMPRESSION_LEVEL 3)` over the same files. DuckDB's ASOF JOIN takes any of the rows
-  that tie on the time (it depends on the scan order), so the inequality compares
-  (time, `event_id`) structs: the trade's `event_id` side is '~', above every hex id, and
-  the last quote in Silver order wins, as in ours. The tick test is two window passes.
+  zstd, COMPRESSION_LEVEL 3)` over the same committed files. DuckDB's ASOF JOIN takes any
+  of the rows that tie on the time (it depends on the scan order), so the inequality
+  compares (time, `event_id`) structs: the trade's `event_id` side is '~', above every hex
+  id, and the last quote in Silver order wins, as in ours. The tick test is two window
+  passes.
 
-The variants take turns (`--repeat` rounds), medians shown, with the CPU-time ratio (on a
-shared machine it moves less than wall time; DuckDB keeps both cores busy). DuckDB's
-rows must equal ours (every column; floats within a relative 1e-9) and its matched
-`event_id`s ours, exit 1 otherwise. Peak RSS is divided by the inputs' Arrow size (the
-columns the enrichment reads, every value of the hour and the previous hour's tail). The
-goals (verified >= 1.5x DuckDB, peak RSS <= 3x the inputs' Arrow size) are only reported.
-`--lake DIR` keeps the generated inputs in DIR and reuses them when built with the same
-`--scale` and `--symbols` (its `gold/` is replaced).
+The variants take turns (`--repeat` rounds, verified last), medians shown, with the CPU-time
+ratio (on a shared machine it moves less than wall time; DuckDB keeps both cores busy) and
+the load average. The Gold hour verified committed (read through the catalog) must equal
+DuckDB's rows (every column; floats within a relative 1e-9) and its matched `event_id`s,
+exit 1 otherwise. Peak RSS is divided by the inputs' Arrow size (what the rebuild reads: the
+declared columns of the source and lookups of every value). The goals (verified >= 1.5x
+DuckDB, peak RSS <= 3x the inputs' Arrow size) are only reported. `--phases` then runs
+verified and hand once more with timers around their steps and prints where each spends its
+time. `--lake DIR` keeps the generated inputs in DIR and reuses them when built with the
+same `--scale` and `--symbols` (its Gold tables are replaced).
 
     uv run python benchmarks/asof.py [--scale 1.0] [--symbols 50] [--repeat 3] [--lake DIR]
-        [--tables stocks options] [--variants verified verified-parallel build verified-all]
+        [--tables stocks options] [--variants verified verified-parallel hand] [--phases]
 """
 
 import argparse
 import datetime as dt
+import functools
 import json
-import shutil
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import fsspec
 import polars as pl
 import pyarrow.parquet as pq
+from catalog_lake import commit_silver_hour, fresh_table, store_at
 from polars.testing import assert_frame_equal
 from silver import (
     HOUR,
@@ -75,27 +85,26 @@ from silver import (
     uniform,
 )
 
-from lake_platform.asof_checks import match_is_latest, no_look_ahead
+from lake_platform.asof_checks import AsofMatch, match_is_latest, no_look_ahead
 from lake_platform.checks import CheckOutcome, sorted_by, unique, within_hour, zstd_compressed
+from lake_platform.derived import asof_tables, checking, rebuild
+from lake_platform.derived.asof_tables import GOLD_OPTIONS_ENRICHED, GOLD_TRADES_NBBO
+from lake_platform.derived.declaration import DerivedTable, with_partition_value
+from lake_platform.derived.hour_files import files_digest, value_hour_folder
 from lake_platform.derived.partition_files import write_partition
+from lake_platform.derived.results import HourResult
+from lake_platform.derived.sources import HourInputs, hour_inputs, lookup_frames
 from lake_platform.schemas import BY_NAME
-from lake_platform.schemas.event_id import event_id
-from lake_platform.schemas.registry import TableSchema
 from lake_platform.storage import LakeStore
-from lake_platform.storage.parquet import PARQUET_OPTIONS
-from lake_platform.storage.paths import hour_folder
+from lake_platform.tables.hours import hour_paths
 from lake_platform.transforms.asof import (
-    GREEK_COLUMNS,
     GREEKS_MATCH,
     OPTION_TRADE_COLUMNS,
-    QUOTE_COLUMNS,
     QUOTE_MATCH,
-    TRADE_COLUMNS,
     UNDERLYING_MATCH,
-    options_enriched,
-    trades_nbbo,
 )
 from lake_platform.transforms.silver import SILVER_ORDER
+from lake_platform_tests.tables_of import tables_of
 
 TRADES = BY_NAME["stocks.trades"]
 QUOTES = BY_NAME["stocks.quotes"]
@@ -105,6 +114,7 @@ PREVIOUS_HOUR = HOUR - dt.timedelta(hours=1)
 TAIL_NS = 60 * 10**9
 """The previous hour's tail: its last minute."""
 MAX_AGE_NS = HOUR_NS
+"""`LAKE_ASOF_MAX_AGE`'s default, which the children run with."""
 TRADES_PER_SCALE = 1_000_000
 QUOTES_PER_TRADE = 5
 OPTION_TRADES_PER_SCALE = 500_000
@@ -114,12 +124,15 @@ CONTRACTS = 2_000
 CONTRACTS_WITHOUT_GREEKS = 20
 SAME_NS_RATE = 0.01
 TABLES = ("stocks", "options")
-VARIANTS = ("verified", "verified-parallel", "build", "verified-all", "duckdb")
-VERIFIED = ("verified", "verified-parallel", "verified-all")
+GOLD: dict[str, DerivedTable] = {"stocks": GOLD_TRADES_NBBO, "options": GOLD_OPTIONS_ENRICHED}
+OURS = ("verified-parallel", "hand", "verified")
+"""Our variants in the order they take turns: verified last, so the Gold hour compared with
+DuckDB's is the one it committed."""
+VARIANTS = ("duckdb", *OURS)
+PLATFORM = ("verified", "verified-parallel")
+"""The variants that commit the hour (and must commit the same files)."""
 VALUE_THREADS = 2
-"""Values enriched at a time by `verified-parallel` (the machine's cores here)."""
-GOLD = {"stocks": "gold/stocks/trades_nbbo", "options": "gold/options/trades_enriched"}
-PARTITION = {"stocks": "symbol", "options": "underlying"}
+"""Values rebuilt at a time by `verified-parallel` (the machine's cores here)."""
 MARKER = "bench-asof.json"
 GOAL_VS_DUCKDB = 1.5
 GOAL_MEMORY_VS_ARROW = 3.0
@@ -128,6 +141,15 @@ TRADE_SIZES = pl.Series((1, 5, 10, 50, 100, 100, 100, 200, 300, 500, 1000), dtyp
 CONDITIONS = pl.Series([[], [], [14], [14, 41], [37]], dtype=pl.List(pl.Int32))
 RECEIVED = (pl.col("ts_event_ns") + 2_000_000).alias("ts_recv_ns")
 """Receive times 2 ms after the event (no column of `event_id`)."""
+LATEST: dict[str, tuple[tuple[AsofMatch, tuple[str, ...]], ...]] = {
+    "stocks": ((QUOTE_MATCH, ("previous_quotes", "quotes")),),
+    "options": (
+        (GREEKS_MATCH, ("previous_greeks", "greeks")),
+        (UNDERLYING_MATCH, ("previous_quotes", "quotes")),
+    ),
+}
+"""Each table's as-of matches and the lookups each is made from (the hand path's checks)."""
+MATCH_IDS = {"stocks": "quote_event_id", "options": "greeks_event_id"}
 
 
 @dataclass
@@ -142,7 +164,9 @@ class Inputs:
 
 @dataclass
 class Run:
-    """One child run: its wall and CPU time, its peak RSS over imports, rows written."""
+    """One child run: its wall and CPU time, its peak RSS over imports, rows written, the
+    digest of the Gold files it committed ('' when it commits none), its phases' seconds
+    (with `--phases`)."""
 
     table: str
     variant: str
@@ -150,18 +174,12 @@ class Run:
     cpu_seconds: float
     peak_rss_mb: float
     rows: int
+    output: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def symbols(count: int) -> list[str]:
     return [f"S{index:03d}" for index in range(count)]
-
-
-def silver_folder(schema: TableSchema, value: str, hour: dt.datetime) -> str:
-    return f"silver/{schema.table}/{schema.partition_column}={value}/{hour_folder(hour)}"
-
-
-def store_at(lake: Path) -> LakeStore:
-    return LakeStore(str(lake), fsspec.filesystem("file"))
 
 
 def event_times(start_ns: int, span_ns: int, seed: int) -> pl.Expr:
@@ -300,26 +318,8 @@ def option_trades(count: int, book: pl.DataFrame, seed: int) -> pl.DataFrame:
     )
 
 
-def write_silver(lake: Path, schema: TableSchema, frame: pl.DataFrame, hour: dt.datetime) -> int:
-    """`frame` as Silver stores it: its stored columns with `event_id`, one file per
-    partition value (without the partition column), rows in Silver order."""
-    rows = frame.select(
-        [
-            pl.col(name).cast(dtype)
-            for name, dtype in schema.stored_schema.items()
-            if name != "event_id"
-        ]
-    ).with_columns(event_id(schema.stored_schema))
-    column = schema.partition_column
-    for (value,), part in rows.sort(SILVER_ORDER).partition_by(column, as_dict=True).items():
-        folder = lake / silver_folder(schema, str(value), hour)
-        folder.mkdir(parents=True, exist_ok=True)
-        part.drop(column).write_parquet(folder / "part-00000.parquet", **PARQUET_OPTIONS)  # type: ignore[arg-type]
-    return rows.height
-
-
 def build_inputs(lake: Path, scale: float, count: int) -> dict[str, int]:
-    """Every input hour and tail, written; rows of each."""
+    """Every input hour and tail, committed as Silver hours; rows of each."""
     names = symbols(count)
     tail_start = HOUR_START_NS - TAIL_NS
 
@@ -357,83 +357,38 @@ def build_inputs(lake: Path, scale: float, count: int) -> dict[str, int]:
             PREVIOUS_HOUR,
         ),
     }
+    store = store_at(lake)
     return {
-        name: write_silver(lake, schema, frame, hour)
+        name: commit_silver_hour(store, schema, frame, hour)
         for name, (schema, frame, hour) in inputs.items()
     }
 
 
-SOURCES: dict[str, dict[str, tuple[TableSchema, dt.datetime, tuple[str, ...]]]] = {
-    "stocks": {
-        "trades": (TRADES, HOUR, TRADE_COLUMNS),
-        "quotes": (QUOTES, HOUR, QUOTE_COLUMNS),
-        "previous quotes": (QUOTES, PREVIOUS_HOUR, QUOTE_COLUMNS),
-        "previous trades": (TRADES, PREVIOUS_HOUR, TRADE_COLUMNS),
-    },
-    "options": {
-        "option trades": (OPTION_TRADES, HOUR, OPTION_TRADE_COLUMNS),
-        "greeks": (GREEKS, HOUR, GREEK_COLUMNS),
-        "previous greeks": (GREEKS, PREVIOUS_HOUR, GREEK_COLUMNS),
-        "quotes": (QUOTES, HOUR, QUOTE_COLUMNS),
-        "previous quotes": (QUOTES, PREVIOUS_HOUR, QUOTE_COLUMNS),
-    },
-}
-"""Each table's inputs, in the enrichment's argument order: the Silver table, the hour, the
-columns read. A value's quotes are those of the symbol equal to it (an option's underlying)."""
+def planned_inputs(store: LakeStore, table: str) -> HourInputs:
+    """The Gold hour's input files as the rebuild plans them: each Silver table's hour in
+    its current snapshot, by value folder."""
+    return hour_inputs(tables_of(store), GOLD[table], HOUR)
 
 
-def values(lake: Path, table: str) -> list[str]:
-    """The partition values of the table's Gold hour: those of its Silver trades."""
-    schema, hour, _ = next(iter(SOURCES[table].values()))
-    base = lake / f"silver/{schema.table}"
-    return sorted(
-        folder.name.partition("=")[2]
-        for folder in base.iterdir()
-        if (folder / hour_folder(hour)).is_dir()
-    )
+def read_value(
+    store: LakeStore, table: str, planned: HourInputs, value_folder: str
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """One value's source rows and lookup frames, read as the rebuild reads them (the
+    declared columns, the partition column from the folder)."""
+    derived = GOLD[table]
+    rows = store.read_parquet(planned.files[value_folder], derived.source_columns)
+    source = with_partition_value(rows, derived.partition_column, value_folder)
+    return source, lookup_frames(store, derived, value_folder, planned.lookups)
 
 
-def read_silver(
-    lake: Path, schema: TableSchema, value: str, hour: dt.datetime, columns: tuple[str, ...]
-) -> pl.DataFrame:
-    """A value-hour's `columns` as the rebuild reads them (`LakeStore.read_parquet`, the
-    partition column from the folder); no rows when the value has no folder in the hour."""
-    column = schema.partition_column
-    own = [name for name in columns if name != column]
-    folder = silver_folder(schema, value, hour)
-    files = sorted(f"{folder}/{path.name}" for path in (lake / folder).glob("*.parquet"))
-    if files:
-        frame = store_at(lake).read_parquet(files, own)
-    else:
-        frame = pl.DataFrame(schema={name: schema.stored_schema[name] for name in own})
-    return frame.with_columns(pl.lit(value, pl.String()).alias(column)).select(columns)
-
-
-def read_value(lake: Path, table: str, value: str) -> dict[str, pl.DataFrame]:
-    return {
-        name: read_silver(lake, schema, value, hour, columns)
-        for name, (schema, hour, columns) in SOURCES[table].items()
-    }
-
-
-def read_all(lake: Path, table: str) -> dict[str, pl.DataFrame]:
-    """Every value's inputs at once: each input one read of all its values' files, the
-    partition column from their folders."""
-    frames = {}
-    for name, (schema, hour, columns) in SOURCES[table].items():
-        folders = [lake / silver_folder(schema, value, hour) for value in values(lake, table)]
-        files = [str(path) for folder in folders for path in sorted(folder.glob("*.parquet"))]
-        frames[name] = (
-            pl.scan_parquet(files, hive_partitioning=True).select(columns).collect()
-            if files
-            else read_silver(lake, schema, "none", hour, columns)
-        )
-    return frames
-
-
-def arrow_bytes(lake: Path, table: str) -> int:
-    """`estimated_size()` of every value's inputs as the enrichment reads them."""
-    return sum(int(frame.estimated_size()) for frame in read_all(lake, table).values())
+def arrow_bytes(store: LakeStore, table: str) -> int:
+    """`estimated_size()` of every value's inputs as the rebuild reads them."""
+    planned = planned_inputs(store, table)
+    total = 0
+    for folder in planned.files:
+        source, lookups = read_value(store, table, planned, folder)
+        total += sum(int(frame.estimated_size()) for frame in (source, *lookups.values()))
+    return total
 
 
 def prepare_inputs(lake: Path, scale: float, count: int) -> tuple[Inputs, float | None]:
@@ -448,122 +403,144 @@ def prepare_inputs(lake: Path, scale: float, count: int) -> tuple[Inputs, float 
         raise SystemExit(f"{lake} holds a lake without {MARKER}; use an empty --lake")
     start = time.perf_counter()
     rows = build_inputs(lake, scale, count)
-    inputs = Inputs(scale, count, rows, {table: arrow_bytes(lake, table) for table in TABLES})
+    store = store_at(lake)
+    inputs = Inputs(scale, count, rows, {table: arrow_bytes(store, table) for table in TABLES})
     seconds = time.perf_counter() - start
     marker.write_text(json.dumps(asdict(inputs)))
     return inputs, seconds
 
 
-def enrich(table: str, inputs: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    frames = list(inputs.values())
-    if table == "stocks":
-        return trades_nbbo(*frames, max_age_ns=MAX_AGE_NS)
-    return options_enriched(*frames, max_age_ns=MAX_AGE_NS)
+def committed_gold(store: LakeStore, table: str) -> dict[str, list[str]]:
+    """The Gold hour's files in the table's current snapshot, by value folder."""
+    iceberg = tables_of(store).existing(GOLD[table].target)
+    return {} if iceberg is None else hour_paths(iceberg, HOUR)
 
 
-def checks(
-    table: str, gold: pl.DataFrame, inputs: dict[str, pl.DataFrame], lake: Path, written: list[str]
-) -> list[CheckOutcome]:
-    """The blocking checks of the enriched rows `gold`, written as the `written` files."""
-    file = written[0] if len(written) == 1 else f"{len(written)} files"
-    trades = next(iter(inputs.values()))
-    outcomes = [
-        sorted_by(gold, SILVER_ORDER, file),
-        unique(gold, ["event_id"], file),
-        CheckOutcome(
-            gold.height == trades.height, f"{file}: {gold.height} rows, {trades.height} trades"
-        ),
-        within_hour(gold, HOUR, file),
-        *(zstd_compressed(pq.read_metadata(lake / path), path) for path in written),
-    ]
-    if table == "stocks":
-        quotes = [inputs["quotes"], inputs["previous quotes"]]
-        return [
-            *outcomes,
-            no_look_ahead(gold, [QUOTE_MATCH], file),
-            match_is_latest(gold, quotes, QUOTE_MATCH, MAX_AGE_NS, file),
-        ]
-    return [
-        *outcomes,
-        no_look_ahead(gold, [GREEKS_MATCH, UNDERLYING_MATCH], file),
-        match_is_latest(
-            gold, [inputs["greeks"], inputs["previous greeks"]], GREEKS_MATCH, MAX_AGE_NS, file
-        ),
-        match_is_latest(
-            gold, [inputs["quotes"], inputs["previous quotes"]], UNDERLYING_MATCH, MAX_AGE_NS, file
-        ),
-    ]
-
-
-def write_gold(store: LakeStore, table: str, gold: pl.DataFrame) -> list[str]:
-    """Each value's rows as its Gold value-hour's files (`write_partition`); their paths."""
-    column = PARTITION[table]
-    paths = []
-    for (value,), part in gold.partition_by(column, as_dict=True, maintain_order=True).items():
-        folder = f"{GOLD[table]}/{column}={value}/{hour_folder(HOUR)}"
-        paths.extend(file.path for file in write_partition(store, folder, part.drop(column)))
-    return paths
-
-
-def verify(
-    table: str, gold: pl.DataFrame, inputs: dict[str, pl.DataFrame], lake: Path, paths: list[str]
-) -> None:
-    failed = [o.message for o in checks(table, gold, inputs, lake, paths) if not o.passed]
+def check_failures(outcomes: list[CheckOutcome] | dict[str, CheckOutcome], table: str) -> None:
+    values = outcomes.values() if isinstance(outcomes, dict) else outcomes
+    failed = [outcome.message for outcome in values if not outcome.passed]
     if failed:
         raise SystemExit(f"{table} checks failed: {failed}")
 
 
-def prepare_per_value(table: str, lake: Path, checked: bool, threads: int) -> Callable[[], int]:
-    """As the Gold rebuild runs an hour: each partition value alone (read, enrich, write,
-    checks), `threads` values at a time."""
-    store = store_at(lake)
-
-    def one(value: str) -> int:
-        inputs = read_value(lake, table, value)
-        gold = enrich(table, inputs)
-        paths = write_gold(store, table, gold)
-        if checked:
-            verify(table, gold, inputs, lake, paths)
-        return gold.height
-
-    def run() -> int:
-        with ThreadPoolExecutor(threads) as pool:
-            return sum(pool.map(one, values(lake, table)))
-
-    return run
-
-
 def prepare_verified(table: str, lake: Path, _: Path) -> Callable[[], int]:
-    return prepare_per_value(table, lake, checked=True, threads=1)
-
-
-def prepare_verified_parallel(table: str, lake: Path, _: Path) -> Callable[[], int]:
-    return prepare_per_value(table, lake, checked=True, threads=VALUE_THREADS)
-
-
-def prepare_build(table: str, lake: Path, _: Path) -> Callable[[], int]:
-    return prepare_per_value(table, lake, checked=False, threads=1)
-
-
-def prepare_verified_all(table: str, lake: Path, _: Path) -> Callable[[], int]:
-    """Every value in one call (the many-symbol path), checked, written per value."""
-    store = store_at(lake)
+    """What the Gold asset runs for the hour: the rebuild, then every check (all must pass),
+    into the table emptied (untimed)."""
+    store, derived = store_at(lake), GOLD[table]
+    tables = tables_of(store)
+    fresh_table(tables, derived)
 
     def run() -> int:
-        inputs = read_all(lake, table)
-        gold = enrich(table, inputs)
-        verify(table, gold, inputs, lake, write_gold(store, table, gold))
-        return gold.height
+        result = rebuild.rebuild_hour(tables, derived, HOUR)
+        check_failures(checking.check_hour(tables, derived, result), table)
+        return result.rows_written
 
     return run
 
 
-def globs(lake: Path, schema: TableSchema, hour: dt.datetime, value: str = "*") -> str:
-    return str(lake / silver_folder(schema, value, hour) / "*.parquet")
+def rebuild_files_in_parallel(
+    tables: Any, table: DerivedTable, hour: dt.datetime, planned: HourInputs
+) -> HourResult:
+    """`rebuild._rebuild_files` with `VALUE_THREADS` values at a time (results merged in
+    value order, as there): the lever `verified-parallel` measures."""
+    inputs = dict(planned.files)
+    result = HourResult(hour, inputs, planned.values, lookups=planned.lookups)
+
+    def one(value_folder: str) -> Any:
+        files = planned.files[value_folder]
+        return rebuild._rebuild_value(tables, table, hour, value_folder, files, planned.lookups)
+
+    with ThreadPoolExecutor(VALUE_THREADS) as pool:
+        for value_folder, value in zip(planned.files, pool.map(one, planned.files), strict=True):
+            inputs[value_folder] = value.inputs
+            checking.merge_totals(result.source_totals, value.source_totals)
+            result.checked[value_folder] = value.checked
+            result.files.extend(value.files)
+            result.rows_read += value.rows_read
+            result.rows_written += value.rows_written
+            if result.preview is None:
+                result.preview = value.preview
+    return result
+
+
+def prepare_verified_parallel(table: str, lake: Path, out: Path) -> Callable[[], int]:
+    rebuild._rebuild_files = rebuild_files_in_parallel  # type: ignore[attr-defined]
+    return prepare_verified(table, lake, out)
+
+
+def hand_write(store: LakeStore, table: str, value_folder: str, gold: pl.DataFrame) -> list[str]:
+    """A value's enriched rows as its Gold value-hour's files; their paths."""
+    derived = GOLD[table]
+    folder = value_hour_folder(derived.target, value_folder, HOUR)
+    written = write_partition(store, folder, gold.drop(derived.partition_column))
+    return [file.path for file in written]
+
+
+def hand_checks(
+    store: LakeStore,
+    table: str,
+    gold: pl.DataFrame,
+    trades: int,
+    lookups: dict[str, pl.DataFrame],
+    written: list[str],
+) -> list[CheckOutcome]:
+    """The blocking checks of one value's enriched rows `gold`, written as the `written`
+    files, called directly."""
+    file = written[0] if len(written) == 1 else f"{len(written)} files"
+    latest = LATEST[table]
+    return [
+        sorted_by(gold, SILVER_ORDER, file),
+        unique(gold, ["event_id"], file),
+        CheckOutcome(gold.height == trades, f"{file}: {gold.height} rows, {trades} trades"),
+        within_hour(gold, HOUR, file),
+        *(zstd_compressed(pq.read_metadata(Path(store.root) / path), path) for path in written),
+        no_look_ahead(gold, [match for match, _ in latest], file),
+        *(
+            match_is_latest(gold, [lookups[name] for name in names], match, MAX_AGE_NS, file)
+            for match, names in latest
+        ),
+    ]
+
+
+def prepare_hand(table: str, lake: Path, _: Path) -> Callable[[], int]:
+    """Per value, one after the other: read, enrich, write, check; nothing committed (the
+    files planned from the catalog untimed, as the rebuild's plan is timed in verified)."""
+    store, derived = store_at(lake), GOLD[table]
+    fresh_table(tables_of(store), derived)
+    planned = planned_inputs(store, table)
+
+    def run() -> int:
+        rows = 0
+        for value_folder in planned.files:
+            source, lookups = read_value(store, table, planned, value_folder)
+            trades = source.height
+            gold = derived.transform(source, **lookups)
+            written = hand_write(store, table, value_folder, gold)
+            check_failures(hand_checks(store, table, gold, trades, lookups, written), table)
+            rows += gold.height
+        return rows
+
+    return run
 
 
 def sql_list(paths: list[str]) -> str:
     return "[" + ", ".join(f"'{path}'" for path in paths) + "]"
+
+
+def value_files(lake: Path, table: str) -> dict[str, str]:
+    """The committed files the Gold hour reads, as DuckDB lists: the source's (`source`)
+    and each lookup's of the source's values, by lookup name."""
+    store, derived = store_at(lake), GOLD[table]
+    planned = planned_inputs(store, table)
+    files = {"source": [path for paths in planned.files.values() for path in paths]}
+    for lookup in derived.lookups:
+        folders = planned.lookups[lookup.name]
+        files[lookup.name] = [
+            path
+            for value_folder in planned.files
+            for path in folders.get(lookup.value_folder(value_folder), [])
+        ]
+    return {name: sql_list([str(lake / path) for path in paths]) for name, paths in files.items()}
 
 
 def later_row(left: str, right: str) -> str:
@@ -579,10 +556,8 @@ def fresh(column: str, ts: str, alias: str) -> str:
     return f"CASE WHEN ts_event_ns - {ts} <= {MAX_AGE_NS} THEN {column} END AS {alias}"
 
 
-def stocks_sql(lake: Path) -> str:
-    trades = sql_list([globs(lake, TRADES, HOUR)])
-    previous_trades = sql_list([globs(lake, TRADES, PREVIOUS_HOUR)])
-    quotes = sql_list([globs(lake, QUOTES, HOUR), globs(lake, QUOTES, PREVIOUS_HOUR)])
+def stocks_sql(files: dict[str, str]) -> str:
+    quotes = f"{files['quotes'][:-1]}, {files['previous_quotes'][1:]}"
     quote_columns = ", ".join(
         fresh(f"q_{name}", "q_ts", name) for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")
     )
@@ -590,10 +565,10 @@ def stocks_sql(lake: Path) -> str:
         WITH sequence AS (
             SELECT symbol, ts_event_ns, event_id, price, size, exchange, conditions,
                 true AS in_hour
-            FROM read_parquet({trades}, hive_partitioning = true)
+            FROM read_parquet({files["source"]}, hive_partitioning = true)
             UNION ALL
             SELECT symbol, ts_event_ns, event_id, price, NULL, NULL, NULL, false
-            FROM read_parquet({previous_trades}, hive_partitioning = true)
+            FROM read_parquet({files["previous_trades"]}, hive_partitioning = true)
         ), steps AS (
             SELECT *, nullif(sign(price - lag(price) OVER by_symbol), 0) AS step
             FROM sequence
@@ -637,24 +612,15 @@ def stocks_sql(lake: Path) -> str:
     """
 
 
-def options_sql(lake: Path) -> str:
-    trades = sql_list([globs(lake, OPTION_TRADES, HOUR)])
-    greek_files = sql_list([globs(lake, GREEKS, HOUR), globs(lake, GREEKS, PREVIOUS_HOUR)])
-    underlyings = values(lake, "options")
-    quotes = sql_list(
-        [
-            globs(lake, QUOTES, hour, value)
-            for value in underlyings
-            for hour in (HOUR, PREVIOUS_HOUR)
-            if (lake / silver_folder(QUOTES, value, hour)).is_dir()
-        ]
-    )
+def options_sql(files: dict[str, str]) -> str:
+    greek_files = f"{files['greeks'][:-1]}, {files['previous_greeks'][1:]}"
+    quotes = f"{files['quotes'][:-1]}, {files['previous_quotes'][1:]}"
     trade_columns = ", ".join(f'"{name}"' for name in OPTION_TRADE_COLUMNS)  # `right` is SQL
     greek_fields = ("delta", "gamma", "theta", "vega", "implied_vol")
     greek_columns = ", ".join(fresh(f"g_{name}", "g_ts", name) for name in greek_fields)
     return f"""
         WITH trades AS (
-            SELECT {trade_columns} FROM read_parquet({trades}, hive_partitioning = true)
+            SELECT {trade_columns} FROM read_parquet({files["source"]}, hive_partitioning = true)
         ), greeks AS (
             SELECT option_symbol, ts_event_ns, event_id, {", ".join(greek_fields)}
             FROM read_parquet({greek_files}, hive_partitioning = true)
@@ -694,11 +660,14 @@ def options_sql(lake: Path) -> str:
 
 
 def prepare_duckdb(table: str, lake: Path, out: Path) -> Callable[[], int]:
-    """The same enrichment as one DuckDB statement, written as ZSTD-3 Parquet."""
+    """The same enrichment as one DuckDB statement over the committed Silver files (listed
+    from the catalog, untimed), written as ZSTD-3 Parquet."""
     import duckdb
 
-    select = stocks_sql(lake) if table == "stocks" else options_sql(lake)
+    files = value_files(lake, table)
+    select = stocks_sql(files) if table == "stocks" else options_sql(files)
     target = out / f"{table}.parquet"
+    target.unlink(missing_ok=True)
     copy = f"COPY ({select}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 3)"
 
     def run() -> int:
@@ -712,44 +681,105 @@ def prepare_duckdb(table: str, lake: Path, out: Path) -> Callable[[], int]:
 PREPARE = {
     "verified": prepare_verified,
     "verified-parallel": prepare_verified_parallel,
-    "build": prepare_build,
-    "verified-all": prepare_verified_all,
+    "hand": prepare_hand,
     "duckdb": prepare_duckdb,
 }
 
 
-def child(table: str, variant: str, lake: Path, out: Path) -> None:
+class Phases:
+    """Seconds spent in wrapped functions, by label (summed over calls and threads)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        """Time every call of `owner.name` from now on (a module's global the callers look
+        up, or a class's method)."""
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[label] = self.seconds.get(label, 0.0) + (
+                        time.perf_counter() - start
+                    )
+
+        setattr(owner, name, timed)
+
+
+NESTED = "  "
+"""Labels that start with it are parts of the label above them (not added to the total)."""
+
+
+def phase_points(table: str, variant: str) -> list[tuple[str, object, str]]:
+    """(label, owner, function name) of each timed step of `variant`."""
+    transform = "trades_nbbo" if table == "stocks" else "options_enriched"
+    this = sys.modules[__name__]
+    common = [
+        ("read Silver (source + lookups)", LakeStore, "read_parquet"),
+        ("transform", asof_tables, transform),
+    ]
+    if variant == "hand":
+        return [
+            *common,
+            ("write", this, "hand_write"),
+            ("checks", this, "hand_checks"),
+            (f"{NESTED}of which latest match", this, "match_is_latest"),
+        ]
+    return [
+        ("plan inputs (catalog scans)", rebuild, "hour_inputs"),
+        *common,
+        ("write", rebuild, "write_partition"),
+        ("row checks", rebuild, "_check_written"),
+        (f"{NESTED}of which latest match", asof_tables, "match_is_latest"),
+        (f"{NESTED}totals (a pool thread, beside the transform)", rebuild, "add_totals"),
+        ("preview", rebuild, "_detached"),
+        ("hour's files before the commit", rebuild, "hour_paths"),
+        ("inputs changed since planned", rebuild, "catalog_inputs_changed"),
+        ("commit (replace_hour)", rebuild, "replace_hour"),
+        ("check_hour", checking, "check_hour"),
+        (f"{NESTED}of which read back", LakeStore, "read_bytes"),
+        (f"{NESTED}of which footers", checking, "_stored_footer"),
+        (f"{NESTED}of which sha256", checking, "sha256"),
+    ]
+
+
+def child(table: str, variant: str, lake: Path, out: Path, phases: bool) -> None:
     """Run one variant in this process (imports untimed, RSS peak reset after them); print
     its `Run` as JSON (peak RSS over the RSS after imports)."""
+    timers = Phases()
+    if phases:
+        for label, owner, name in phase_points(table, variant):
+            timers.wrap(owner, name, label)
     run = PREPARE[variant](table, lake, out)
     start_rss = reset_peak_rss_mb()
     cpu, start = time.process_time(), time.perf_counter()
     rows = run()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(json.dumps(asdict(Run(table, variant, seconds, cpu, peak_rss_mb() - start_rss, rows))))
+    peak = peak_rss_mb() - start_rss
+    output = files_digest(committed_gold(store_at(lake), table)) if variant in PLATFORM else ""
+    done = Run(table, variant, seconds, cpu, peak, rows, output, timers.seconds)
+    print(json.dumps(asdict(done)))
 
 
-def spawn(table: str, variant: str, lake: Path, out: Path) -> Run:
-    if variant == "duckdb":
-        (out / f"{table}.parquet").unlink(missing_ok=True)
-    else:
-        shutil.rmtree(lake / GOLD[table], ignore_errors=True)
+def spawn(table: str, variant: str, lake: Path, out: Path, phases: bool = False) -> Run:
     command = [sys.executable, __file__, "--table", table, "--variant", variant]
-    done = subprocess.run(
-        [*command, "--lake", str(lake), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-    )
+    command += ["--lake", str(lake), "--out", str(out), *(["--phases"] if phases else [])]
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env())
     if done.returncode:
         raise SystemExit(f"{table} {variant} failed ({done.returncode}):\n{done.stderr}")
     return Run(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def median_run(runs: list[Run]) -> Run:
-    """Each figure's median over the runs (rows must not differ between runs)."""
-    if len({run.rows for run in runs}) > 1:
-        raise SystemExit(f"{runs[0].table} {runs[0].variant} wrote different row counts: {runs}")
+    """Each figure's median over the runs (rows and output must not differ between runs)."""
+    if len({(run.rows, run.output) for run in runs}) > 1:
+        raise SystemExit(f"{runs[0].table} {runs[0].variant} wrote different outputs: {runs}")
     return Run(
         runs[0].table,
         runs[0].variant,
@@ -757,38 +787,38 @@ def median_run(runs: list[Run]) -> Run:
         statistics.median(run.cpu_seconds for run in runs),
         statistics.median(run.peak_rss_mb for run in runs),
         runs[0].rows,
+        runs[0].output,
     )
 
 
+def load() -> str:
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def measure(table: str, lake: Path, out: Path, repeat: int, variants: list[str]) -> dict[str, Run]:
-    """Median run of each variant; the variants take turns so noise hits them alike. Ours
-    all write the same files; the last run's are compared with DuckDB's."""
+    """Median run of each variant; the variants take turns so noise hits them alike."""
     runs: dict[str, list[Run]] = {variant: [] for variant in variants}
     for attempt in range(1, repeat + 1):
         for variant in variants:
             run = spawn(table, variant, lake, out)
             runs[variant].append(run)
             print(
-                f"  {table} run {attempt} {variant:<12} {run.seconds:6.2f} s, "
+                f"  {table} run {attempt} {variant:<17} {run.seconds:6.2f} s, "
                 f"CPU {run.cpu_seconds:6.2f} s, peak RSS {run.peak_rss_mb:6,.0f} MiB, "
-                f"{run.rows:,} rows",
+                f"{run.rows:,} rows  ({load()})",
                 flush=True,
             )
     return {variant: median_run(done) for variant, done in runs.items()}
 
 
-MATCH_IDS = {"stocks": "quote_event_id", "options": "greeks_event_id"}
-
-
 def read_ours(lake: Path, table: str) -> pl.DataFrame:
-    """Our Gold files of the hour, the partition column from each file's folder."""
-    column, base = PARTITION[table], lake / GOLD[table]
+    """The Gold hour as committed (the table's current snapshot), the partition column from
+    each file's folder."""
+    store, derived = store_at(lake), GOLD[table]
     return pl.concat(
         [
-            pl.read_parquet(path).with_columns(
-                pl.lit(path.relative_to(base).parts[0].partition("=")[2]).alias(column)
-            )
-            for path in sorted(base.glob(f"{column}=*/*/*/*.parquet"))
+            with_partition_value(store.read_parquet(paths), derived.partition_column, folder)
+            for folder, paths in committed_gold(store, table).items()
         ]
     )
 
@@ -798,12 +828,7 @@ def differences(table: str, lake: Path, out: Path) -> tuple[int, str | None]:
     one side), and why the rows differ (None when DuckDB's file and ours hold the same)."""
     duck = pl.read_parquet(out / f"{table}.parquet").sort("event_id")
     ours = read_ours(lake, table).select(duck.columns).sort("event_id")
-    ids = (
-        pl.DataFrame({"ours": ours["event_id"], "duck": duck["event_id"]})
-        if (ours.height == duck.height)
-        else None
-    )
-    if ids is None or not ids["ours"].equals(ids["duck"]):
+    if ours.height != duck.height or not ours["event_id"].equals(duck["event_id"]):
         mismatched = abs(ours.height - duck.height) or ours.height
     else:
         matched = MATCH_IDS[table]
@@ -827,28 +852,41 @@ def report(
             f"peak RSS {run.peak_rss_mb:6,.0f} MiB ({run.peak_rss_mb / arrow_mb:4.2f}x Arrow)  "
             f"{run.rows:,} rows"
         )
-    ours = [name for name in runs if name != "duckdb"]
-    for name in ours:
+    for name in (name for name in runs if name != "duckdb"):
         ratio = duck.seconds / max(runs[name].seconds, 1e-9)
         cpu_ratio = duck.cpu_seconds / max(runs[name].cpu_seconds, 1e-9)
-        print(f"  {name} vs duckdb (duckdb s / ours s): {ratio:5.2f}x", end="")
-        if name in VERIFIED:
-            print(
-                f"  goal >= {GOAL_VS_DUCKDB}x: {'met' if ratio >= GOAL_VS_DUCKDB else 'NOT met'}",
-                end="",
-            )
-        print(f"  (CPU s: {cpu_ratio:5.2f}x)")
-    for name in [name for name in ours if name in VERIFIED]:
+        goal = ""
+        if name in PLATFORM:
+            goal = f"  goal >= {GOAL_VS_DUCKDB}x: {'met' if ratio >= GOAL_VS_DUCKDB else 'NOT met'}"
+        shown = f"{ratio:5.2f}x{goal}  (CPU s: {cpu_ratio:5.2f}x)"
+        print(f"  {name} vs duckdb (duckdb s / ours s): {shown}")
+    if "hand" in runs:
+        overhead = runs["verified"].seconds / max(runs["hand"].seconds, 1e-9)
+        print(f"  verified / hand (the platform's bookkeeping): {overhead:5.2f}x")
+    for name in (name for name in PLATFORM if name in runs):
         memory = runs[name].peak_rss_mb / arrow_mb
         ok = "met" if memory <= GOAL_MEMORY_VS_ARROW else "NOT met"
         print(
             f"  {name} peak RSS / Arrow size: {memory:4.2f}x  goal <= {GOAL_MEMORY_VS_ARROW}x: {ok}"
         )
+    same_files = len({runs[name].output for name in PLATFORM if name in runs}) == 1
+    print(f"  the platform variants committed the same files: {'yes' if same_files else 'NO'}")
     print(f"  trades matched differently by duckdb: {mismatched:,}")
     print(f"  duckdb and ours hold the same rows: {'yes' if why is None else 'NO'}")
     if why is not None:
         print(why)
-    return why is None and mismatched == 0
+    return why is None and mismatched == 0 and same_files
+
+
+def report_phases(table: str, runs: list[Run]) -> None:
+    """Where each variant's one timed run spent its time, by step."""
+    for run in runs:
+        print(f"{table} {run.variant}: {run.seconds:.2f} s, by step (one run, with timers):")
+        for label, _, _ in phase_points(table, run.variant):
+            seconds = run.phases.get(label, 0.0)
+            print(f"  {label:<48} {seconds:6.2f} s  {seconds / run.seconds:6.1%}")
+        counted = sum(s for label, s in run.phases.items() if not label.startswith(NESTED))
+        print(f"  {'other':<48} {run.seconds - counted:6.2f} s")
 
 
 def main() -> int:
@@ -861,16 +899,17 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=[name for name in VARIANTS if name != "duckdb"],
-        default=[name for name in VARIANTS if name != "duckdb"],
-        help="ours to run (DuckDB always runs)",
+        choices=OURS,
+        default=list(OURS),
+        help="ours to run (DuckDB and verified always run)",
     )
+    parser.add_argument("--phases", action="store_true", help="time each step of verified, hand")
     parser.add_argument("--table", choices=TABLES, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        child(args.table, args.variant, args.lake, args.out)
+        child(args.table, args.variant, args.lake, args.out, args.phases)
         return 0
     if args.scale <= 0 or args.repeat <= 0 or args.symbols <= UNDERLYINGS:
         parser.error(f"--scale and --repeat must be positive, --symbols above {UNDERLYINGS}")
@@ -879,19 +918,25 @@ def main() -> int:
         out = Path(tmp) / "out"
         lake.mkdir(parents=True, exist_ok=True)
         out.mkdir()
-        print(f"input hours in {lake} ...", flush=True)
+        print(f"input hours in {lake} ({load()}) ...", flush=True)
         inputs, setup_s = prepare_inputs(lake, args.scale, args.symbols)
         print(f"  setup {'reused' if setup_s is None else f'{setup_s:.1f} s'}", flush=True)
         print(
             "  " + ", ".join(f"{name}: {rows:,}" for name, rows in inputs.rows.items()), flush=True
         )
-        variants = ["duckdb", *(name for name in VARIANTS if name in args.variants)]
-        results = {table: measure(table, lake, out, args.repeat, variants) for table in args.tables}
-        print()
-        ok = [
-            report(table, inputs, runs, *differences(table, lake, out))
-            for table, runs in results.items()
+        variants = [
+            "duckdb",
+            *(name for name in OURS if name in args.variants or name == "verified"),
         ]
+        ok = []
+        for table in args.tables:
+            runs = measure(table, lake, out, args.repeat, variants)
+            ok.append(report(table, inputs, runs, *differences(table, lake, out)))
+            if args.phases:
+                report_phases(
+                    table, [spawn(table, name, lake, out, True) for name in ("hand", "verified")]
+                )
+        print(f"done ({load()})")
         return 0 if all(ok) else 1
 
 
