@@ -5,10 +5,15 @@ pinned, and the previous hour read through the catalog."""
 import datetime as dt
 import random
 
+import dagster as dg
 import fsspec
 import polars as pl
 import pytest
 
+from lake_platform.definitions import defs
+from lake_platform.defs.gold.assets import GOLD_ASSETS
+from lake_platform.defs.resources import LakeResource
+from lake_platform.defs.silver.assets import SILVER_ASSETS
 from lake_platform.derived.asof_tables import GOLD_OPTIONS_ENRICHED, GOLD_TRADES_NBBO
 from lake_platform.derived.checking import check_hour
 from lake_platform.derived.rebuild import rebuild_hour
@@ -302,3 +307,50 @@ def test_each_asof_check_fails_on_a_crafted_file(random_lake, table, folder, che
     outcome = check_hour(tables_of(random_lake), table, rebuilt)[check]
     assert not outcome.passed, outcome
     assert path in outcome.message or "gold/" in outcome.message
+
+
+def test_late_quotes_of_the_middle_hour_rerun_it_and_the_next_hour(tmp_path):
+    """Three recent hours built through Dagster; quotes arrive late for the middle one only:
+    the automation requests trades_nbbo for the middle and the last hour (which looks back
+    into it), nothing else of it, and no bars (their trades did not change)."""
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [now - dt.timedelta(hours=back) for back in (4, 3, 2)]
+    keys = [hour.strftime("%Y-%m-%d-%H:00") for hour in hours]
+    store = LakeStore(str(tmp_path / "lake"), fsspec.filesystem("file"))
+    for index, hour in enumerate(hours):
+        start = int(hour.timestamp()) * SECOND
+        events = {
+            "stocks.trades": [stock_trade(start + i * SECOND, "SPY", 100.0, i) for i in range(5)],
+            "stocks.quotes": [quote(start + i * SECOND, "SPY", 99.9, 100.1, i) for i in range(3)],
+        }
+        for name, messages in events.items():
+            rows = bronze_rows(SCHEMAS[name], messages, first_seq=100 * index + 1)
+            write_bronze(store, SCHEMAS[name], rows)
+    wanted = {("silver", "stocks", "trades"), ("silver", "stocks", "quotes")}
+    assets = [a for a in SILVER_ASSETS if tuple(a.key.path) in wanted]
+    nbbo_key = dg.AssetKey(["gold", "stocks", "trades_nbbo"])
+    bars_key = dg.AssetKey(["gold", "stocks", "bars_1m"])
+    gold = [a for a in GOLD_ASSETS if a.key in (nbbo_key, bars_key)]
+    resources = {"lake": LakeResource(data_root=store.root)}
+    with dg.instance_for_test() as instance:
+        for key in keys:
+            run = dg.materialize([*assets, *gold], instance=instance, partition_key=key,
+                                 resources=resources)  # fmt: skip
+            assert run.success
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert not settled.get_requested_partitions(nbbo_key)
+        assert not settled.get_requested_partitions(bars_key)
+        middle_ns = int(hours[1].timestamp()) * SECOND
+        late = bronze_rows(
+            SCHEMAS["stocks.quotes"], [quote(middle_ns + 3_000 * SECOND, "SPY", 1.0, 2.0, 99)], 999
+        )
+        write_bronze(store, SCHEMAS["stocks.quotes"], late)
+        quotes = [a for a in assets if a.key.path[-1] == "quotes"]
+        assert dg.materialize(
+            quotes, instance=instance, partition_key=keys[1], resources=resources
+        ).success
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=settled.cursor
+        )
+        assert result.get_requested_partitions(nbbo_key) == {keys[1], keys[2]}
+        assert not result.get_requested_partitions(bars_key)

@@ -43,6 +43,7 @@ from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, 
 from lake_platform_tests.samples import SAMPLES
 
 SIGNALS = BY_NAME["levels.signals"]
+QUOTES = BY_NAME["stocks.quotes"]
 HOURS = (HOUR, HOUR + dt.timedelta(hours=1))
 SILVER_TRADES = "silver.stocks_trades"
 GOLD_BARS = "gold.stocks_bars_1m"
@@ -90,11 +91,19 @@ class ServedLake:
 
 
 def write_lake_bronze(settings: LakeSettings) -> None:
-    """Trades and level signals in each of `HOURS`."""
+    """Trades, quotes and level signals in each of `HOURS`."""
     store = LakeStore.from_settings(settings)
     sample = SAMPLES[SIGNALS.name]
     for index, hour in enumerate(HOURS):
         write_bronze(store, TRADES, bronze_rows(TRADES, trades(300, seed=index, hour=hour)))
+        quotes = [
+            {**SAMPLES[QUOTES.name], **trade, "bid_px": trade["price"], "ask_px": trade["price"]}
+            for trade in trades(200, seed=100 + index, hour=hour)
+        ]
+        for quote in quotes:
+            for name in ("price", "size", "exchange", "conditions", "ts_recv_ns"):
+                quote.pop(name, None)
+        write_bronze(store, QUOTES, bronze_rows(QUOTES, quotes))
         start_ns = int(hour.timestamp()) * 10**9
         signals = [
             {**sample, "ts_event_ns": start_ns + i * 10**9, "levels": sample["levels"][: 1 + i % 2]}
@@ -165,7 +174,7 @@ def test_every_table_is_a_view_with_the_rows_of_the_catalog(built):
             ), view.name
         trades = connection.sql(f"select count(*) from {SILVER_TRADES}").fetchall()
         assert trades == [(600,)]
-    assert compared == 3  # Silver trades, Gold bars and signals hold rows
+    assert compared == 5  # Silver trades and quotes, Gold bars, signals and trades_nbbo
 
 
 def test_the_refresh_records_path_tables_snapshots_and_size(built):
@@ -179,7 +188,7 @@ def test_the_refresh_records_path_tables_snapshots_and_size(built):
         tables.existing("silver/stocks/trades").current_snapshot().snapshot_id
     )
     assert metadata["bytes"] == Path(built.path).stat().st_size > 0
-    assert metadata["macros"] == ["bars"]
+    assert metadata["macros"] == ["bars", "nbbo_at"]
     assert not Path(building_path(built.path)).exists()
 
 
@@ -198,6 +207,21 @@ def test_bars_macro_returns_a_symbols_bars_of_a_day_in_time_order(built):
         ]
         qqq = connection.sql("select distinct symbol from bars('QQQ', '2025-12-16')").fetchall()
         assert qqq == [("QQQ",)]
+
+
+def test_nbbo_at_returns_the_quote_the_enriched_trade_holds(built):
+    """The macro and `gold.stocks_trades_nbbo` apply one as-of rule: for every SPY trade the
+    quote `nbbo_at` finds is the one the enriched row joined (or none for both)."""
+    with read_only(built.path) as connection:
+        enriched = connection.sql(
+            "select ts_event_ns, quote_event_id from gold.stocks_trades_nbbo "
+            "where symbol = 'SPY' order by ts_event_ns limit 40"
+        ).fetchall()
+        assert len(enriched) == 40 and any(quote is not None for _, quote in enriched)
+        for ts, quote_event_id in enriched:
+            found = connection.sql(f"select event_id from nbbo_at('SPY', {ts})").fetchall()
+            assert found == ([] if quote_event_id is None else [(quote_event_id,)])
+        assert connection.sql("select * from nbbo_at('SPY', 0)").fetchall() == []
 
 
 QUERY = (

@@ -6,7 +6,7 @@ at most MAX_RETRIES times: `FailedHourRetry`), within LAKE_AUTOMATION_LOOKBACK_H
 48 h), with no run of it or of its upstream in progress and no upstream hour it reads
 materialized without passing its blocking checks. The hours it reads are those of the asset
 graph's partition mapping: the same hour, the hour before too for the as-of tables
-(`as_of_automation`), a day's hours for a daily table.
+(`follows_upstream`), a day's hours for a daily table.
 
 Why not `AutomationCondition.eager()`: it remembers "an upstream changed" until the asset is
 updated, and Dagster 1.13 forgets that memory in two ordinary cases of a live ingest, leaving
@@ -403,34 +403,25 @@ def follows_upstream_within(
     ).with_label(label)
 
 
-def follows_upstream(
-    lookback_hours: int, same_hour_input: dg.AssetKey | None = None
-) -> dg.AutomationCondition:
-    """Run an hour when its upstream changed after its latest plan, or again when that plan's
-    run failed (see the module).
+def follows_upstream(lookback_hours: int, same_hour_input: dg.AssetKey) -> dg.AutomationCondition:
+    """Run an hour when an upstream hour it reads changed after its latest plan, or again
+    when that plan's run failed (see the module).
 
-    Without `same_hour_input`, the hour waits while any upstream hour it reads is missing.
-    With it (the as-of tables, which read the hour before too), only a missing same hour of
-    `same_hour_input` holds it: the hour before may have no quotes or trades (the first
-    trading hour of a day), and an input other than `same_hour_input` may have none at all
-    (its columns are then null)."""
-    if same_hour_input is None:
-        missing = dg.AutomationCondition.any_deps_missing()
-        label = "follows upstream"
-    else:
-        missing = SamePartitionsOf(
-            same_hour_input,
-            dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested(),
-            label=f"the same hour of {same_hour_input.to_user_string()} is missing",
-        )
-        label = "follows upstream and the hour before"
-    return follows_upstream_within(dt.timedelta(hours=lookback_hours), label, missing)
+    Only a missing same hour of `same_hour_input` (the table's source) holds it: an as-of
+    table's hour before may have no quotes or trades (the first trading hour of a day), and
+    an input other than the source may have none at all (its columns are then null)."""
+    missing = SamePartitionsOf(
+        same_hour_input,
+        dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested(),
+        label=f"the same hour of {same_hour_input.to_user_string()} is missing",
+    )
+    return follows_upstream_within(dt.timedelta(hours=lookback_hours), "follows upstream", missing)
 
 
-def as_of_automation(same_hour_input: dg.AssetKey) -> dg.AutomationCondition:
-    """The automation of an hourly as-of table over the same and previous hour of its inputs
-    (`follows_upstream` with `same_hour_input`, the look-back of the settings)."""
-    return follows_upstream(LakeSettings.from_env().automation_lookback_hours, same_hour_input)
+def derived_automation(source: dg.AssetKey) -> dg.AutomationCondition:
+    """The automation of an hourly derived table whose source is `source`
+    (`follows_upstream`, the look-back of the settings)."""
+    return follows_upstream(LakeSettings.from_env().automation_lookback_hours, source)
 
 
 if os.environ.get(ONE_PLAN_PER_RUN_ENV, "").lower() in ("1", "true"):
@@ -438,8 +429,6 @@ if os.environ.get(ONE_PLAN_PER_RUN_ENV, "").lower() in ("1", "true"):
         f"{ONE_PLAN_PER_RUN_ENV} is set: Dagster then records one plan per range run instead of "
         "one per hour, and lake_platform's automation compares plans per hour; unset it"
     )
-DERIVED_AUTOMATION = follows_upstream(LakeSettings.from_env().automation_lookback_hours)
-
 with warnings.catch_warnings():
     # Evaluating our own condition needs the code location: `use_user_code_server` is beta.
     warnings.simplefilter("ignore", dg.BetaWarning)

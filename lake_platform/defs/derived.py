@@ -19,7 +19,7 @@ import dagster as dg
 
 from lake_platform.checks import CheckOutcome, check_descriptions
 from lake_platform.defs.asset_metadata import OWNERS, code_reference, table_metadata
-from lake_platform.defs.automation import DERIVED_AUTOMATION
+from lake_platform.defs.automation import derived_automation
 from lake_platform.defs.keys import derived_key
 from lake_platform.defs.partitions import HOURLY, hour_of_partition
 from lake_platform.defs.reporting import (
@@ -80,7 +80,7 @@ def build_derived_asset(
         deps=input_deps(table),
         partitions_def=HOURLY,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=DERIVED_AUTOMATION,
+        automation_condition=derived_automation(derived_key(table.source)),
         check_specs=[
             dg.AssetCheckSpec(
                 name,

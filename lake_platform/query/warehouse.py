@@ -67,9 +67,23 @@ MACROS = (
         "The one-minute bars of a symbol on a UTC day, in time order: "
         "`select * from bars('SPY', '2025-12-16')`.",
     ),
+    Macro(
+        "nbbo_at",
+        ("silver.stocks_quotes",),
+        # The as-of rule of `gold.stocks_trades_nbbo` with its default age bound (one hour):
+        # the last quote in Silver order at or before `ts_ns`; the date filter prunes files.
+        "create macro nbbo_at(sym, ts_ns) as table "
+        "select * from silver.stocks_quotes "
+        "where symbol = sym and ts_event_ns <= ts_ns and ts_event_ns >= ts_ns - 3600000000000 "
+        "and date between cast(make_timestamp((ts_ns - 3600000000000) // 1000) as date) "
+        "and cast(make_timestamp(ts_ns // 1000) as date) "
+        "order by ts_event_ns desc, event_id desc limit 1",
+        "The quote of a symbol in force at a time (ns since the epoch): its last Silver quote "
+        "at or before it, at most an hour old, as `gold.stocks_trades_nbbo` joins it: "
+        "`select * from nbbo_at('SPY', 1765895400123456789)`.",
+    ),
 )
-"""The warehouse's macros. `nbbo_at(sym, ts)` (the quote in force at a time) comes with the
-trades/quotes enrichment table (`gold/stocks/trades_nbbo`): one more `Macro` here, reading it."""
+"""The warehouse's macros."""
 
 
 @dataclass(frozen=True)
