@@ -17,10 +17,15 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", ALLOCATOR_CONF)
 
 
 def __getattr__(name: str) -> object:
-    """`lake_platform.read` (`query/read.py`), imported on first use: importing the package
-    stays cheap (no Polars, pyiceberg or DuckDB) for the CLI and the allocator setting above."""
+    """`lake_platform.read` (`query/read.py`) and `lake_platform.replay` (the package),
+    imported on first use: importing the package stays cheap (no Polars, pyiceberg or DuckDB)
+    for the CLI and the allocator setting above."""
     if name == "read":
         from lake_platform.query.read import read
 
         return read
+    if name == "replay":
+        import importlib
+
+        return importlib.import_module("lake_platform.replay")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
