@@ -12,7 +12,7 @@ range); the merge itself adds two small integer columns per event.
 """
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -112,7 +112,8 @@ def replay_hours(
     are left out). `symbols` filters each table's partition column (`symbol`,
     `underlying`); `as_of` (a tag, snapshot id or time) replays the Silver tables as they
     were; `resume_after` starts after the event of that `event_id` (a `ReplayError` when
-    the range does not hold it)."""
+    the range does not hold it). The arguments are checked and the Silver snapshots pinned
+    when it is called, before the first hour is read."""
     start_ns, end_ns = _range(start, end)
     if source not in SOURCES:
         raise ReplayError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
@@ -122,16 +123,27 @@ def replay_hours(
     schemas = chosen_tables(tables)
     pinned = _pinned_snapshots(open_lake_tables(settings), schemas, source, as_of)
     values = [symbols] if isinstance(symbols, str) else None if symbols is None else list(symbols)
+
+    def table_hours(window: tuple[int, int]) -> dict[str, pl.DataFrame]:
+        return {
+            schema.table: _table_hour(schema, window, values, source, pinned, settings)
+            for schema in schemas
+        }
+
+    return _hours(start_ns, end_ns, table_hours, resume_after)
+
+
+def _hours(
+    start_ns: int,
+    end_ns: int,
+    table_hours: Callable[[tuple[int, int]], dict[str, pl.DataFrame]],
+    resume_after: str | None,
+) -> Iterator[ReplayHour]:
+    """The merged hours of [start_ns, end_ns), after `resume_after` when given."""
     waiting = resume_after
     for hour_ns in range(start_ns - start_ns % HOUR_NS, end_ns, HOUR_NS):
         window = (max(start_ns, hour_ns), min(end_ns, hour_ns + HOUR_NS))
-        hour = merged_hour(
-            dt.datetime.fromtimestamp(hour_ns / 1e9, dt.UTC),
-            {
-                schema.table: _table_hour(schema, window, values, source, pinned, settings)
-                for schema in schemas
-            },
-        )
+        hour = merged_hour(dt.datetime.fromtimestamp(hour_ns / 1e9, dt.UTC), table_hours(window))
         if waiting is not None:
             position = hour.position(waiting)
             if position is None:
@@ -156,8 +168,8 @@ def events(
     """The events of [start, end) in stream order (see the module), as (table, frame) pairs,
     each frame a run of consecutive events of one table: for backtests that never touch
     NATS. Arguments as `replay_hours`."""
-    for hour in replay_hours(start, end, tables, symbols, source, as_of, settings, resume_after):
-        yield from hour.runs()
+    hours = replay_hours(start, end, tables, symbols, source, as_of, settings, resume_after)
+    return (run for hour in hours for run in hour.runs())
 
 
 def merged_hour(hour: dt.datetime, frames: dict[str, pl.DataFrame]) -> ReplayHour:
