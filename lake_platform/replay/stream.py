@@ -58,7 +58,8 @@ class ReplayHour:
         of one table (slices of `frames`: no row is copied)."""
         offsets = [0] * len(self.tables)
         runs = self.order.rle()
-        for index, length in zip(runs.struct.field("value"), runs.struct.field("len"), strict=True):
+        tables, lengths = runs.struct.field("value").to_list(), runs.struct.field("len").to_list()
+        for index, length in zip(tables, lengths, strict=True):
             start = offsets[index]
             offsets[index] = start + length
             yield self.tables[index], self.frames[index].slice(start, length)
