@@ -97,6 +97,7 @@ from lake_platform.derived.sources import HourInputs, hour_inputs, lookup_frames
 from lake_platform.schemas import BY_NAME
 from lake_platform.storage import LakeStore
 from lake_platform.tables.hours import hour_paths
+from lake_platform.tables.lake_tables import LakeTables
 from lake_platform.transforms.asof import (
     GREEKS_MATCH,
     OPTION_TRADE_COLUMNS,
@@ -133,7 +134,8 @@ PLATFORM = ("verified", "verified-parallel")
 """The variants that commit the hour (and must commit the same files)."""
 VALUE_THREADS = 2
 """Values rebuilt at a time by `verified-parallel` (the machine's cores here)."""
-MARKER = "bench-asof.json"
+MARKER = "bench-asof-catalog.json"
+"""Marks a lake of these inputs committed to its catalog (older lakes of this benchmark: none)."""
 GOAL_VS_DUCKDB = 1.5
 GOAL_MEMORY_VS_ARROW = 3.0
 FLOAT_RTOL = 1e-9
@@ -439,7 +441,7 @@ def prepare_verified(table: str, lake: Path, _: Path) -> Callable[[], int]:
 
 
 def rebuild_files_in_parallel(
-    tables: Any, table: DerivedTable, hour: dt.datetime, planned: HourInputs
+    tables: LakeTables, table: DerivedTable, hour: dt.datetime, planned: HourInputs
 ) -> HourResult:
     """`rebuild._rebuild_files` with `VALUE_THREADS` values at a time (results merged in
     value order, as there): the lever `verified-parallel` measures."""
@@ -464,7 +466,8 @@ def rebuild_files_in_parallel(
 
 
 def prepare_verified_parallel(table: str, lake: Path, out: Path) -> Callable[[], int]:
-    rebuild._rebuild_files = rebuild_files_in_parallel  # type: ignore[attr-defined]
+    """`prepare_verified` with the prototype in place of `rebuild._rebuild_files`."""
+    rebuild._rebuild_files = rebuild_files_in_parallel
     return prepare_verified(table, lake, out)
 
 

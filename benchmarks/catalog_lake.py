@@ -57,7 +57,8 @@ def commit_silver_hour(
 
 
 def fresh_table(tables: LakeTables, table: DerivedTable) -> Table:
-    """`table` dropped from the catalog with its data and metadata files, then created empty.
+    """`table` dropped from the catalog with its data and metadata files, then created empty
+    (before `tables` loaded it: a table it holds is not reloaded).
 
     Each timed rebuild then writes and commits its hour as a first build does: rebuilt over a
     committed hour whose files were only deleted from disk, the same content-named files
