@@ -23,7 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -118,11 +118,16 @@ class ConsumerSizing:
         )
 
 
-async def ensure_streams(js: JetStreamContext, settings: LakeSettings | None = None) -> None:
-    """Create `MARKET` and `SIGNALS` if missing, with the retention and replicas of
-    `settings` (the defaults when None); existing streams are left as they are."""
+async def ensure_streams(
+    js: JetStreamContext,
+    settings: LakeSettings | None = None,
+    streams: Mapping[str, str] = STREAMS,
+) -> None:
+    """Create `streams` (name: subjects; `MARKET` and `SIGNALS` by default) if missing, with
+    the retention and replicas of `settings` (the defaults when None); existing streams are
+    left as they are."""
     settings = settings or LakeSettings()
-    for name, subjects in STREAMS.items():
+    for name, subjects in streams.items():
         try:
             await retrying(f"stream {name}", js.stream_info, name)
             continue
