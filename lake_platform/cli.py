@@ -136,6 +136,13 @@ def _sql(args: argparse.Namespace) -> int:
     )
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """A time range of the lake back onto NATS, in event-time order."""
+    from lake_platform.commands.replay import request_of, run_replay
+
+    return run_replay(request_of(args))
+
+
 def _date(raw: str) -> dt.date:
     try:
         return dt.date.fromisoformat(raw)
@@ -306,7 +313,55 @@ def _parser() -> argparse.ArgumentParser:
         "formats write every row",
     )
     sql.set_defaults(handler=_sql)
+    _add_replay(commands)
     return parser
+
+
+def _add_replay(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="publish a time range of the lake back to NATS JetStream as one stream in "
+        "event-time order (Nats-Msg-Id = event_id), at real time, N times it, or as fast as "
+        "acked; Ctrl-C prints the last event replayed",
+    )
+    replay.add_argument("--start", required=True, help="UTC time, e.g. 2025-12-16T14:00:00Z")
+    replay.add_argument("--end", required=True, help="UTC time (excluded)")
+    replay.add_argument(
+        "--tables", help="comma-separated, e.g. stocks/trades,stocks/quotes (default: all)"
+    )
+    replay.add_argument("--symbols", help="comma-separated values of the partition column")
+    replay.add_argument(
+        "--speed",
+        default="max",
+        help="1 = real time by event-time deltas, N = N times faster, max = as fast as the "
+        "target acks (default)",
+    )
+    replay.add_argument(
+        "--subject-prefix",
+        default="replay",
+        help="subjects are {prefix}.{subject}.{value} (default replay; '' publishes on the "
+        "live subjects, into MARKET/SIGNALS)",
+    )
+    replay.add_argument(
+        "--as-recorded", action="store_true", help="keep each event's source (default: replay)"
+    )
+    replay.add_argument(
+        "--from",
+        dest="source",
+        choices=("silver", "bronze"),
+        default="silver",
+        help="silver (deduplicated, default) or bronze (as ingested, duplicates included)",
+    )
+    replay.add_argument(
+        "--as-of",
+        metavar="TAG|SNAPSHOT|TIMESTAMP",
+        help="replay the Silver tables as they were then",
+    )
+    replay.add_argument("--nats-url", help="the target's servers (default: NATS_URL)")
+    replay.add_argument(
+        "--resume-after", metavar="EVENT_ID", help="continue after this event of the range"
+    )
+    replay.set_defaults(handler=_replay)
 
 
 def _is_expected(error: Exception) -> bool:

@@ -13,6 +13,7 @@ from lake_platform.defs.executor import DERIVED_EXECUTOR
 from lake_platform.defs.gold.assets import GOLD_ASSETS
 from lake_platform.defs.gold.sql_assets import SQL_DUCKDB_RESOURCE, SQL_GOLD_ASSETS, sql_gold_duckdb
 from lake_platform.defs.maintenance import lake_maintenance_hourly, lake_maintenance_job
+from lake_platform.defs.replay import replay_job
 from lake_platform.defs.resources import LakeResource
 from lake_platform.defs.serving.assets import serving_duckdb
 from lake_platform.defs.serving.refresh import warehouse_refresh_sensor
@@ -23,7 +24,7 @@ from lake_platform.defs.verification import VERIFY_CHECKS, verify_job
 defs = dg.Definitions(
     assets=[*BRONZE_ASSETS, *SILVER_ASSETS, *GOLD_ASSETS, *SQL_GOLD_ASSETS, serving_duckdb],
     asset_checks=[*BRONZE_FRESHNESS_CHECKS, *VERIFY_CHECKS],
-    jobs=[verify_job, lake_maintenance_job],
+    jobs=[verify_job, lake_maintenance_job, replay_job],
     schedules=[lake_maintenance_hourly],
     sensors=[
         bronze_ingest_sensor,
