@@ -10,12 +10,15 @@ subjects and payloads. No assertion on wall time.
 """
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +40,10 @@ from lake_platform.replay.publish import (
     Pacer,
     ReplayStats,
     encoded_chunks,
+    publish_replay,
     replay_stream_name,
 )
+from lake_platform.replay.stream import merged_hour
 from lake_platform.schemas import BY_NAME
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
@@ -351,6 +356,48 @@ def test_replay_job_runs_in_dagster(target):
     metadata = output.step_output_data.metadata
     assert metadata["events"].value == len(quotes)
     assert metadata["last_event_id"].value == quotes[-1].event_id
+
+
+class KillOnce:
+    """Progress that SIGKILLs the server at its first report (the replay is under way) and
+    starts it again `DOWN_S` later, as `test_publish_retry` does to the simulator."""
+
+    DOWN_S = 1.5
+
+    def __init__(self, server: NatsServer) -> None:
+        self.server, self.events_at_kill = server, None
+
+    def advanced(self, stats: ReplayStats) -> None:
+        if self.events_at_kill is None:
+            self.events_at_kill = stats.events
+            self.server.kill()
+            threading.Timer(self.DOWN_S, self.server.restart).start()
+
+    def hour_done(self, hour: dt.datetime, stats: ReplayStats) -> None:
+        """Nothing to do."""
+
+
+@pytest.mark.slow
+def test_a_server_restart_mid_replay_stores_every_event_once(nats_server):
+    """PubAcks lost with the server are waited for, then the publishes sent again with their
+    `Nats-Msg-Id` (`publish_once`): every event is stored once. (Stream order is not kept
+    across the outage: publishes buffered by the client while it reconnects reach the stream
+    before the lost ones sent again.)"""
+    messages = [trade(HOUR_NS + i * 10**6, "SPY", i) for i in range(3_000)]  # 3 s of events
+    rows = bronze_rows(TRADES, messages).drop("_stream_seq", "_subject")
+    hour = merged_hour(HOUR, {TRADES.table: rows.sort("ts_event_ns", "event_id")})
+    settings = LakeSettings(nats_servers=(nats_server.url,))
+    progress, stats = KillOnce(nats_server), ReplayStats()
+    replayed = publish_replay(
+        settings, [hour], speed=1, prefix="replay", as_recorded=False, progress=progress,
+        stats=stats,
+    )  # fmt: skip
+    asyncio.run(replayed)
+    assert progress.events_at_kill is not None and 0 < progress.events_at_kill < rows.height
+    stored_ids = Counter(message.msg_id for message in stored(nats_server.url, "REPLAY"))
+    assert stored_ids == Counter(rows.get_column("event_id").to_list())
+    assert stats.events == rows.height and stats.reanchors > 0  # the outage put it behind
+    assert stats.last_event_id == rows.get_column("event_id")[-1]
 
 
 def test_the_pacer_follows_event_time_and_never_bursts_past_its_bound():

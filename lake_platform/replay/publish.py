@@ -7,11 +7,14 @@ of messages. Every message carries `Nats-Msg-Id` = its `event_id` (a Bronze row 
 `{event_id}-{_stream_seq}`, see `msg_ids`): a JetStream target de-duplicates a replay
 resumed within its duplicate window.
 
-Publishes are pipelined: up to `IN_FLIGHT` await their PubAck, settled oldest first, so the
-stats' last event is the last one acked with every event before it acked too (what
-`--resume-after` continues from). A publish whose PubAck fails or does not come within
-`ACK_TIMEOUT_S` is sent again with the same id by the simulator's `publish_once` (retried
-with backoff for `API_RETRY_S`, then `PublishFailedError`).
+Publishes are pipelined (nats-py's `publish_async`: a future per message, no task): up to
+`IN_FLIGHT` await their PubAck, settled oldest first, so the stats' last event is the last
+one acked with every event before it acked too (what `--resume-after` continues from). A
+publish whose PubAck fails or does not come within `ACK_TIMEOUT_S` of its sending is sent
+again with the same id by the simulator's `publish_once` (retried with backoff for
+`API_RETRY_S`, then `PublishFailedError`); after a server restart the stream holds every
+event once, though publishes the client buffered while reconnecting may land before the
+lost ones sent again.
 
 Pacing (`speed`): event `e` is due at `anchor_wall + (ts(e) - anchor_ts) / speed` on the
 monotonic clock, the anchor being the first event: the schedule is absolute, so sleeps that
@@ -42,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import nats.errors
 import polars as pl
@@ -72,6 +75,8 @@ MAX_LAG_S = 1.0
 MIN_SLEEP_S = 0.001
 """An event due sooner than this is sent at once (a sleep that short oversleeps anyway)."""
 PROGRESS_EVERY_S = 0.2
+REPORT_EVERY = 256
+"""Events sent between two looks at the clock for a progress report."""
 MAX_SPEED = "max"
 STREAM_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 BRONZE_SEQUENCE = "_stream_seq"
@@ -315,9 +320,8 @@ class Target:
             return None
 
 
-@dataclass
-class _Sent:
-    future: asyncio.Future[PubAck] | None
+class _Sent(NamedTuple):
+    future: "asyncio.Future[PubAck] | None"
     """The PubAck to come; None when the publish could not even be sent."""
     sent_at: float
     table: str
@@ -328,7 +332,11 @@ class _Sent:
 
 
 class AckWindow:
-    """Publishes awaiting their PubAck, oldest first; settling one records it in `stats`."""
+    """Publishes awaiting their PubAck, oldest first; settling one records it in `stats`.
+
+    The publish loop's per-event cost is what bounds a replay at `max` speed, so an event
+    acked in time is settled synchronously (`settle_acked`); only a wait, a failure or a
+    time-out goes through `settle_oldest`."""
 
     def __init__(self, js: JetStreamContext, stats: ReplayStats) -> None:
         self.js, self.stats = js, stats
@@ -339,40 +347,44 @@ class AckWindow:
             future = await self.js.publish_async(subject, payload, headers={MSG_ID_HEADER: msg_id})
         except nats.errors.Error:  # sent again by `publish_once`, which retries or says why
             future = None
-        now = time.monotonic()
-        self.sent.append(_Sent(future, now, table, subject, payload, msg_id, ts))
+        self.sent.append(_Sent(future, time.monotonic(), table, subject, payload, msg_id, ts))
 
     def full(self) -> bool:
         return len(self.sent) >= IN_FLIGHT
 
-    def head_done(self) -> bool:
-        return bool(self.sent) and (self.sent[0].future is None or self.sent[0].future.done())
+    def settle_acked(self) -> None:
+        """Record the oldest publishes as long as their PubAck is in."""
+        sent, published = self.sent, self.stats.published
+        while sent:
+            future = sent[0].future
+            if future is None or not future.done() or future.cancelled() or future.exception():
+                return
+            oldest = sent.popleft()
+            published.by_schema[oldest.table] += 1
+            published.duplicates += bool(future.result().duplicate)
+            self._record(oldest)
 
     async def settle_oldest(self) -> None:
-        """Wait for the oldest publish's PubAck (sending it again when it failed or did not
-        come in time) and record it."""
+        """Wait for the oldest publish's PubAck, up to `ACK_TIMEOUT_S` after it was sent
+        (publishes lost together time out together); send it again when it failed or did not
+        come (`publish_once`), and record it."""
         oldest = self.sent[0]
         future = oldest.future
         if future is not None and not future.done():
             remaining = oldest.sent_at + ACK_TIMEOUT_S - time.monotonic()
             await asyncio.wait((future,), timeout=max(0.0, remaining))
-        if (
-            future is not None
-            and future.done()
-            and not future.cancelled()
-            and future.exception() is None
-        ):
-            ack = future.result()
-            self.stats.published.by_schema[oldest.table] += 1
-            self.stats.published.duplicates += bool(ack.duplicate)
-        else:
+        self.settle_acked()
+        if self.sent and self.sent[0] is oldest:
             if future is not None:
                 future.cancel()
             message = Message(oldest.subject, oldest.payload, oldest.table)
             await publish_once(self.js, message, oldest.msg_id, self.stats.published)
-        self.sent.popleft()
-        self.stats.last_event_id = event_id_of(oldest.msg_id)
-        self.stats.last_event_ns = oldest.ts_ns
+            self.sent.popleft()
+            self._record(oldest)
+
+    def _record(self, settled: _Sent) -> None:
+        self.stats.last_event_id = event_id_of(settled.msg_id)
+        self.stats.last_event_ns = settled.ts_ns
 
     async def drain(self) -> None:
         while self.sent:
@@ -455,17 +467,18 @@ class _Sender:
 
     async def send_chunk(self, chunk: EncodedChunk) -> None:
         window, pacer, stats = self.window, self.pacer, self.window.stats
-        for table, subject, payload, msg_id, ts in chunk.events():
+        for count, (table, subject, payload, msg_id, ts) in enumerate(chunk.events(), 1):
             if pacer is not None:
                 delay = pacer.delay(ts, time.monotonic(), stats)
                 if delay >= MIN_SLEEP_S:
                     await asyncio.sleep(delay)
+                    self._report()
             if window.full():
                 await window.settle_oldest()
             await window.send(table, subject, payload, msg_id, ts)
-            while window.head_done():
-                await window.settle_oldest()
-            self._report()
+            window.settle_acked()
+            if not count % REPORT_EVERY:
+                self._report()
 
     def _report(self) -> None:
         if self.progress is None:
