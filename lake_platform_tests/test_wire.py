@@ -2,7 +2,9 @@
 progress, and refuses to import over a nats-py whose parser it does not know."""
 
 import asyncio
+import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from nats.protocol.parser import Parser
 
 from fuzz.wire_differential import (
+    SPLIT_EVERY_BOUNDARY_MAX,
     RecordingClient,
     Stream,
     build_stream,
@@ -26,12 +29,30 @@ without returning reaches this at once."""
 LONG_INFO = b'INFO {"connect_urls":["' + b"x" * 5000 + b'"]}\r\n'
 ACK = "$JS.ACK.MARKET.c.1.1.1.1.0"
 RAW_MESSAGE = b"MSG market.stocks.trades.SPY 1 %s 5\r\nhello\r\n" % ACK.encode()
+CLIENT_SID = 3
+"""A subscription nats-py's client takes (`wire_differential.CLIENT_SIDS`)."""
+INBOX = "_INBOX.k1.t"
+
+
+def puback(seq: int) -> bytes:
+    """A PubAck as nats-server sends it to `publish_async`'s inbox."""
+    payload = b'{"stream":"R","seq":%d}' % seq
+    return b"MSG %s%d %d %d\r\n%s\r\n" % (INBOX.encode(), seq, CLIENT_SID, len(payload), payload)
+
+
+def puback_event(seq: int) -> tuple[object, ...]:
+    payload = b'{"stream":"R","seq":%d}' % seq
+    return ("msg", "client", CLIENT_SID, f"{INBOX}{seq}", "", payload, None)
+
+
+RAW_EVENT = ("msg", "sink", 1, "market.stocks.trades.SPY", ACK, b"hello", None)
 
 
 @pytest.fixture(autouse=True)
-def bounded_nats_py_parse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Counts the calls of nats-py's parser within each `RawFirstParser.parse`; fails the
-    test past `MOST_PARSER_CALLS` (a loop that never returns would never end the test)."""
+def bounded_nats_py_parse(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls of nats-py's parser within each `RawFirstParser.parse` (the count of
+    the last one is returned); fails the test past `MOST_PARSER_CALLS` (a loop that never
+    returns would never end the test)."""
     calls = [0]
     nats_py_parse, raw_first_parse = Parser.parse, wire.RawFirstParser.parse
 
@@ -48,6 +69,7 @@ def bounded_nats_py_parse(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(Parser, "parse", counted)
     monkeypatch.setattr(wire.RawFirstParser, "parse", counting)
+    return calls
 
 
 def parse_reads(*reads: bytes) -> tuple[RecordingClient, wire.RawFirstParser]:
@@ -113,6 +135,15 @@ SAME_AS_NATS_PY = {
     "a sid that is not a number": RAW_MESSAGE + b"MSG a.b x 2\r\nhi\r\n",
     "a size too big": b"MSG a.b 1 9\r\nhi\r\n" + RAW_MESSAGE + RAW_MESSAGE,
     "an unknown short line": RAW_MESSAGE + b"HELLO\r\n" + RAW_MESSAGE,
+    "a client header block starting with a number, in a run": (
+        puback(1) + b"HMSG a.b 3 5 9\r\n12\r\n\r\nabc\r\n" + puback(2) + RAW_MESSAGE
+    ),
+    "a client header size above the size, in a run": (
+        puback(1) + b"HMSG a.b 3 r 20 10\r\nNATS/1.0\r\n\r\n" + puback(2) + puback(3)
+    ),
+    "a client sid that is not a number, in a run": puback(1) + b"MSG a.b x 2\r\nhi\r\n" + puback(2),
+    "a client size too small, in a run": puback(1) + b"MSG a.b 3 1\r\nhi\r\n" + puback(2),
+    "a client size too big, in a run": puback(1) + b"MSG a.b 3 9\r\nhi\r\n" + puback(2) * 2,
 }
 
 
@@ -125,6 +156,95 @@ def test_frames_are_read_as_nats_py_reads_them_one_byte_at_a_time(data: bytes) -
 @given(st.binary(max_size=120))
 def test_random_streams_are_read_as_nats_py_reads_them(choices: bytes) -> None:
     check_stream(build_stream(choices))
+
+
+def test_pubacks_among_raw_messages_reach_both_in_order_a_run_per_call(
+    bounded_nats_py_parse: list[int],
+) -> None:
+    """A publisher's PubAcks, runs of 1 to 40, between raw deliveries: nats-py's parser gets
+    each run in one call (it got each PubAck in a call of its own: ~600 here)."""
+    data, expected, seq = b"", [], 0
+    runs = [1 + index * 7 % 40 for index in range(30)]
+    for run in runs:
+        data += b"".join(puback(seq + n) for n in range(run)) + RAW_MESSAGE
+        expected += [puback_event(seq + n) for n in range(run)] + [RAW_EVENT]
+        seq += run
+    client, parser = parse_reads(data)
+    assert client.events == expected
+    assert bounded_nats_py_parse[0] == len(runs)
+    assert not parser.buf
+    client, parser = parse_reads(*(data[at : at + 4096] for at in range(0, len(data), 4096)))
+    assert client.events == expected
+    assert not parser.buf
+
+
+def frames_stream(*frames: bytes) -> Stream:
+    """A well-formed stream of `frames`, for `check_stream`."""
+    ends = list(itertools.accumulate(map(len, frames)))
+    return Stream(b"".join(frames), ends, well_formed=True)
+
+
+def test_runs_split_at_every_byte_are_read_as_nats_py_reads_them() -> None:
+    """Runs of client messages (with and without headers, a status message) around raw
+    messages and a `PING`, split in two at every byte, byte by byte and in random reads."""
+    headers = b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n"
+    with_headers = b"HMSG a.b 3 r %d %d\r\n%sok\r\n" % (len(headers), len(headers) + 2, headers)
+    status = b"HMSG a.b 4 28 28\r\nNATS/1.0 404 No Messages\r\n\r\n\r\n"
+    stream = frames_stream(
+        *map(puback, range(4)),
+        RAW_MESSAGE,
+        puback(4),
+        with_headers,
+        puback(5),
+        b"PING\r\n",
+        status,
+        puback(6),
+        RAW_MESSAGE,
+        puback(7),
+        puback(8)[:-9],
+    )
+    assert len(stream.data) <= SPLIT_EVERY_BOUNDARY_MAX
+    check_stream(stream)
+
+
+def test_long_lines_within_runs_progress_or_wait_as_nats_py_does() -> None:
+    """A long `INFO`, a message with a long subject and a long unknown line (nats-py waits on
+    it for good) between runs of PubAcks, split in two near every frame's end."""
+    long_subject = b"MSG %s 3 2\r\nhi\r\n" % (b"a" * 5000)
+    stream = frames_stream(
+        *map(puback, range(3)),
+        LONG_INFO,
+        *map(puback, range(3, 6)),
+        long_subject,
+        *map(puback, range(6, 9)),
+        b"X" * 5000 + b"\r\n",
+        *map(puback, range(9, 12)),
+    )
+    check_stream(stream)
+
+
+def test_a_reset_from_a_callback_drops_the_rest_like_nats_py() -> None:
+    """A reconnect started from a callback resets the parser: nats-py reads none of the old
+    connection's bytes after it, and neither does the fast path."""
+    data = puback(1) + b"PING\r\n" + RAW_MESSAGE + puback(2)
+
+    def outcome(make_parser: Callable[[RecordingClient], Parser]) -> tuple[list, bytes]:
+        client = ResettingClient()
+        client.parser = make_parser(client)
+        asyncio.run(client.parser.parse(data))
+        return client.events, bytes(client.parser.buf)
+
+    assert outcome(raw_first_parser) == outcome(Parser) == ([puback_event(1), ("ping",)], b"")
+
+
+class ResettingClient(RecordingClient):
+    """Resets its parser on a `PING`, as nats-py's client does when it reconnects."""
+
+    parser: Parser
+
+    async def _process_ping(self) -> None:
+        await super()._process_ping()
+        self.parser.reset()
 
 
 def test_the_reference_reads_as_nats_py_fed_single_bytes() -> None:

@@ -8,10 +8,12 @@ buffer per read (its slices are the payloads), with nats-py's own message patter
 the line, and handed to their sink as columns, one call per run of messages
 (`benchmarks/wire.py`, 200,000 JetStream deliveries: ~2.4 µs a message, against ~3.5 µs for
 nats-py's own parser before its `Msg` and header dict). The consumed bytes are deleted once
-per read. Every other frame (another subscription's message, `PING`, `-ERR`, `INFO`, a
-malformed line) goes to nats-py's parser, one control line (then its payload) at a time, so
-that it reads it exactly as it reads a stream fed one byte at a time; a frame not yet complete
-waits for the next read. `fuzz/wire_target.py` checks this against nats-py's parser.
+per read. Every other frame goes to nats-py's parser, which reads it exactly as it reads a
+stream fed one byte at a time: a run of complete messages of its client's subscriptions, as
+nats-server writes them (PubAcks to an inbox), in one call (`benchmarks/wire.py --pubacks`);
+any other frame (`PING`, `-ERR`, `INFO`, a malformed line, a message not yet complete) one
+control line, then its payload, at a time. A frame not yet complete waits for the next read.
+`fuzz/wire_target.py` checks this against nats-py's parser.
 Headers reach the sink as their raw block: nats-py parses every message's into a dict
 (~4 µs), which the ingest needs only for a quarantined message (`parse_headers`).
 
@@ -114,6 +116,22 @@ def _nats_py_reading(
     return [*fields, *sizes], (with_headers, bool(reply))
 
 
+def _as_server_writes(line: bytes) -> tuple[list[bytes], tuple[bool, bool]] | tuple[None, None]:
+    """The fields of a message line as nats-server writes it (single spaces, sizes in digits),
+    and its shape (`MESSAGE_SHAPES`): nats-py's patterns read the same fields there. (None,
+    None) for any other line."""
+    fields = line.split()
+    shape = MESSAGE_SHAPES.get((fields[0], len(fields))) if fields else None
+    if (
+        shape is None
+        or line != b" ".join(fields)
+        or not fields[-1].isdigit()
+        or (shape[0] and not fields[-2].isdigit())
+    ):
+        return None, None
+    return fields, shape
+
+
 @dataclass
 class RawMessages:
     """Messages of one raw-delivery subscription, column by column, in the order received."""
@@ -163,7 +181,8 @@ def parse_headers(raw: bytes | None) -> dict[str, str]:
 
 
 class RawFirstParser(Parser):
-    """Takes the raw-delivery frames of each read itself; gives nats-py the others one by one."""
+    """Takes the raw-delivery frames of each read itself; gives nats-py the others, a run of
+    complete client messages at a time, any other frame alone."""
 
     def __init__(self, nc: object, sinks: dict[int, RawSink], stats: dict[str, int]) -> None:
         super().__init__(nc)
@@ -172,56 +191,63 @@ class RawFirstParser(Parser):
 
     async def parse(self, data: bytes = b"") -> None:
         """Take the complete frames at the head of the buffer: raw-delivery messages go to
-        their sinks, any other frame to nats-py's parser, one control line, then its payload,
-        at a time; an incomplete frame waits for more bytes.
+        their sinks, any other frame to nats-py's parser (`_take_raw_messages` says how many
+        bytes at a time); an incomplete frame waits for more bytes.
 
         Progress or wait: each pass of the loop removes at least one byte from the buffer, or
         returns. It returns when the raw message or the line at the head is not complete, or
         when nats-py's parser consumed none of the bytes it was handed: it waits for more (as
         it does for a line of 4 KiB or more that it cannot read yet). So `parse` ends after at
-        most one pass per byte, and never hands nats-py the same bytes twice in one call.
+        most one pass per byte, and never hands nats-py the same bytes twice in one call. It
+        also returns when the parser was reset meanwhile (a reconnect from a callback): the
+        old connection's bytes are dropped, as nats-py drops them.
+
+        The buffer is copied to bytes once per call (`view`; its slices are the raw payloads):
+        from then on, while a control line is awaited, the buffer is `view[start:]`.
         """
         self.buf.extend(data)
-        while self.buf:
+        buf, view, start = self.buf, b"", 0
+        while buf:
             if self.state == AWAITING_CONTROL_LINE:
-                frame_end = self._take_raw_messages()
+                if len(view) - start != len(buf):  # no view yet
+                    view, start = bytes(buf), 0
+                start, handed = self._take_raw_messages(view, start)
+                if handed is None:
+                    return
             else:  # nats-py's parser took a message line and waits for its payload
-                frame_end = self.needed + CRLF_SIZE
-            if frame_end is None or not await self._parse_alone(frame_end):
+                handed = self.needed + CRLF_SIZE
+            consumed = await self._parse_alone(handed)
+            if not consumed:
                 return
+            start += consumed
 
-    def _take_raw_messages(self) -> int | None:
-        """Hand the complete raw-delivery messages at the head of the buffer to their sinks,
-        and delete them from it.
+    def _take_raw_messages(self, view: bytes, start: int) -> tuple[int, int | None]:
+        """Hand the complete raw-delivery messages at `start` in `view` to their sinks, and
+        delete them from the buffer (`view[start:]`).
 
-        Returns the end of the control line then at the head, for nats-py's parser (another
-        subscription's message, another frame, a line nats-py rejects), or None when the
-        buffer ends first: a line without its CRLF yet, or a raw message without its payload.
-        Each line is read as nats-py reads it alone (split when nats-server wrote it, else
-        `_nats_py_reading`). The CRLF's 2 bytes are written out: this loop is the hot path.
+        Returns where they end in `view` (the buffer's new start) and how many bytes from
+        there nats-py's parser is handed next: the run of client messages there
+        (`_client_run_end`), else the control line there (another frame, a line nats-py
+        rejects, a message without its payload yet); or None when the buffer ends first: a
+        line without its CRLF yet, or a raw message without its payload. Each line is read as
+        nats-py reads it alone (`_as_server_writes`, else `_nats_py_reading`). The CRLF's 2
+        bytes are written out: this loop is the hot path.
         """
-        view, sinks = bytes(self.buf), self._sinks
-        position, frame_end = 0, None
+        sinks = self._sinks
+        position, handed = start, None
         run, run_sink = RawMessages(), None
         subjects, replies, payloads, headers = run.subjects, run.replies, run.payloads, run.headers
         while (line_end := view.find(CRLF, position)) >= 0:
             body = line_end + 2
-            line = view[position:line_end]
-            fields = line.split()
-            shape = MESSAGE_SHAPES.get((fields[0], len(fields))) if fields else None
-            if not (  # as nats-server writes it: nats-py's patterns read the same fields
-                shape is not None
-                and line == b" ".join(fields)
-                and fields[-1].isdigit()
-                and (not shape[0] or fields[-2].isdigit())
-            ):
+            fields, shape = _as_server_writes(view[position:line_end])
+            if shape is None:
                 fields, shape = _nats_py_reading(view, position, body)
             try:
                 sink = sinks.get(int(fields[2])) if shape is not None else None
             except ValueError:  # a sid that is not a number: nats-py reports the line
                 sink = None
             if sink is None:
-                frame_end = body
+                handed = (self._client_run_end(view, position) or body) - position
                 break
             payload_end = body + int(fields[-1])
             if payload_end + 2 > len(view):
@@ -240,9 +266,44 @@ class RawFirstParser(Parser):
             payloads.append(view[header_end:payload_end])
             headers.append(view[body:header_end] or None)
             position = payload_end + 2
-        del self.buf[:position]
+        del self.buf[: position - start]
         self._deliver(run, run_sink)
-        return None if frame_end is None else frame_end - position
+        return position, handed
+
+    def _client_run_end(self, view: bytes, position: int) -> int:
+        """The end in `view` of the run of messages at `position` that nats-py's parser
+        reads in one call as it reads each alone; 0 when there is none.
+
+        Such messages are complete, for subscriptions nats-py's client takes, each with a line
+        as nats-server writes it (`_as_server_writes`): nats-py's patterns, matched at its
+        start with the rest of the run after it, read it up to its CRLF. All but one:
+        `HMSG <subject> <sid> <header size> <size>` (no reply) followed by `<digits>\\r\\n`
+        reads as a reply, a header size and the next line's size; a header block starting
+        with `NATS/1.0`, as nats-server writes it, cannot. And a header size within the size:
+        above it, nats-py's header block runs on past the payload, into what it holds. So
+        nats-py's parser takes the whole run: each message line matches, and its payload is
+        there.
+        """
+        sinks, run_end = self._sinks, 0
+        while (line_end := view.find(CRLF, position)) >= 0:
+            fields, shape = _as_server_writes(view[position:line_end])
+            if shape is None:
+                break
+            try:
+                if int(fields[2]) in sinks:
+                    break
+            except ValueError:  # nats-py raises on the line: read alone
+                break
+            body, size = line_end + 2, int(fields[-1])
+            if shape[0] and (
+                int(fields[-2]) > size or (not shape[1] and not view.startswith(HEADER_LINE, body))
+            ):
+                break
+            frame_end = body + size + 2
+            if frame_end > len(view):
+                break
+            position = run_end = frame_end
+        return run_end
 
     def _deliver(self, run: RawMessages, sink: RawSink | None) -> None:
         if sink is not None and run.subjects:
@@ -250,15 +311,18 @@ class RawFirstParser(Parser):
             self._stats["in_bytes"] += sum(map(len, run.payloads))
             sink(run)
 
-    async def _parse_alone(self, frame_end: int) -> bool:
-        """nats-py's parser on the buffer's first `frame_end` bytes only: whether it consumed
-        any (it waits for more bytes otherwise)."""
-        rest = self.buf[frame_end:]
-        del self.buf[frame_end:]
-        held = len(self.buf)
+    async def _parse_alone(self, size: int) -> int | None:
+        """nats-py's parser on the buffer's first `size` bytes alone (a copy of them, or the
+        buffer itself when it holds no more): how many it consumed (none when it waits for
+        more bytes), or None when the parser was reset meanwhile."""
+        buf = self.buf
+        alone = buf if size >= len(buf) else buf[:size]
+        held = len(alone)
+        self.buf = alone
         try:
             await super().parse()
         finally:
-            consumed = len(self.buf) < held
-            self.buf.extend(rest)
-        return consumed
+            if self.buf is alone and alone is not buf:
+                self.buf = buf
+                del buf[: held - len(alone)]
+        return held - len(alone) if self.buf is buf else None
