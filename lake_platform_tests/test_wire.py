@@ -13,6 +13,7 @@ from nats.protocol.parser import Parser
 
 from fuzz.wire_differential import (
     SPLIT_EVERY_BOUNDARY_MAX,
+    Event,
     RecordingClient,
     Stream,
     build_stream,
@@ -40,7 +41,7 @@ def puback(seq: int) -> bytes:
     return b"MSG %s%d %d %d\r\n%s\r\n" % (INBOX.encode(), seq, CLIENT_SID, len(payload), payload)
 
 
-def puback_event(seq: int) -> tuple[object, ...]:
+def puback_event(seq: int) -> Event:
     payload = b'{"stream":"R","seq":%d}' % seq
     return ("msg", "client", CLIENT_SID, f"{INBOX}{seq}", "", payload, None)
 
@@ -223,20 +224,6 @@ def test_long_lines_within_runs_progress_or_wait_as_nats_py_does() -> None:
     check_stream(stream)
 
 
-def test_a_reset_from_a_callback_drops_the_rest_like_nats_py() -> None:
-    """A reconnect started from a callback resets the parser: nats-py reads none of the old
-    connection's bytes after it, and neither does the fast path."""
-    data = puback(1) + b"PING\r\n" + RAW_MESSAGE + puback(2)
-
-    def outcome(make_parser: Callable[[RecordingClient], Parser]) -> tuple[list, bytes]:
-        client = ResettingClient()
-        client.parser = make_parser(client)
-        asyncio.run(client.parser.parse(data))
-        return client.events, bytes(client.parser.buf)
-
-    assert outcome(raw_first_parser) == outcome(Parser) == ([puback_event(1), ("ping",)], b"")
-
-
 class ResettingClient(RecordingClient):
     """Resets its parser on a `PING`, as nats-py's client does when it reconnects."""
 
@@ -245,6 +232,20 @@ class ResettingClient(RecordingClient):
     async def _process_ping(self) -> None:
         await super()._process_ping()
         self.parser.reset()
+
+
+def test_a_reset_from_a_callback_drops_the_rest_like_nats_py() -> None:
+    """A reconnect started from a callback resets the parser: nats-py reads none of the old
+    connection's bytes after it, and neither does the fast path."""
+    data = puback(1) + b"PING\r\n" + RAW_MESSAGE + puback(2)
+
+    def outcome(make_parser: Callable[[RecordingClient], Parser]) -> tuple[list[Event], bytes]:
+        client = ResettingClient()
+        client.parser = make_parser(client)
+        asyncio.run(client.parser.parse(data))
+        return client.events, bytes(client.parser.buf)
+
+    assert outcome(raw_first_parser) == outcome(Parser) == ([puback_event(1), ("ping",)], b"")
 
 
 def test_the_reference_reads_as_nats_py_fed_single_bytes() -> None:

@@ -9,10 +9,10 @@ the line, and handed to their sink as columns, one call per run of messages
 (`benchmarks/wire.py`, 200,000 JetStream deliveries: ~2.4 µs a message, against ~3.5 µs for
 nats-py's own parser before its `Msg` and header dict). The consumed bytes are deleted once
 per read. Every other frame goes to nats-py's parser, which reads it exactly as it reads a
-stream fed one byte at a time: a run of complete messages of its client's subscriptions, as
+stream fed one byte at a time: a run of messages of its client's subscriptions, as
 nats-server writes them (PubAcks to an inbox), in one call (`benchmarks/wire.py --pubacks`);
-any other frame (`PING`, `-ERR`, `INFO`, a malformed line, a message not yet complete) one
-control line, then its payload, at a time. A frame not yet complete waits for the next read.
+any other frame (`PING`, `-ERR`, `INFO`, a malformed line) one control line, then its
+payload, at a time. A frame not yet complete waits for the next read.
 `fuzz/wire_target.py` checks this against nats-py's parser.
 Headers reach the sink as their raw block: nats-py parses every message's into a dict
 (~4 µs), which the ingest needs only for a quarantined message (`parse_headers`).
@@ -116,22 +116,6 @@ def _nats_py_reading(
     return [*fields, *sizes], (with_headers, bool(reply))
 
 
-def _as_server_writes(line: bytes) -> tuple[list[bytes], tuple[bool, bool]] | tuple[None, None]:
-    """The fields of a message line as nats-server writes it (single spaces, sizes in digits),
-    and its shape (`MESSAGE_SHAPES`): nats-py's patterns read the same fields there. (None,
-    None) for any other line."""
-    fields = line.split()
-    shape = MESSAGE_SHAPES.get((fields[0], len(fields))) if fields else None
-    if (
-        shape is None
-        or line != b" ".join(fields)
-        or not fields[-1].isdigit()
-        or (shape[0] and not fields[-2].isdigit())
-    ):
-        return None, None
-    return fields, shape
-
-
 @dataclass
 class RawMessages:
     """Messages of one raw-delivery subscription, column by column, in the order received."""
@@ -230,8 +214,8 @@ class RawFirstParser(Parser):
         (`_client_run_end`), else the control line there (another frame, a line nats-py
         rejects, a message without its payload yet); or None when the buffer ends first: a
         line without its CRLF yet, or a raw message without its payload. Each line is read as
-        nats-py reads it alone (`_as_server_writes`, else `_nats_py_reading`). The CRLF's 2
-        bytes are written out: this loop is the hot path.
+        nats-py reads it alone (split when nats-server wrote it, else `_nats_py_reading`). The
+        CRLF's 2 bytes are written out: this loop is the hot path.
         """
         sinks = self._sinks
         position, handed = start, None
@@ -239,8 +223,15 @@ class RawFirstParser(Parser):
         subjects, replies, payloads, headers = run.subjects, run.replies, run.payloads, run.headers
         while (line_end := view.find(CRLF, position)) >= 0:
             body = line_end + 2
-            fields, shape = _as_server_writes(view[position:line_end])
-            if shape is None:
+            line = view[position:line_end]
+            fields = line.split()
+            shape = MESSAGE_SHAPES.get((fields[0], len(fields))) if fields else None
+            if not (  # as nats-server writes it: nats-py's patterns read the same fields
+                shape is not None
+                and line == b" ".join(fields)
+                and fields[-1].isdigit()
+                and (not shape[0] or fields[-2].isdigit())
+            ):
                 fields, shape = _nats_py_reading(view, position, body)
             try:
                 sink = sinks.get(int(fields[2])) if shape is not None else None
@@ -274,35 +265,37 @@ class RawFirstParser(Parser):
         """The end in `view` of the run of messages at `position` that nats-py's parser
         reads in one call as it reads each alone; 0 when there is none.
 
-        Such messages are complete, for subscriptions nats-py's client takes, each with a line
-        as nats-server writes it (`_as_server_writes`): nats-py's patterns, matched at its
-        start with the rest of the run after it, read it up to its CRLF. All but one:
-        `HMSG <subject> <sid> <header size> <size>` (no reply) followed by `<digits>\\r\\n`
-        reads as a reply, a header size and the next line's size; a header block starting
-        with `NATS/1.0`, as nats-server writes it, cannot. And a header size within the size:
-        above it, nats-py's header block runs on past the payload, into what it holds. So
-        nats-py's parser takes the whole run: each message line matches, and its payload is
-        there.
+        Such messages are for subscriptions nats-py's client takes, each with a line as
+        nats-server writes it (single spaces, sizes in digits, as `_take_raw_messages`
+        checks): nats-py's patterns, matched at its start with the rest of the run after it,
+        read it up to its CRLF. Two such lines end the run instead: an `HMSG <subject> <sid>
+        <header size> <size>` (no reply) whose header block does not start with `NATS/1.0`
+        (followed by `<digits>\\r\\n`, it reads as a reply, a header size and the next
+        line's size), and a header size above the size (the header block would take bytes
+        past the payload, from the next frame). nats-py's parser takes the whole run. Its last
+        message may not be complete yet (the run then ends past `view`): nats-py's parser
+        takes its line and waits for its payload, as when handed the line alone.
         """
         sinks, run_end = self._sinks, 0
         while (line_end := view.find(CRLF, position)) >= 0:
-            fields, shape = _as_server_writes(view[position:line_end])
-            if shape is None:
+            line = view[position:line_end]
+            fields = line.split()
+            shape = MESSAGE_SHAPES.get((fields[0], len(fields))) if fields else None
+            if shape is None or line != b" ".join(fields) or not fields[-1].isdigit():
+                break
+            body, size = line_end + 2, int(fields[-1])
+            if shape[0] and not (
+                fields[-2].isdigit()
+                and int(fields[-2]) <= size
+                and (shape[1] or view.startswith(HEADER_LINE, body))
+            ):
                 break
             try:
                 if int(fields[2]) in sinks:
                     break
             except ValueError:  # nats-py raises on the line: read alone
                 break
-            body, size = line_end + 2, int(fields[-1])
-            if shape[0] and (
-                int(fields[-2]) > size or (not shape[1] and not view.startswith(HEADER_LINE, body))
-            ):
-                break
-            frame_end = body + size + 2
-            if frame_end > len(view):
-                break
-            position = run_end = frame_end
+            position = run_end = body + size + 2
         return run_end
 
     def _deliver(self, run: RawMessages, sink: RawSink | None) -> None:
