@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 
 from lake_platform.cli import main
+from lake_platform.derived.asof_tables import GOLD_TRADES_NBBO
 from lake_platform.derived.rebuild import rebuild_hour
-from lake_platform.derived.recovery import RUN_ID, bronze_hours, recover
+from lake_platform.derived.recovery import RUN_ID, bronze_hours, in_dependency_order, recover
 from lake_platform.derived.registry import CATALOG_TABLES
 from lake_platform.derived.sql_rebuild import rebuild_day
 from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
@@ -29,7 +30,7 @@ from lake_platform_tests.bronze_files import HOUR, TRADES, bronze_rows, trades, 
 SILVER = SILVER_TABLES["stocks/trades"]
 NEXT = HOUR + dt.timedelta(hours=1)
 HOURS = (HOUR, NEXT)
-BUILT = (SILVER, GOLD_BARS)
+BUILT = (SILVER, GOLD_BARS, GOLD_TRADES_NBBO)
 
 Snapshot = dict[tuple[str, dt.datetime], dict[str, list[str]]]
 
@@ -198,3 +199,13 @@ def test_a_catalog_that_cannot_be_opened_is_one_line(
     assert len(err) == 1
     assert err[0].startswith("lake-platform: error: cannot open the Iceberg catalog at sqlite:")
     assert "LAKE_PLATFORM_DEBUG" not in err[0]
+
+
+def test_every_table_is_recovered_after_every_table_it_reads() -> None:
+    """The as-of tables read Silver quotes and greeks beside their source: recovered first."""
+    order = [table.target for table in in_dependency_order(CATALOG_TABLES)]
+    for table in CATALOG_TABLES:
+        for path in (table.source, *(lookup.source for lookup in table.lookups)):
+            if path in order:
+                assert order.index(path) < order.index(table.target), (path, table.target)
+    assert order.index("silver/stocks/quotes") < order.index("gold/stocks/trades_nbbo")

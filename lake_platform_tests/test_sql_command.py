@@ -65,7 +65,7 @@ def assert_views_read_every_table_exactly(settings: LakeSettings, expected: Expe
     views = lake_views(tables)
     create_views(connection, views, settings)
     assert [view.name for view in views] == view_names()
-    assert len(expected) == 15 and len(views) == 15 + len(SQL_GOLD_TABLES)
+    assert len(expected) == 17 and len(views) == 17 + len(SQL_GOLD_TABLES)
     for view in views:
         rows = connection.sql(f"select * from {view.name}").pl()
         column = view.partition_column

@@ -400,6 +400,24 @@ def test_the_code_location_builds_the_warehouse_with_dagster_duckdb():
     assert defs.resolve_sensor_def("warehouse_refresh_sensor") is warehouse_refresh_sensor
 
 
+def sensor_result(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    return warehouse_refresh_sensor(dg.build_sensor_context(instance=instance))
+
+
+def test_an_s3_lake_without_a_warehouse_path_is_never_refreshed(served, monkeypatch):
+    """A deployment on S3 without LAKE_DUCKDB_PATH: the sensor skips with the reason instead
+    of requesting a run that can only fail, every minute, forever."""
+    silver = [a for a in SILVER_ASSETS if a.key.path[1:] == ["stocks", "trades"]]
+    served.build_hour(HOURS[0], silver)
+    assert isinstance(sensor_result(served.instance), dg.RunRequest)
+    monkeypatch.setenv("DATA_ROOT", "s3://market/lake")
+    monkeypatch.setenv("USE_S3", "true")
+    skipped = sensor_result(served.instance)
+    assert isinstance(skipped, dg.SkipReason) and "LAKE_DUCKDB_PATH" in skipped.skip_message
+    monkeypatch.setenv("LAKE_DUCKDB_PATH", str(served.path))
+    assert isinstance(sensor_result(served.instance), dg.RunRequest)
+
+
 def test_an_s3_lake_without_a_warehouse_path_still_loads():
     settings = LakeSettings(data_root="s3://market/lake", use_s3=True)
     assert warehouse_duckdb(settings).database == ":memory:"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
+from lake_platform.derived.asof_tables import GOLD_OPTIONS_ENRICHED, GOLD_TRADES_NBBO
 from lake_platform.derived.checking import check_hour
 from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.sql_rebuild import rebuild_day
 from lake_platform.derived.sql_tables import SQL_GOLD_TABLES
-from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, SILVER_TABLES
+from lake_platform.derived.tables import GOLD_BARS, GOLD_SIGNALS, GOLD_TABLES, SILVER_TABLES
 from lake_platform.schemas import SCHEMAS, TableSchema
 from lake_platform.settings import LakeSettings
 from lake_platform.storage import LakeStore
@@ -99,12 +100,15 @@ def write_lake(store: LakeStore, settings: LakeSettings | None = None) -> Expect
     trades, signals = expected["silver/stocks/trades"][1], expected["bronze/levels/signals"][1]
     expected[GOLD_BARS.target] = ("symbol", bars_1m(trades))
     expected[GOLD_SIGNALS.target] = ("underlying", flatten_signals(signals))
-    for table in [*SILVER_TABLES.values(), GOLD_SIGNALS, GOLD_BARS]:
+    # an as-of table has a row per Silver trade, with its keys
+    expected[GOLD_TRADES_NBBO.target] = ("symbol", trades)
+    expected[GOLD_OPTIONS_ENRICHED.target] = ("underlying", expected["silver/options/trades"][1])
+    for table in [*SILVER_TABLES.values(), *GOLD_TABLES]:
         for hour in HOURS:
             tables = tables_of(store, settings)
             outcomes = check_hour(tables, table, rebuild_hour(tables, table, hour))
             assert all(outcome.passed for outcome in outcomes.values()), outcomes
-    assert len(expected) == 15  # 7 Bronze, 6 Silver, 2 Gold tables
+    assert len(expected) == 17  # 7 Bronze, 6 Silver, 4 hourly Gold tables
     return {
         folder: (column, frame.select(column, *KEY).sort(column, *KEY))
         for folder, (column, frame) in expected.items()

@@ -141,9 +141,11 @@ def one_line(error: duckdb.Error) -> str:
     if missing is None:
         return first
     known = view_names()
-    bare = {name.split(".", 1)[1]: name for name in known}
+    by_table: dict[str, list[str]] = {}
+    for name in known:  # `stocks_trades`: bronze.stocks_trades, silver.stocks_trades
+        by_table.setdefault(name.split(".", 1)[1], []).append(name)
     wanted = missing.group(1).strip('"')
-    close = difflib.get_close_matches(wanted, [*known, *bare], n=3)
-    guesses = sorted({bare.get(name, name) for name in close})
+    close = difflib.get_close_matches(wanted, [*known, *by_table], n=1)
+    guesses = sorted(by_table.get(close[0], close)) if close else []
     hint = f"; did you mean {' or '.join(guesses)}?" if guesses else ""
     return f"{first.rstrip('!')}{hint} (lake-platform sql --tables lists the tables)"

@@ -108,16 +108,20 @@ def _periods(table: DerivedTable, hours: Iterable[dt.datetime]) -> list[dt.datet
 
 
 def in_dependency_order(derived_tables: Sequence[DerivedTable]) -> list[DerivedTable]:
-    """`derived_tables` with each one after the derived table it reads (stable otherwise)."""
-    return sorted(derived_tables, key=lambda table: _depth(table, derived_tables))
-
-
-def _depth(table: DerivedTable, derived_tables: Sequence[DerivedTable]) -> int:
+    """`derived_tables` with each one after the derived tables it reads, its source and its
+    lookups (stable otherwise)."""
     by_target = {derived.target: derived for derived in derived_tables}
-    depth, source = 0, table.source
-    while source in by_target:
-        depth, source = depth + 1, by_target[source].source
-    return depth
+
+    def depth(table: DerivedTable) -> int:
+        inputs = [by_target[path] for path in _inputs(table) if path in by_target]
+        return 1 + max(map(depth, inputs)) if inputs else 0
+
+    return sorted(derived_tables, key=depth)
+
+
+def _inputs(table: DerivedTable) -> list[str]:
+    """The lake paths `table` reads: its source and its lookups' tables."""
+    return [table.source, *(lookup.source for lookup in table.lookups)]
 
 
 def bronze_root(table: DerivedTable, derived_tables: Sequence[DerivedTable]) -> str:

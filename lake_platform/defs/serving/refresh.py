@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from lake_platform.defs.serving.assets import SERVED_KEYS, WAREHOUSE_KEY
+from lake_platform.settings import LakeSettings
 
 REFRESH_INTERVAL_S = 60
 NOT_READ = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -69,6 +70,12 @@ def latest_materialization(instance: dg.DagsterInstance, keys: Sequence[dg.Asset
 def warehouse_refresh_sensor(
     context: dg.SensorEvaluationContext,
 ) -> dg.RunRequest | dg.SkipReason:
+    settings = LakeSettings.from_env()
+    if settings.use_s3 and not settings.duckdb_path:
+        return dg.SkipReason(
+            "the lake is on S3 and LAKE_DUCKDB_PATH is unset: no warehouse file to refresh "
+            "(`lake-platform sql` reads the lake directly)"
+        )
     reason = refresh_due(context.instance)
     if reason is None:
         return dg.SkipReason("no Silver/Gold commit since the latest refresh, or one is running")
