@@ -32,6 +32,7 @@ stock client's.
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -155,15 +156,16 @@ def parse_benchmark(
     return 0
 
 
-async def publish_loop(url: str, client: Client, messages: int) -> float:
-    """Seconds to publish `messages` into a fresh stream, `IN_FLIGHT` PubAcks awaited oldest
-    first, from the first publish to the last PubAck; fails unless the stream holds them."""
+async def publish_loop(url: str, client: Client, messages: int) -> tuple[float, float]:
+    """Wall and process CPU seconds to publish `messages` into a fresh stream, `IN_FLIGHT`
+    PubAcks awaited oldest first, from the first publish to the last PubAck; fails unless the
+    stream holds them."""
     await client.connect(url)
     try:
         js = client.jetstream(publish_async_max_pending=2 * IN_FLIGHT)
         await js.add_stream(name=STREAM, subjects=[f"{SUBJECT}.>"])
         pending: deque[asyncio.Future[object]] = deque()
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for seq in range(messages):
             if len(pending) >= IN_FLIGHT:
                 await pending.popleft()
@@ -171,30 +173,40 @@ async def publish_loop(url: str, client: Client, messages: int) -> float:
             pending.append(await js.publish_async(f"{SUBJECT}.SPY", PAYLOAD, headers=headers))
         for future in pending:
             await future
-        seconds = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         stored = (await js.stream_info(STREAM)).state.messages
         await js.delete_stream(STREAM)
     finally:
         await client.close()
     if stored != messages:
         raise SystemExit(f"the stream holds {stored:,} messages, expected {messages:,}")
-    return seconds
+    return wall, cpu
 
 
 def publish_benchmark(messages: int, repeat: int, clients: dict[str, Callable[[], Client]]) -> int:
-    """The publish loop through each client, in turn, `repeat` rounds; medians and ratios."""
-    seconds: dict[str, list[float]] = {name: [] for name in clients}
+    """The publish loop through each client, in turn, `repeat` rounds; medians, and each
+    client's against the first's (the stock client's)."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
     with tempfile.TemporaryDirectory() as scratch, NatsServer.start(Path(scratch)) as server:
         for _ in range(repeat):
             for name, make in clients.items():
-                seconds[name].append(asyncio.run(publish_loop(server.url, make(), messages)))
-    medians = {name: statistics.median(runs) for name, runs in seconds.items()}
-    for name, median in medians.items():
-        print(f"{name:14s} {messages / median:9,.0f} messages/s (median of {repeat})")
-    stock = medians["stock Client"]
-    for name, median in medians.items():
-        if name != "stock Client":
-            print(f"{name} vs stock Client (throughput): {stock / median:.2f}x")
+                runs[name].append(asyncio.run(publish_loop(server.url, make(), messages)))
+    medians = {
+        name: tuple(statistics.median(figure) for figure in zip(*timed, strict=True))
+        for name, timed in runs.items()
+    }
+    (stock_name, (stock_wall, stock_cpu)), *others = medians.items()
+    for name, (wall, cpu) in medians.items():
+        print(
+            f"{name:14s} {messages / wall:9,.0f} messages/s, {cpu / messages * 1e6:5.1f} µs CPU"
+            f" a message (medians of {repeat})"
+        )
+    for name, (wall, cpu) in others:
+        print(
+            f"{name} vs {stock_name}: throughput {stock_wall / wall:.2f}x,"
+            f" CPU a message {cpu / stock_cpu:.2f}x"
+        )
+    print(f"load average {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
     return 0
 
 
