@@ -13,6 +13,8 @@ process):
   its `frame.height` counted (the events must be those of the lake): events/s, and peak RSS
   over imports divided by the largest hour's Arrow size (`estimated_size` of that hour's
   rows of every table, as the replay holds them); goals >= 1M events/s, <= 3x;
+* hours: the same stream taken an hour at a time (`replay_hours`), no run handed out: the
+  library less its run loop;
 * floor (the baseline of the same run): the same Silver files of each table-hour read with
   `pl.read_parquet`, no catalog, sort or merge;
 * parts: one more library run with timers around its steps (opening the catalog and pinning
@@ -24,19 +26,21 @@ range rounded up to a whole second; default 500k), on a nats-server started here
 127.0.0.1 (stopped by its process id), each run into a fresh stream on `replay.>`:
 
 * replay: `replay_to_nats` of that range at `--speed max` (read, encode, publish pipelined),
-  timed whole, from reading the lake to the last PubAck;
+  timed whole, from reading the lake to the last PubAck (the moment it connects noted);
 * lean: a plain nats-py publisher sending the same subjects and payloads, precomputed by the
-  library (untimed), with the same `Nats-Msg-Id` headers and in-flight window
-  (`IN_FLIGHT` PubAcks awaited oldest first), timed from connecting to the last PubAck.
+  library (untimed, its CPU time noted), with the same `Nats-Msg-Id` headers and in-flight
+  window (`IN_FLIGHT` PubAcks awaited oldest first), timed from connecting to the last
+  PubAck.
 
 The stream must hold every event after each run, and both streams the same bytes (exit 1
-otherwise). Variants take turns (`--repeat` rounds), medians shown with the load average; the
-ratios divide figures of the same run. The goals (library >= 1M events/s, peak RSS <= 3x the
-largest hour, replay >= 0.8x lean) are only reported. `--lake DIR` keeps the lake in DIR and
-reuses it when built with the same `--scale`, `--symbols` and `--hours`.
+otherwise). Variants take turns (`--repeat` rounds), medians shown with CPU time and the load
+average (on a shared machine wall time moves most); the ratios divide figures of the same
+run. The goals (library >= 1M events/s, peak RSS <= 3x the largest hour, replay >= 0.8x
+lean) are only reported. `--measure library|publish` times one half only. `--lake DIR` keeps
+the lake in DIR and reuses it when built with the same `--scale`, `--symbols` and `--hours`.
 
     uv run python benchmarks/replay.py [--scale 1.0] [--symbols 50] [--hours 3] [--repeat 3]
-        [--publish-events 500000] [--lake DIR]
+        [--publish-events 500000] [--measure library publish] [--lake DIR]
 """
 
 import argparse
@@ -102,6 +106,7 @@ MARKER = "bench-replay.json"
 GOAL_EVENTS_PER_S = 1_000_000
 GOAL_MEMORY_VS_ARROW = 3.0
 GOAL_PUBLISH_VS_LEAN = 0.8
+MEASURES = ("library", "publish")
 CHILDREN = ("library", "hours", "parts", "floor", "replay", "lean")
 NESTED = "  "
 """Parts that start with it are within the part above them."""
@@ -554,6 +559,10 @@ def measure_publish(lake: Path, built: Lake, root: Path, repeat: int, wanted: in
     lean, replay = median(runs["lean"]), median(runs["replay"])
     ratio = replay.rate / max(lean.rate, 1e-9)
     cpu_ratio = lean.cpu_seconds / max(replay.cpu_seconds, 1e-9)
+    rounds = [
+        one.rate / max(other.rate, 1e-9)
+        for one, other in zip(runs["replay"], runs["lean"], strict=True)
+    ]
     print(f"publish --speed max into JetStream (medians of {repeat}):")
     print(
         f"  replay {replay.rate:,.0f} events/s ({replay.seconds:.2f} s, CPU "
@@ -562,7 +571,8 @@ def measure_publish(lake: Path, built: Lake, root: Path, repeat: int, wanted: in
     )
     print(
         f"  replay publish vs lean publisher: {ratio:.2f}x  goal >= {GOAL_PUBLISH_VS_LEAN}x: "
-        f"{'met' if ratio >= GOAL_PUBLISH_VS_LEAN else 'NOT met'}  (CPU s: {cpu_ratio:.2f}x)"
+        f"{'met' if ratio >= GOAL_PUBLISH_VS_LEAN else 'NOT met'}  (CPU s: {cpu_ratio:.2f}x; "
+        f"each round's: {', '.join(f'{value:.2f}x' for value in rounds)})"
     )
     sending = replay.events / max(replay.seconds - replay.ready_s, 1e-9)
     print(
@@ -591,7 +601,10 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=50, help="stock symbols (>= 6)")
     parser.add_argument("--hours", type=int, default=3, help="hours in the lake and replayed")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (median shown)")
-    parser.add_argument("--publish-events", type=int, default=500_000, help="0: no publish")
+    parser.add_argument("--publish-events", type=int, default=500_000)
+    parser.add_argument(
+        "--measure", nargs="+", choices=MEASURES, default=list(MEASURES), help="what to time"
+    )
     parser.add_argument("--lake", type=Path, help="lake root to keep and reuse")
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
     parser.add_argument("--start-ns", type=int, help=argparse.SUPPRESS)
@@ -601,8 +614,10 @@ def main() -> int:
     if args.child:
         child_main(args)
         return 0
-    if min(args.scale, args.repeat, args.hours) <= 0 or args.symbols <= UNDERLYINGS:
-        parser.error(f"--scale, --repeat, --hours must be positive, --symbols above {UNDERLYINGS}")
+    if min(args.scale, args.repeat, args.hours, args.publish_events) <= 0:
+        parser.error("--scale, --repeat, --hours, --publish-events must be positive")
+    if args.symbols <= UNDERLYINGS:
+        parser.error(f"--symbols must be above {UNDERLYINGS}")
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         lake = (args.lake or Path(tmp) / "lake").absolute()
         lake.mkdir(parents=True, exist_ok=True)
@@ -617,8 +632,10 @@ def main() -> int:
             ),
             flush=True,
         )
-        ok = measure_library(lake, built, args.repeat)
-        if args.publish_events > 0:
+        ok = True
+        if "library" in args.measure:
+            ok = measure_library(lake, built, args.repeat)
+        if "publish" in args.measure:
             ok = measure_publish(lake, built, Path(tmp), args.repeat, args.publish_events) and ok
         print(f"done ({load()})")
         return 0 if ok else 1
