@@ -55,14 +55,18 @@ class ReplayHour:
 
     def runs(self) -> Iterator[tuple[str, pl.DataFrame]]:
         """The merged stream as (table, frame) pairs, each frame a run of consecutive events
-        of one table (slices of `frames`: no row is copied)."""
+        of one table (slices of `frames`: no row is copied), but for the hour's last run, a
+        copy: a consumer's loop variable still holds it while the next hour is read, and a
+        slice would keep its whole table-hour in memory."""
         offsets = [0] * len(self.tables)
         runs = self.order.rle()
         tables, lengths = runs.struct.field("value").to_list(), runs.struct.field("len").to_list()
-        for index, length in zip(tables, lengths, strict=True):
+        last = len(tables) - 1
+        for number, (index, length) in enumerate(zip(tables, lengths, strict=True)):
             start = offsets[index]
             offsets[index] = start + length
-            yield self.tables[index], self.frames[index].slice(start, length)
+            run = self.frames[index].slice(start, length)
+            yield self.tables[index], _copied(run) if number == last else run
 
     def after(self, events: int) -> "ReplayHour":
         """The hour without its first `events` events."""
@@ -148,10 +152,12 @@ def _hours(
         if waiting is not None:
             position = hour.position(waiting)
             if position is None:
+                del hour
                 continue
             hour, waiting = hour.after(position + 1), None
         if hour.events:
             yield hour
+        del hour  # released before the next hour is read: one hour in memory, not two
     if waiting is not None:
         raise ReplayError(f"event {waiting} is not in the replayed range")
 
@@ -170,7 +176,20 @@ def events(
     each frame a run of consecutive events of one table: for backtests that never touch
     NATS. Arguments as `replay_hours`."""
     hours = replay_hours(start, end, tables, symbols, source, as_of, settings, resume_after)
-    return (run for hour in hours for run in hour.runs())
+    return _runs(hours)
+
+
+def _runs(hours: Iterator[ReplayHour]) -> Iterator[tuple[str, pl.DataFrame]]:
+    """The runs of each hour, holding no hour while the next one is read."""
+    for hour in hours:
+        runs = hour.runs()
+        del hour
+        yield from runs
+
+
+def _copied(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` in buffers of its own (a slice shares its parent's)."""
+    return frame.select(pl.all().gather(pl.int_range(frame.height)))
 
 
 def merged_hour(hour: dt.datetime, frames: dict[str, pl.DataFrame]) -> ReplayHour:
