@@ -81,13 +81,10 @@ from silver import HOUR, HOUR_NS, HOUR_START_NS, child_env, peak_rss_mb, reset_p
 from lake_platform.embedded_nats import NatsServer
 from lake_platform.ingest.jetstream import ensure_streams
 from lake_platform.replay import events, publish, replay_hours, stream
-from lake_platform.replay.publish import (
-    ReplayRequest,
-    ReplayStats,
-    encoded_chunks,
-    replay_stream_name,
-    replay_to_nats,
-)
+from lake_platform.replay.encoding import encoded_chunks
+from lake_platform.replay.request import ReplayRequest, replay_to_nats
+from lake_platform.replay.stats import ReplayStats
+from lake_platform.replay.target import replay_stream_name
 from lake_platform.schemas import BY_NAME, TableSchema
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.publisher import IN_FLIGHT, MSG_ID_HEADER

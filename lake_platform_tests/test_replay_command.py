@@ -35,17 +35,15 @@ from lake_platform.derived.rebuild import rebuild_hour
 from lake_platform.derived.tables import SILVER_TABLES
 from lake_platform.embedded_nats import NatsServer
 from lake_platform.replay import REPLAY_TABLES, replay_hours
-from lake_platform.replay.publish import (
-    MSG_ID_HEADER,
-    Pacer,
-    ReplayStats,
-    encoded_chunks,
-    publish_replay,
-    replay_stream_name,
-)
+from lake_platform.replay.encoding import encoded_chunks
+from lake_platform.replay.pacing import Pacer
+from lake_platform.replay.publish import publish_replay
+from lake_platform.replay.stats import ReplayStats
 from lake_platform.replay.stream import merged_hour
+from lake_platform.replay.target import replay_stream_name
 from lake_platform.schemas import BY_NAME
 from lake_platform.settings import LakeSettings
+from lake_platform.simulate.publisher import MSG_ID_HEADER
 from lake_platform.storage import LakeStore
 from lake_platform_tests.bronze_files import HOUR, HOUR_NS, bronze_rows, write_bronze
 from lake_platform_tests.conftest import settings_env

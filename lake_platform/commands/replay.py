@@ -1,6 +1,6 @@
 """`lake-platform replay`: a time range of the lake back onto NATS, in event-time order.
 
-The range is read hour by hour and published by `replay.publish.replay_to_nats`. Progress:
+The range is read hour by hour and published by `replay.request.replay_to_nats`. Progress:
 a bar on a terminal (events, event time reached, rate, lag), one line per hour otherwise, and
 a summary line at the end. Ctrl-C stops after the PubAcks in flight and prints the last event
 replayed and the `--resume-after` that continues after it (exit 130).
@@ -12,12 +12,8 @@ import sys
 
 from tqdm import tqdm
 
-from lake_platform.replay.publish import (
-    ReplayRequest,
-    ReplayStats,
-    parse_speed,
-    replay_to_nats,
-)
+from lake_platform.replay.request import ReplayRequest, parse_speed, replay_to_nats
+from lake_platform.replay.stats import ReplayStats
 from lake_platform.settings import LakeSettings
 from lake_platform.simulate.publisher import PublishFailedError
 

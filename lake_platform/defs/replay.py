@@ -11,7 +11,8 @@ import dagster as dg
 from pydantic import Field
 
 from lake_platform.defs.resources import LakeResource
-from lake_platform.replay.publish import ReplayRequest, ReplayStats, parse_speed, replay_to_nats
+from lake_platform.replay.request import ReplayRequest, parse_speed, replay_to_nats
+from lake_platform.replay.stats import ReplayStats
 
 REPLAY_JOB = "replay_job"
 
