@@ -295,7 +295,7 @@ def test_reader_on_local_disk(
     folder, store, expected = local_lake
     monkeypatch.chdir(folder)
     tables = tables_read_by(line, expected)
-    assert len(tables) == (7 if line.kind == "hive" else 8)
+    assert len(tables) == (7 if line.kind == "hive" else 10)  # 6 Silver, 4 hourly Gold
     for path, (column, rows) in tables.items():
         given = store.full_path(path) if line.kind == "hive" else table_identifier(path)
         assert_reads_exactly(*run_reader(line, given, column), column, rows)
