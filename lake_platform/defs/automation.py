@@ -24,7 +24,7 @@ import datetime as dt
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
@@ -107,53 +107,34 @@ def _upstream_partitions(
     }
 
 
-class SamePartitionsOf(dg.AutomationCondition[dg.AssetKey]):
-    """`operand` evaluated on the same partition keys of the upstream `key`, whatever the
-    asset graph's partition mapping between them: true for the partitions of the asset whose
-    namesake partition of `key` satisfies it.
+class SourceHourMaterialized(dg.AutomationCondition[dg.AssetKey]):
+    """Partitions whose namesake partition of the asset's source `key` was materialized, read
+    from the event log (one query), whatever the partition mapping between them.
 
-    Dagster's `any_deps_match` maps through the partition mapping, so with an offset mapping
-    "the input is missing" would also hold an hour back for a missing previous hour."""
+    Dagster's `any_deps_missing` maps through the partition mapping, so with an offset mapping
+    a missing previous hour (no quotes or trades before the first trading hour of a day) would
+    hold the hour forever; only the same hour of the source must exist."""
 
-    def __init__(
-        self, key: dg.AssetKey, operand: dg.AutomationCondition, label: str | None = None
-    ) -> None:
+    def __init__(self, key: dg.AssetKey) -> None:
         self.key = key
-        self.operand = operand
-        self.label = label
 
     @property
     def name(self) -> str:
-        return f"same_partitions_of({self.key.to_user_string()})"
+        return f"same_hour_of_{self.key.to_user_string()}_materialized"
 
-    def get_label(self) -> str | None:
-        return self.label
-
-    @property
-    def children(self) -> Sequence[dg.AutomationCondition]:
-        return [self.operand]
-
-    async def evaluate(  # ty: ignore[invalid-method-override]
+    def evaluate(  # ty: ignore[invalid-method-override]
         self, context: dg.AutomationContext[dg.AssetKey]
     ) -> dg.AutomationResult[dg.AssetKey]:
-        if context.asset_graph.get(self.key).partitions_def != context.partitions_def:
-            raise TypeError(
-                f"{self.key.to_user_string()} is not partitioned like "
-                f"{context.key.to_user_string()}: no same partitions to compare"
-            )
         candidates = context.candidate_subset
-        keys = set(candidates.expensively_compute_partition_keys())
-        of_key = context.asset_graph_view.get_full_subset(key=self.key)
-        result = await context.for_child_condition(
-            child_condition=self.operand,
-            child_indices=[0],
-            candidate_subset=of_key.compute_intersection_with_partition_keys(keys),
-        ).evaluate_async()
-        true_keys = set(result.true_subset.expensively_compute_partition_keys())
+        partitions = set(candidates.expensively_compute_partition_keys())
+        if not partitions:
+            return dg.AutomationResult(context, true_subset=candidates)
+        events = context.asset_graph_view.instance.event_log_storage
+        found = events.get_latest_storage_id_by_partition(
+            self.key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
+        )
         return dg.AutomationResult(
-            context,
-            true_subset=candidates.compute_intersection_with_partition_keys(true_keys),
-            child_results=[result],
+            context, true_subset=candidates.compute_intersection_with_partition_keys(set(found))
         )
 
 
@@ -410,11 +391,7 @@ def follows_upstream(lookback_hours: int, same_hour_input: dg.AssetKey) -> dg.Au
     Only a missing same hour of `same_hour_input` (the table's source) holds it: an as-of
     table's hour before may have no quotes or trades (the first trading hour of a day), and
     an input other than the source may have none at all (its columns are then null)."""
-    missing = SamePartitionsOf(
-        same_hour_input,
-        dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested(),
-        label=f"the same hour of {same_hour_input.to_user_string()} is missing",
-    )
+    missing = ~SourceHourMaterialized(same_hour_input)
     return follows_upstream_within(dt.timedelta(hours=lookback_hours), "follows upstream", missing)
 
 
