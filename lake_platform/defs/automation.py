@@ -37,7 +37,29 @@ from lake_platform.settings import LakeSettings
 ONE_PLAN_PER_RUN_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
-class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
+class PartitionCondition(dg.AutomationCondition[dg.AssetKey]):
+    """A condition decided per partition key of the candidates (`true_partitions`), with the
+    event log and runs at hand; no candidate, no query."""
+
+    def true_partitions(
+        self, context: dg.AutomationContext[dg.AssetKey], partitions: set[str]
+    ) -> set[str]:
+        raise NotImplementedError
+
+    def evaluate(  # ty: ignore[invalid-method-override]
+        self, context: dg.AutomationContext[dg.AssetKey]
+    ) -> dg.AutomationResult[dg.AssetKey]:
+        candidates = context.candidate_subset
+        partitions = set(candidates.expensively_compute_partition_keys())
+        if not partitions:
+            return dg.AutomationResult(context, true_subset=candidates)
+        true = self.true_partitions(context, partitions)
+        return dg.AutomationResult(
+            context, true_subset=candidates.compute_intersection_with_partition_keys(true)
+        )
+
+
+class UpstreamNewerThanPlan(PartitionCondition):
     """Partitions one of whose upstream partitions was materialized after this asset's latest
     planned run of it (or which were never planned).
 
@@ -55,13 +77,9 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
     def name(self) -> str:
         return "upstream_newer_than_latest_plan"
 
-    def evaluate(  # ty: ignore[invalid-method-override]
-        self, context: dg.AutomationContext[dg.AssetKey]
-    ) -> dg.AutomationResult[dg.AssetKey]:
-        candidates = context.candidate_subset
-        partitions = set(candidates.expensively_compute_partition_keys())
-        if not partitions:
-            return dg.AutomationResult(context, true_subset=candidates)
+    def true_partitions(
+        self, context: dg.AutomationContext[dg.AssetKey], partitions: set[str]
+    ) -> set[str]:
         instance, plans = _plans(context, partitions)
         newer: list[tuple[str, int]] = []  # (partition, upstream event after its baseline)
         for upstream in context.asset_graph.get(context.key).parent_keys:
@@ -83,9 +101,7 @@ class UpstreamNewerThanPlan(dg.AutomationCondition[dg.AssetKey]):
             for partition, storage_id in newer
             if upstream_runs.get(storage_id, NO_RUN) != plans.run_that_read(partition)
         }
-        return dg.AutomationResult(
-            context, true_subset=candidates.compute_intersection_with_partition_keys(stale)
-        )
+        return stale
 
 
 def _upstream_partitions(
@@ -107,7 +123,7 @@ def _upstream_partitions(
     }
 
 
-class SourceHourMaterialized(dg.AutomationCondition[dg.AssetKey]):
+class SourceHourMaterialized(PartitionCondition):
     """Partitions whose namesake partition of the asset's source `key` was materialized, read
     from the event log (one query), whatever the partition mapping between them.
 
@@ -122,20 +138,14 @@ class SourceHourMaterialized(dg.AutomationCondition[dg.AssetKey]):
     def name(self) -> str:
         return f"same_hour_of_{self.key.to_user_string()}_materialized"
 
-    def evaluate(  # ty: ignore[invalid-method-override]
-        self, context: dg.AutomationContext[dg.AssetKey]
-    ) -> dg.AutomationResult[dg.AssetKey]:
-        candidates = context.candidate_subset
-        partitions = set(candidates.expensively_compute_partition_keys())
-        if not partitions:
-            return dg.AutomationResult(context, true_subset=candidates)
+    def true_partitions(
+        self, context: dg.AutomationContext[dg.AssetKey], partitions: set[str]
+    ) -> set[str]:
         events = context.asset_graph_view.instance.event_log_storage
         found = events.get_latest_storage_id_by_partition(
             self.key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions
         )
-        return dg.AutomationResult(
-            context, true_subset=candidates.compute_intersection_with_partition_keys(set(found))
-        )
+        return set(found)
 
 
 NO_RUN = ""
@@ -221,7 +231,7 @@ MAX_PLANS_COUNTED = 100
 """Plans of a failed hour read to count its attempts (far above what the bound lets happen)."""
 
 
-class FailedHourRetry(dg.AutomationCondition[dg.AssetKey]):
+class FailedHourRetry(PartitionCondition):
     """Partitions whose latest planned run failed before materializing them, requested again
     after a backoff, at most MAX_RETRIES times in a row.
 
@@ -234,13 +244,9 @@ class FailedHourRetry(dg.AutomationCondition[dg.AssetKey]):
     def name(self) -> str:
         return "failed_hour_retry"
 
-    def evaluate(  # ty: ignore[invalid-method-override]
-        self, context: dg.AutomationContext[dg.AssetKey]
-    ) -> dg.AutomationResult[dg.AssetKey]:
-        candidates = context.candidate_subset
-        partitions = set(candidates.expensively_compute_partition_keys())
-        if not partitions:
-            return dg.AutomationResult(context, true_subset=candidates)
+    def true_partitions(
+        self, context: dg.AutomationContext[dg.AssetKey], partitions: set[str]
+    ) -> set[str]:
         instance, plans = _plans(context, partitions)
         now = context.evaluation_time
         due = {
@@ -248,9 +254,7 @@ class FailedHourRetry(dg.AutomationCondition[dg.AssetKey]):
             for partition in partitions
             if plans.failed(partition) and _retry_due(instance, context.key, partition, plans, now)
         }
-        return dg.AutomationResult(
-            context, true_subset=candidates.compute_intersection_with_partition_keys(due)
-        )
+        return due
 
 
 def _plans(
